@@ -1,0 +1,84 @@
+import { fromCallback, fromPromise, type EventObject } from "xstate";
+import { toKekahydeError, type KekahydeError } from "../errors.ts";
+import type { Engine, GenerateResult, LoadedModel } from "./types.ts";
+
+/** What the engine actors report back to the runtime machine. */
+export type EngineEvent =
+  | { type: "LOAD.PROGRESS"; progress: number }
+  | { type: "LOAD.PREVIOUS_DISPOSED" }
+  | { type: "LOAD.DONE"; model: LoadedModel }
+  | { type: "LOAD.FAILED"; error: KekahydeError }
+  | { type: "GENERATION.DONE"; result: GenerateResult }
+  | { type: "GENERATION.FAILED"; error: KekahydeError };
+
+export interface LoadModelInput {
+  engine: Engine;
+  path: string;
+  previous: LoadedModel | null;
+}
+
+/**
+ * Loads a model, replacing `previous`. The new file is validated first, so a bad path or a broken file
+ * costs nothing: the previous model is only disposed once the new one is known to be loadable. Stopping this
+ * actor (leaving the loading state) aborts the load; a model that finishes loading after that is freed.
+ */
+export const loadModelActor = fromCallback<EventObject, LoadModelInput, EngineEvent>(({ input, sendBack }) => {
+  const abort = new AbortController();
+  const { engine, path, previous } = input;
+  (async () => {
+    try {
+      await engine.validate(path);
+    } catch (e) {
+      return sendBack({ type: "LOAD.FAILED", error: toKekahydeError(e, "MODEL_INVALID") });
+    }
+    if (previous) {
+      await previous.dispose().catch(() => {});
+      sendBack({ type: "LOAD.PREVIOUS_DISPOSED" });
+    }
+    try {
+      const model = await engine.load({
+        path,
+        signal: abort.signal,
+        onProgress: (progress) => sendBack({ type: "LOAD.PROGRESS", progress }),
+      });
+      if (abort.signal.aborted) return void (await model.dispose().catch(() => {}));
+      sendBack({ type: "LOAD.DONE", model });
+    } catch (e) {
+      sendBack({ type: "LOAD.FAILED", error: toKekahydeError(e, "MODEL_INVALID") });
+    }
+  })();
+  return () => abort.abort();
+});
+
+export interface GenerateInput {
+  model: LoadedModel;
+  prompt: string;
+  maxTokens?: number;
+  /** Receives text as it is decoded. It goes straight to the requester, not through the machine. */
+  onText?: (chunk: string) => void;
+}
+
+/** Runs one generation. The ABORT event (or stopping the actor) aborts it inside the engine. */
+export const generateActor = fromCallback<{ type: "ABORT" }, GenerateInput, EngineEvent>(({ input, sendBack, receive }) => {
+  const abort = new AbortController();
+  receive((event) => {
+    if (event.type === "ABORT") abort.abort();
+  });
+  input.model
+    .generate({
+      prompt: input.prompt,
+      maxTokens: input.maxTokens,
+      signal: abort.signal,
+      onText: input.onText,
+    })
+    .then(
+      (result) => sendBack({ type: "GENERATION.DONE", result }),
+      (e) => sendBack({ type: "GENERATION.FAILED", error: toKekahydeError(e, "ENGINE_FAILURE") }),
+    );
+  return () => abort.abort();
+});
+
+/** Frees a model (unload, engine failure, shutdown). Never fails: a dispose error leaves nothing to retry. */
+export const disposeModelActor = fromPromise<void, { model: LoadedModel | null }>(async ({ input }) => {
+  await input.model?.dispose().catch(() => {});
+});

@@ -1,0 +1,38 @@
+/**
+ * Every failure the daemon reports is a KekahydeError with a code. The code, not the message, decides the
+ * HTTP status (see src/server/errorMapping.ts), so the machine and the engine never think in HTTP terms.
+ */
+export type ErrorCode =
+  | "BAD_REQUEST"
+  | "INVALID_JSON"
+  | "MODEL_NOT_FOUND"
+  | "MODEL_INVALID"
+  | "MODEL_LOADING"
+  | "BUSY"
+  | "NO_MODEL"
+  | "PROMPT_TOO_LONG"
+  | "ENGINE_FAILURE"
+  | "ROUTE_NOT_FOUND"
+  | "METHOD_NOT_ALLOWED"
+  | "SHUTTING_DOWN"
+  | "INTERNAL";
+
+export class KekahydeError extends Error {
+  override name = "KekahydeError";
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}
+
+export const isKekahydeError = (e: unknown): e is KekahydeError => e instanceof KekahydeError;
+
+/** Wraps anything thrown by a dependency into a KekahydeError, keeping a known one as it is. */
+export function toKekahydeError(e: unknown, code: ErrorCode = "INTERNAL", prefix?: string): KekahydeError {
+  if (isKekahydeError(e)) return e;
+  const message = e instanceof Error ? e.message : String(e);
+  return new KekahydeError(code, prefix ? `${prefix}: ${message}` : message);
+}

@@ -1,0 +1,230 @@
+import { GgmlType, TokenType } from "./format.ts";
+import { bool, f32, f32Array, i32Array, str, strArray, u32, writeGguf, type GgufSpec, type GgufTensorSpec } from "./writer.ts";
+
+/**
+ * A character-level llama whose greedy output is known in advance.
+ *
+ * Every token embeds as a one-hot vector; attention and feed-forward weights are all zero, so each layer adds
+ * nothing and the residual stream at a position is just the current token's one-hot vector. The output head
+ * maps that vector to a single large logit on the "next" character, so under greedy sampling the model
+ * continues letters and digits cyclically ("abc" → "defg…", "z" → "a", "9" → "0"), stops (end of sequence)
+ * after ".", and answers a space after other punctuation. The text it writes can therefore be asserted
+ * exactly, while node-llama-cpp still runs a real llama graph over a real file.
+ *
+ * The zero matrices still cost real compute, so the same recipe with wider or deeper shapes makes a slow
+ * model for cancellation tests without changing the expected text.
+ */
+
+export const SPACE_PIECE = "\u2581"; // SentencePiece's visible space
+const UNK = 0;
+const BOS = 1;
+export const EOS = 2;
+const FIRST_BYTE_TOKEN = 3;
+const FIRST_CHAR_TOKEN = FIRST_BYTE_TOKEN + 256;
+/** Printable ASCII except space, which SentencePiece spells as ▁. */
+const PRINTABLE = Array.from({ length: 0x7e - 0x21 + 1 }, (_, i) => String.fromCharCode(0x21 + i));
+
+export interface CharVocab {
+  tokens: string[];
+  types: number[];
+  /** The greedy successor of each token id. */
+  next: number[];
+}
+
+function cycleNext(ch: string): string | null {
+  const ranges: Array<[string, string]> = [["a", "z"], ["A", "Z"], ["0", "9"]];
+  for (const [lo, hi] of ranges) {
+    if (ch >= lo && ch <= hi) return ch === hi ? lo : String.fromCharCode(ch.charCodeAt(0) + 1);
+  }
+  return null;
+}
+
+/** The successor character of `ch` in the model's text, or null when the model ends the sequence. */
+export function nextChar(ch: string): string | null {
+  if (ch === ".") return null;
+  if (ch === " ") return "a";
+  return cycleNext(ch) ?? " ";
+}
+
+export function buildCharVocab(): CharVocab {
+  const tokens = ["<unk>", "<s>", "</s>"];
+  const types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL];
+  for (let b = 0; b < 256; b++) {
+    tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
+    types.push(TokenType.BYTE);
+  }
+  tokens.push(SPACE_PIECE);
+  types.push(TokenType.NORMAL);
+  for (const ch of PRINTABLE) {
+    tokens.push(ch);
+    types.push(TokenType.NORMAL);
+  }
+  const idOf = new Map(tokens.map((t, i) => [t, i]));
+  const spaceId = idOf.get(SPACE_PIECE)!;
+  const next = tokens.map((piece, id) => {
+    if (id < FIRST_CHAR_TOKEN) return spaceId;
+    const ch = piece === SPACE_PIECE ? " " : piece;
+    const succ = nextChar(ch);
+    if (succ === null) return EOS;
+    return idOf.get(succ === " " ? SPACE_PIECE : succ)!;
+  });
+  return { tokens, types, next };
+}
+
+/** The exact text the char model writes greedily after `prompt`, at most `maxTokens` characters. */
+export function expectedContinuation(prompt: string, maxTokens: number): string {
+  let out = "";
+  let last = prompt.length > 0 ? prompt[prompt.length - 1] : " ";
+  if (last.charCodeAt(0) > 0x7e || (last.charCodeAt(0) < 0x21 && last !== " ")) last = "\0"; // byte tokens answer a space
+  while (out.length < maxTokens) {
+    const succ = last === "\0" ? " " : nextChar(last);
+    if (succ === null) break;
+    out += succ;
+    last = succ;
+  }
+  return out;
+}
+
+export interface CharModelShape {
+  name: string;
+  /** Must be at least the vocabulary size (354) so that every token gets its own one-hot direction. */
+  embeddingLength: number;
+  blockCount: number;
+  feedForwardLength: number;
+  headCount: number;
+  headCountKv: number;
+  contextLength: number;
+  /** Type of the (zero) attention and feed-forward matrices: F32 or F16. */
+  layerType: GgmlType.F32 | GgmlType.F16;
+}
+
+/** ~1 MB, generates in well under a millisecond per token: for exact-text tests. */
+export const TINY_CHAR_MODEL: CharModelShape = {
+  name: "kekahyde-char-tiny",
+  embeddingLength: 384,
+  blockCount: 2,
+  feedForwardLength: 512,
+  headCount: 6,
+  headCountKv: 2,
+  contextLength: 4096,
+  layerType: GgmlType.F16,
+};
+
+/** Same text, ~10x the work per token: generation runs long enough to be stopped. */
+export const SLOW_CHAR_MODEL: CharModelShape = {
+  name: "kekahyde-char-slow",
+  embeddingLength: 1024,
+  blockCount: 8,
+  feedForwardLength: 2816,
+  headCount: 8,
+  headCountKv: 8,
+  contextLength: 8192,
+  layerType: GgmlType.F16,
+};
+
+const CHUNK = 1 << 20;
+
+function* zeroBytes(total: number): Iterable<Uint8Array> {
+  const chunk = new Uint8Array(Math.min(CHUNK, total));
+  for (let left = total; left > 0; left -= chunk.length) yield left >= chunk.length ? chunk : chunk.subarray(0, left);
+}
+
+function* f32Rows(rows: number, rowLength: number, fill: (row: number, out: Float32Array) => void): Iterable<Uint8Array> {
+  const out = new Float32Array(rowLength);
+  for (let r = 0; r < rows; r++) {
+    out.fill(0);
+    fill(r, out);
+    yield new Uint8Array(out.buffer.slice(0));
+  }
+}
+
+function ones(n: number): () => Iterable<Uint8Array> {
+  return () => [new Uint8Array(new Float32Array(n).fill(1).buffer)];
+}
+
+function zeroTensor(name: string, dims: number[], type: GgmlType.F32 | GgmlType.F16): GgufTensorSpec {
+  const bytes = dims.reduce((a, b) => a * b, 1) * (type === GgmlType.F32 ? 4 : 2);
+  return { name, dims, type, data: () => zeroBytes(bytes) };
+}
+
+export function charModelSpec(shape: CharModelShape): GgufSpec {
+  const vocab = buildCharVocab();
+  const nVocab = vocab.tokens.length;
+  const nEmbd = shape.embeddingLength;
+  if (nEmbd < nVocab) throw new Error(`embeddingLength ${nEmbd} must be >= vocabulary size ${nVocab}`);
+  if (nEmbd % shape.headCount !== 0) throw new Error("embeddingLength must be a multiple of headCount");
+  const headDim = nEmbd / shape.headCount;
+  const nEmbdKv = headDim * shape.headCountKv;
+
+  const tensors: GgufTensorSpec[] = [
+    {
+      name: "token_embd.weight",
+      dims: [nEmbd, nVocab],
+      type: GgmlType.F32,
+      data: () => f32Rows(nVocab, nEmbd, (token, row) => void (row[token] = 1)),
+    },
+  ];
+  for (let l = 0; l < shape.blockCount; l++) {
+    const p = `blk.${l}.`;
+    tensors.push(
+      { name: `${p}attn_norm.weight`, dims: [nEmbd], type: GgmlType.F32, data: ones(nEmbd) },
+      zeroTensor(`${p}attn_q.weight`, [nEmbd, nEmbd], shape.layerType),
+      zeroTensor(`${p}attn_k.weight`, [nEmbd, nEmbdKv], shape.layerType),
+      zeroTensor(`${p}attn_v.weight`, [nEmbd, nEmbdKv], shape.layerType),
+      zeroTensor(`${p}attn_output.weight`, [nEmbd, nEmbd], shape.layerType),
+      { name: `${p}ffn_norm.weight`, dims: [nEmbd], type: GgmlType.F32, data: ones(nEmbd) },
+      zeroTensor(`${p}ffn_gate.weight`, [nEmbd, shape.feedForwardLength], shape.layerType),
+      zeroTensor(`${p}ffn_down.weight`, [shape.feedForwardLength, nEmbd], shape.layerType),
+      zeroTensor(`${p}ffn_up.weight`, [nEmbd, shape.feedForwardLength], shape.layerType),
+    );
+  }
+  tensors.push(
+    { name: "output_norm.weight", dims: [nEmbd], type: GgmlType.F32, data: ones(nEmbd) },
+    {
+      name: "output.weight",
+      dims: [nEmbd, nVocab],
+      type: GgmlType.F32,
+      // Row v holds the logit of token v: a 1 at every input token whose successor is v.
+      data: () =>
+        f32Rows(nVocab, nEmbd, (v, row) => {
+          vocab.next.forEach((succ, input) => {
+            if (succ === v) row[input] = 1;
+          });
+        }),
+    },
+  );
+
+  return {
+    metadata: [
+      ["general.architecture", str("llama")],
+      ["general.name", str(shape.name)],
+      ["general.file_type", u32(shape.layerType === GgmlType.F16 ? 1 : 0)],
+      ["llama.context_length", u32(shape.contextLength)],
+      ["llama.embedding_length", u32(nEmbd)],
+      ["llama.block_count", u32(shape.blockCount)],
+      ["llama.feed_forward_length", u32(shape.feedForwardLength)],
+      ["llama.attention.head_count", u32(shape.headCount)],
+      ["llama.attention.head_count_kv", u32(shape.headCountKv)],
+      ["llama.rope.dimension_count", u32(headDim)],
+      ["llama.rope.freq_base", f32(10000)],
+      ["llama.attention.layer_norm_rms_epsilon", f32(1e-5)],
+      ["llama.vocab_size", u32(nVocab)],
+      ["tokenizer.ggml.model", str("llama")],
+      ["tokenizer.ggml.tokens", strArray(vocab.tokens)],
+      ["tokenizer.ggml.scores", f32Array(new Float32Array(nVocab))],
+      ["tokenizer.ggml.token_type", i32Array(vocab.types)],
+      ["tokenizer.ggml.unknown_token_id", u32(UNK)],
+      ["tokenizer.ggml.bos_token_id", u32(BOS)],
+      ["tokenizer.ggml.eos_token_id", u32(EOS)],
+      ["tokenizer.ggml.add_bos_token", bool(true)],
+      ["tokenizer.ggml.add_eos_token", bool(false)],
+      ["tokenizer.ggml.add_space_prefix", bool(false)],
+    ],
+    tensors,
+  };
+}
+
+/** Writes the char model to `path`; returns the file size in bytes. */
+export function writeCharModel(path: string, shape: CharModelShape = TINY_CHAR_MODEL): Promise<number> {
+  return writeGguf(path, charModelSpec(shape));
+}

@@ -1,0 +1,26 @@
+import type { ErrorCode } from "../errors.ts";
+
+/** The one place where error codes become HTTP statuses. */
+export const HTTP_STATUS: Record<ErrorCode, number> = {
+  BAD_REQUEST: 400,
+  INVALID_JSON: 400,
+  PROMPT_TOO_LONG: 400,
+  MODEL_NOT_FOUND: 404,
+  ROUTE_NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  MODEL_LOADING: 409,
+  BUSY: 409,
+  NO_MODEL: 409,
+  MODEL_INVALID: 422,
+  ENGINE_FAILURE: 500,
+  INTERNAL: 500,
+  SHUTTING_DOWN: 503,
+};
+
+/** Statuses that Koa or the router raise themselves, as our codes. */
+export function codeForHttpStatus(status: number): ErrorCode {
+  if (status === 404) return "ROUTE_NOT_FOUND";
+  if (status === 405 || status === 501) return "METHOD_NOT_ALLOWED";
+  if (status >= 400 && status < 500) return "BAD_REQUEST";
+  return "INTERNAL";
+}

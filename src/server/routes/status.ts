@@ -1,0 +1,9 @@
+import type Router from "@koa/router";
+import { statusView } from "../../machines/selectors.ts";
+import type { RouteDeps } from "../runtime.ts";
+
+export function statusRoute(router: Router, { runtime, startedAt }: RouteDeps): void {
+  router.get("/status", (ctx) => {
+    ctx.body = statusView(runtime.getSnapshot(), startedAt);
+  });
+}

@@ -1,0 +1,14 @@
+import type Router from "@koa/router";
+import { createTicket } from "../../machines/ticket.ts";
+import type { StopResult } from "../../machines/runtimeMachine.ts";
+import type { RouteDeps } from "../runtime.ts";
+
+/** Answers once the generation has really ended, so the next request finds the engine free. */
+export function stopRoute(router: Router, { runtime }: RouteDeps): void {
+  router.post("/stop", async (ctx) => {
+    ctx.req.resume(); // the body, if any, carries nothing we need
+    const ticket = createTicket<StopResult>();
+    runtime.send({ type: "STOP", ticket });
+    ctx.body = await ticket.promise;
+  });
+}
