@@ -276,6 +276,7 @@ export const runtimeMachine = setup({
     },
     stopping: {
       invoke: {
+        id: "disposer",
         src: "disposeModel",
         input: ({ context }) => ({ model: context.model }),
         onDone: { target: "stopped", actions: "forgetModel" },

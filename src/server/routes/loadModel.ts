@@ -1,5 +1,6 @@
 import type Router from "@koa/router";
 import { KekahydeError } from "../../errors.ts";
+import { sendRequest } from "../../machines/sendRequest.ts";
 import { createTicket } from "../../machines/ticket.ts";
 import type { LoadResult } from "../../machines/runtimeMachine.ts";
 import { readJsonObject } from "../body.ts";
@@ -12,8 +13,7 @@ export function loadModelRoute(router: Router, { runtime }: RouteDeps): void {
       throw new KekahydeError("BAD_REQUEST", 'Body needs "path": the path of a .gguf model file, e.g. {"path": "/abs/model.gguf"}.');
     }
     const ticket = createTicket<LoadResult>();
-    runtime.send({ type: "LOAD", path: body.path, ticket });
-    const { model } = await ticket.promise;
+    const { model } = await sendRequest(runtime, { type: "LOAD", path: body.path, ticket });
     ctx.body = { success: true, message: "Model loaded", model };
   });
 }

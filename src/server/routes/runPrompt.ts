@@ -1,6 +1,7 @@
 import type Router from "@koa/router";
 import { KekahydeError } from "../../errors.ts";
 import type { GenerateResult } from "../../engine/types.ts";
+import { sendRequest } from "../../machines/sendRequest.ts";
 import { createTicket } from "../../machines/ticket.ts";
 import { readJsonObject } from "../body.ts";
 import type { RouteDeps } from "../runtime.ts";
@@ -22,8 +23,7 @@ export function runPromptRoute(router: Router, { runtime }: RouteDeps): void {
     }
     const maxTokens = optionalPositiveInteger(body, "max_tokens");
     const ticket = createTicket<GenerateResult>();
-    runtime.send({ type: "RUN", prompt: body.prompt, maxTokens, ticket });
-    const result = await ticket.promise;
+    const result = await sendRequest(runtime, { type: "RUN", prompt: body.prompt, maxTokens, ticket });
     ctx.status = 200;
     ctx.set("X-Finish-Reason", result.finishReason);
     ctx.set("X-Prompt-Tokens", String(result.promptTokens));

@@ -1,4 +1,5 @@
 import type Router from "@koa/router";
+import { sendRequest } from "../../machines/sendRequest.ts";
 import { createTicket } from "../../machines/ticket.ts";
 import type { StopResult } from "../../machines/runtimeMachine.ts";
 import type { RouteDeps } from "../runtime.ts";
@@ -8,7 +9,6 @@ export function stopRoute(router: Router, { runtime }: RouteDeps): void {
   router.post("/stop", async (ctx) => {
     ctx.req.resume(); // the body, if any, carries nothing we need
     const ticket = createTicket<StopResult>();
-    runtime.send({ type: "STOP", ticket });
-    ctx.body = await ticket.promise;
+    ctx.body = await sendRequest(runtime, { type: "STOP", ticket });
   });
 }

@@ -1,0 +1,86 @@
+import { KekahydeError, type ErrorCode } from "../../src/errors.ts";
+import type { Engine, GenerateOptions, GenerateResult, LoadedModel, LoadOptions, ModelInfo } from "../../src/engine/types.ts";
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(v: T): void;
+  reject(e: unknown): void;
+}
+function deferred<T>(): Deferred<T> {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  return { promise, resolve, reject };
+}
+
+/**
+ * An engine whose every step waits for the test to say how it ends. Only for the machine's model-based
+ * tests, where timing must be controlled; never for tests that claim the daemon works.
+ */
+export class FakeEngine implements Engine {
+  validation: Deferred<void> | null = null;
+  loading: Deferred<LoadedModel> | null = null;
+  generation: (Deferred<GenerateResult> & { signal: AbortSignal }) | null = null;
+  disposedModels = 0;
+  private models = 0;
+
+  validate(): Promise<void> {
+    this.validation = deferred();
+    return this.validation.promise;
+  }
+
+  load({ path }: LoadOptions): Promise<LoadedModel> {
+    this.loading = deferred();
+    this.loading.promise.catch(() => {});
+    const info: ModelInfo = { path, name: `fake-${++this.models}`, architecture: "llama", size_bytes: 1, context_size: 64, train_context_size: 64, threads: 1 };
+    this.pendingInfo = info;
+    return this.loading.promise;
+  }
+  private pendingInfo: ModelInfo | null = null;
+
+  passValidation(): void {
+    this.validation?.resolve();
+    this.validation = null;
+  }
+  failValidation(code: ErrorCode = "MODEL_INVALID"): void {
+    this.validation?.reject(new KekahydeError(code, "fake validation failure"));
+    this.validation = null;
+  }
+  finishLoad(): void {
+    const engine = this;
+    const info = this.pendingInfo!;
+    const model: LoadedModel = {
+      info,
+      generate(options: GenerateOptions) {
+        const d = deferred<GenerateResult>();
+        // An abort is only noticed when the test lets the generation end, as a real engine ends after a token.
+        engine.generation = { ...d, signal: options.signal };
+        return d.promise;
+      },
+      async dispose() {
+        engine.disposedModels += 1;
+      },
+    };
+    this.loading?.resolve(model);
+    this.loading = null;
+  }
+  failLoad(): void {
+    this.loading?.reject(new KekahydeError("MODEL_INVALID", "fake load failure"));
+    this.loading = null;
+  }
+  finishGeneration(): void {
+    const cancelled = this.generation?.signal.aborted;
+    this.generation?.resolve({ text: cancelled ? "partial" : "done", finishReason: cancelled ? "cancelled" : "stop", promptTokens: 1, completionTokens: 1 });
+    this.generation = null;
+  }
+  failGeneration(code: ErrorCode): void {
+    this.generation?.reject(new KekahydeError(code, `fake ${code}`));
+    this.generation = null;
+  }
+  async dispose(): Promise<void> {}
+}
+
+/** Lets promise callbacks and actor events settle. */
+export async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+}

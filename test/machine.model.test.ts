@@ -1,0 +1,223 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { getAdjacencyMap, getShortestPaths } from "@xstate/graph";
+import { createActor, fromCallback, fromPromise, type SnapshotFrom } from "xstate";
+import { KekahydeError } from "../src/errors.ts";
+import type { LoadedModel } from "../src/engine/types.ts";
+import { runtimeMachine, type RuntimeEvent } from "../src/machines/runtimeMachine.ts";
+import { stateName } from "../src/machines/selectors.ts";
+import { sendRequest } from "../src/machines/sendRequest.ts";
+import { createTicket } from "../src/machines/ticket.ts";
+import { EMPTY_SAMPLE } from "../src/monitor/resourceSampler.ts";
+import { FakeEngine, settle } from "./helpers/fakeEngine.ts";
+
+/**
+ * Model-based tests: @xstate/graph walks the runtime machine's own definition, and every transition it finds
+ * (every state × every event) is replayed against a running machine whose engine actors drive a fake engine.
+ * The fake engine is allowed here, and only here, because it lets each engine outcome happen on cue.
+ */
+
+type Snapshot = SnapshotFrom<typeof runtimeMachine>;
+
+const fakeModel = { info: {}, generate: async () => ({}), dispose: async () => {} } as unknown as LoadedModel;
+const noop = fromCallback(() => {}) as never;
+
+/** The abstract events; each is either a request from a route or an outcome of an engine actor. */
+const EVENTS: RuntimeEvent[] = [
+  { type: "LOAD", path: "/models/m.gguf", ticket: createTicket() },
+  { type: "RUN", prompt: "p", ticket: createTicket() },
+  { type: "STOP", ticket: createTicket() },
+  { type: "SHUTDOWN" },
+  { type: "MONITOR.SAMPLE", sample: EMPTY_SAMPLE },
+  { type: "LOAD.PROGRESS", progress: 0.5 },
+  { type: "LOAD.PREVIOUS_DISPOSED" },
+  { type: "LOAD.DONE", model: fakeModel },
+  { type: "LOAD.FAILED", error: new KekahydeError("MODEL_INVALID", "x") },
+  { type: "GENERATION.DONE", result: { text: "", finishReason: "stop", promptTokens: 1, completionTokens: 0 } },
+  { type: "GENERATION.FAILED", error: new KekahydeError("PROMPT_TOO_LONG", "x") },
+  { type: "GENERATION.FAILED", error: new KekahydeError("ENGINE_FAILURE", "x") },
+  { type: "xstate.done.actor.disposer" } as unknown as RuntimeEvent,
+];
+
+const serializeEvent = (e: RuntimeEvent) => ("error" in e ? `${e.type}:${e.error.code}` : e.type);
+
+/** What the tests compare: the state, whether a model is held, whether a stop is waiting for its answer. */
+const serializeState = (s: Snapshot) =>
+  JSON.stringify({ value: s.value, model: s.context.model !== null, stopsWaiting: s.context.stopTickets.length > 0, done: s.status === "done" });
+
+/** Traversal runs the definition with inert actors: only the transitions matter there. */
+const definition = runtimeMachine.provide({
+  actors: { loadModel: noop, generate: noop, monitor: noop, disposeModel: fromPromise(async () => {}) as never },
+});
+
+const traversal = {
+  input: { engine: new FakeEngine(), sampleResources: async () => EMPTY_SAMPLE },
+  events: EVENTS,
+  serializeState: serializeState as never,
+  serializeEvent: serializeEvent as never,
+  // A stopped actor takes no more events; what happens to requests then is tested below.
+  stopWhen: (s: Snapshot) => s.status === "done",
+};
+
+/** A live machine with the real engine actors over a fake engine, and a way to make each event happen. */
+function system() {
+  const engine = new FakeEngine();
+  let finishDisposal!: () => void;
+  const disposal = new Promise<void>((r) => (finishDisposal = r));
+  const machine = runtimeMachine.provide({
+    actors: {
+      monitor: noop,
+      // Shutdown's dispose waits for the test, so that `stopping` can be observed.
+      disposeModel: fromPromise(async () => disposal) as never,
+    },
+  });
+  const actor = createActor(machine, { input: { engine, sampleResources: async () => EMPTY_SAMPLE } });
+  actor.start();
+  const tickets: Array<ReturnType<typeof createTicket<unknown>>> = [];
+  const ticket = <T,>() => {
+    const t = createTicket<T>();
+    tickets.push(t as never);
+    return t;
+  };
+
+  async function exec(event: RuntimeEvent): Promise<void> {
+    switch (event.type) {
+      case "LOAD":
+        actor.send({ type: "LOAD", path: event.path, ticket: ticket() });
+        break;
+      case "RUN":
+        actor.send({ type: "RUN", prompt: event.prompt, ticket: ticket() });
+        break;
+      case "STOP":
+        actor.send({ type: "STOP", ticket: ticket() });
+        break;
+      case "SHUTDOWN":
+      case "MONITOR.SAMPLE":
+      case "LOAD.PROGRESS":
+        actor.send(event);
+        break;
+      case "LOAD.PREVIOUS_DISPOSED":
+        engine.passValidation();
+        break;
+      case "LOAD.DONE":
+        engine.passValidation();
+        await settle();
+        engine.finishLoad();
+        break;
+      case "LOAD.FAILED":
+        if (engine.validation) engine.failValidation();
+        else engine.failLoad();
+        break;
+      case "GENERATION.DONE":
+        engine.finishGeneration();
+        break;
+      case "GENERATION.FAILED":
+        engine.failGeneration(event.error.code);
+        break;
+      default:
+        finishDisposal();
+    }
+    await settle();
+  }
+  return { actor, engine, exec, tickets };
+}
+
+describe("runtime machine, model-based", () => {
+  const adjacency = getAdjacencyMap(definition, traversal);
+  const shortest = new Map(getShortestPaths(definition, traversal).map((p) => [serializeState(p.state as Snapshot), p]));
+
+  it("reaches every state of the definition", () => {
+    const reached = new Set([...shortest.values()].map((p) => stateName(p.state as Snapshot)));
+    assert.deepEqual([...reached].sort(), ["cancelling", "empty", "generating", "idle", "loading", "stopped", "stopping"]);
+  });
+
+  let transitions = 0;
+  type Edge = { event: RuntimeEvent; state: Snapshot };
+  for (const [from, { transitions: byEvent }] of Object.entries(adjacency) as Array<[string, { transitions: Record<string, Edge> }]>) {
+    const path = shortest.get(from);
+    assert.ok(path, `a path to ${from}`);
+    for (const [eventKey, { event, state: expected }] of Object.entries(byEvent)) {
+      transitions++;
+      it(`${from} --${eventKey}--> ${serializeState(expected as Snapshot)}`, async () => {
+        const sut = system();
+        try {
+          for (const step of path.steps.slice(1) as Array<{ event: unknown; state: unknown }>) {
+            await sut.exec(step.event as RuntimeEvent);
+            assert.equal(serializeState(sut.actor.getSnapshot()), serializeState(step.state as Snapshot), `after ${serializeEvent(step.event as RuntimeEvent)}`);
+          }
+          await sut.exec(event as RuntimeEvent);
+          assert.equal(serializeState(sut.actor.getSnapshot()), serializeState(expected as Snapshot));
+          // Every request that reached a state which is not working on it has been answered.
+          const { context } = sut.actor.getSnapshot();
+          const open = sut.tickets.filter((t) => !t.settled).length;
+          const held = (context.load ? 1 : 0) + (context.job ? 1 : 0) + context.stopTickets.length;
+          assert.equal(open, held, "no request is left without an answer or an owner");
+        } finally {
+          sut.actor.stop();
+        }
+      });
+    }
+  }
+
+  it("found the transitions to replay", () => {
+    assert.ok(transitions > 60, `${transitions} transitions`);
+  });
+});
+
+describe("runtime machine, specific behaviour", () => {
+  it("answers STOP only once the generation has really ended", async () => {
+    const sut = system();
+    await sut.exec({ type: "LOAD", path: "/m", ticket: createTicket() });
+    await sut.exec({ type: "LOAD.DONE", model: fakeModel });
+    await sut.exec({ type: "RUN", prompt: "p", ticket: createTicket() });
+    const stop = createTicket<{ stopped: boolean }>();
+    sut.actor.send({ type: "STOP", ticket: stop });
+    await settle();
+    assert.equal(stateName(sut.actor.getSnapshot()), "cancelling");
+    assert.equal(sut.engine.generation?.signal.aborted, true, "the abort reached the engine");
+    assert.equal(stop.settled, false, "no answer while the engine is still on its last token");
+    await sut.exec({ type: "GENERATION.DONE", result: { text: "", finishReason: "stop", promptTokens: 1, completionTokens: 0 } });
+    assert.deepEqual(await stop.promise, { stopped: true });
+    assert.equal(await sut.tickets[1].promise.then((r) => (r as { finishReason: string }).finishReason), "cancelled");
+    assert.equal(stateName(sut.actor.getSnapshot()), "idle");
+    sut.actor.stop();
+  });
+
+  it("frees the model and lands in empty with last_error after an engine failure", async () => {
+    const sut = system();
+    await sut.exec({ type: "LOAD", path: "/m", ticket: createTicket() });
+    await sut.exec({ type: "LOAD.DONE", model: fakeModel });
+    await sut.exec({ type: "RUN", prompt: "p", ticket: createTicket() });
+    await sut.exec({ type: "GENERATION.FAILED", error: new KekahydeError("ENGINE_FAILURE", "x") });
+    const s = sut.actor.getSnapshot();
+    assert.equal(stateName(s), "empty");
+    assert.equal(s.context.lastError?.code, "ENGINE_FAILURE");
+    assert.equal(sut.engine.disposedModels, 1);
+    await assert.rejects(sut.tickets[1].promise, /ENGINE_FAILURE/);
+    sut.actor.stop();
+  });
+
+  it("keeps the previous model when the new file fails validation, and frees it only once the new one is valid", async () => {
+    const sut = system();
+    await sut.exec({ type: "LOAD", path: "/a", ticket: createTicket() });
+    await sut.exec({ type: "LOAD.DONE", model: fakeModel });
+    await sut.exec({ type: "LOAD", path: "/bad", ticket: createTicket() });
+    await sut.exec({ type: "LOAD.FAILED", error: new KekahydeError("MODEL_INVALID", "x") });
+    assert.equal(stateName(sut.actor.getSnapshot()), "idle");
+    assert.equal(sut.actor.getSnapshot().context.model?.info.name, "fake-1");
+    assert.equal(sut.engine.disposedModels, 0);
+    await sut.exec({ type: "LOAD", path: "/b", ticket: createTicket() });
+    await sut.exec({ type: "LOAD.DONE", model: fakeModel });
+    assert.equal(sut.engine.disposedModels, 1);
+    assert.equal(sut.actor.getSnapshot().context.model?.info.name, "fake-2");
+    sut.actor.stop();
+  });
+
+  it("answers a request sent after shutdown at once, instead of leaving it hanging", async () => {
+    const sut = system();
+    await sut.exec({ type: "SHUTDOWN" });
+    await sut.exec({ type: "xstate.done.actor.disposer" } as unknown as RuntimeEvent);
+    assert.equal(sut.actor.getSnapshot().status, "done");
+    await assert.rejects(sendRequest(sut.actor, { type: "RUN", prompt: "p", ticket: createTicket() }), /shutting down/);
+  });
+});
