@@ -1,0 +1,155 @@
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { before, describe, it } from "node:test";
+import { ConfigError, DEFAULTS, OPTIONS, parseServeArgs } from "../src/config.ts";
+import { defaultThreadCount } from "../src/engine/threads.ts";
+import { slowModel, tinyModel } from "./helpers/fixtures.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const BIN = fileURLToPath(new URL("../bin/kekahyde.js", import.meta.url));
+
+describe("configuration", () => {
+  it("defaults to 127.0.0.1:3000 with threads chosen from the machine", () => {
+    const { config } = parseServeArgs([], {});
+    assert.equal(config.host, "127.0.0.1");
+    assert.equal(config.port, 3000);
+    assert.equal(config.threads, null);
+    assert.equal(config.model, null);
+  });
+
+  it("takes KEKAHYDE_* environment variables, and flags over them", () => {
+    const env = { KEKAHYDE_HOST: "localhost", KEKAHYDE_PORT: "4000", KEKAHYDE_THREADS: "3" };
+    assert.deepEqual(
+      { ...parseServeArgs([], env).config },
+      { ...DEFAULTS, host: "localhost", port: 4000, threads: 3 },
+    );
+    const { config } = parseServeArgs(["--port", "3123", "--host", "127.0.0.1", "--model", "/m.gguf", "--gpu", "off"], env);
+    assert.equal(config.port, 3123);
+    assert.equal(config.host, "127.0.0.1");
+    assert.equal(config.model, "/m.gguf");
+    assert.equal(config.gpu, "off");
+    assert.equal(config.threads, 3);
+  });
+
+  it("refuses bad values with a message naming the option", () => {
+    assert.throws(() => parseServeArgs(["--port", "70000"], {}), (e: Error) => e instanceof ConfigError && /--port must be an integer from 0 to 65535/.test(e.message));
+    assert.throws(() => parseServeArgs([], { KEKAHYDE_PORT: "abc" }), /KEKAHYDE_PORT must be an integer/);
+    assert.throws(() => parseServeArgs(["--gpu", "cuda"], {}), /--gpu must be one of auto, off/);
+    assert.throws(() => parseServeArgs(["--bogus"], {}), ConfigError);
+  });
+
+  it("never uses more threads than physical cores, and leaves one to the event loop", () => {
+    assert.equal(defaultThreadCount(1, 1), 1);
+    assert.equal(defaultThreadCount(2, 2), 1);
+    assert.equal(defaultThreadCount(4, 8), 3);
+    assert.equal(defaultThreadCount(16, 8), 7);
+    assert.equal(defaultThreadCount(0, 4), 3, "unknown physical count falls back to logical");
+  });
+});
+
+describe("the kekahyde command", () => {
+  it("explains every option with --help", () => {
+    const r = spawnSync(process.execPath, [BIN, "serve", "--help"], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    for (const o of OPTIONS) {
+      assert.match(r.stdout, new RegExp(`--${o.flag}`));
+      assert.match(r.stdout, new RegExp(o.env));
+    }
+    assert.match(r.stdout, /SIGINT/);
+  });
+
+  it("works as `npm start -- --help`", () => {
+    const r = spawnSync("npm", ["start", "--silent", "--", "--help"], { cwd: ROOT, encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /Usage: kekahyde serve/);
+  });
+
+  it("exits 2 with a clear message on a bad option", () => {
+    const r = spawnSync(process.execPath, [BIN, "serve", "--port", "nope"], { encoding: "utf8" });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /kekahyde: --port must be an integer/);
+  });
+
+  describe("as a daemon process", () => {
+    let tiny: string;
+    let slow: string;
+    before(async () => {
+      [tiny, slow] = await Promise.all([tinyModel(), slowModel()]);
+    });
+
+    /** Starts `kekahyde serve`, collecting its JSON log lines; resolves once it listens. */
+    async function startProcess(args: string[], env: Record<string, string> = {}) {
+      const child = spawn(process.execPath, [BIN, "serve", ...args], {
+        env: { ...process.env, KEKAHYDE_GPU: "off", ...env },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      const lines: Array<Record<string, any>> = [];
+      const waiters: Array<() => void> = [];
+      createInterface({ input: child.stdout! }).on("line", (line) => {
+        lines.push(JSON.parse(line));
+        waiters.splice(0).forEach((w) => w());
+      });
+      let stderr = "";
+      child.stderr!.on("data", (d) => (stderr += d));
+      const waitForLog = async (event: string, timeoutMs = 20_000) => {
+        const deadline = Date.now() + timeoutMs;
+        for (;;) {
+          const found = lines.find((l) => l.event === event);
+          if (found) return found;
+          if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no "${event}" log line; stderr: ${stderr}`);
+          await new Promise<void>((r) => {
+            waiters.push(r);
+            setTimeout(r, 100);
+          });
+        }
+      };
+      const listening = await waitForLog("listening");
+      return { child, lines, waitForLog, url: listening.url as string };
+    }
+
+    async function exitOf(child: ChildProcess, timeoutMs = 15_000): Promise<number | null> {
+      if (child.exitCode !== null) return child.exitCode;
+      const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+      const [code] = await once(child, "exit");
+      clearTimeout(timer);
+      return code as number | null;
+    }
+
+    it("listens where KEKAHYDE_HOST/KEKAHYDE_PORT say, loads --model at start-up, and shuts down cleanly on SIGTERM", async () => {
+      const d = await startProcess(["--model", tiny], { KEKAHYDE_HOST: "127.0.0.1", KEKAHYDE_PORT: "0" });
+      assert.match(d.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+      await d.waitForLog("model_loaded");
+      const status = (await (await fetch(`${d.url}/status`)).json()) as Record<string, any>;
+      assert.equal(status.state, "idle");
+      assert.equal(status.model.path, tiny);
+      const run = await fetch(`${d.url}/run_prompt`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"prompt":"abc","max_tokens":5}' });
+      assert.equal(await run.text(), "defgh");
+
+      d.child.kill("SIGTERM");
+      assert.equal(await exitOf(d.child), 0);
+      const events = d.lines.map((l) => l.event);
+      assert.ok(events.includes("signal") && events.includes("stopped"), events.join(","));
+      const last = d.lines.filter((l) => l.event === "state").at(-1);
+      assert.equal(last?.to, "stopped");
+    });
+
+    it("on SIGINT during a generation, answers the request, frees the model and exits 0", async () => {
+      const d = await startProcess(["--port", "0", "--model", slow]);
+      await d.waitForLog("model_loaded");
+      const running = fetch(`${d.url}/run_prompt`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"prompt":"abc","max_tokens":5000}' });
+      for (;;) {
+        const s = (await (await fetch(`${d.url}/status`)).json()) as Record<string, any>;
+        if (s.state === "generating") break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      d.child.kill("SIGINT");
+      const res = await running;
+      assert.equal(res.status, 503);
+      assert.match(((await res.json()) as { message: string }).message, /shutting down/);
+      assert.equal(await exitOf(d.child), 0);
+    });
+  });
+});
