@@ -67,6 +67,24 @@ describe("the kekahyde command", () => {
     assert.match(r.stdout, /Usage: kekahyde serve/);
   });
 
+  it("writes the README's demo model with `npm run demo-model`, and the daemon runs it", async () => {
+    const { mkdtemp } = await import("node:fs/promises");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const path = join(await mkdtemp(join(tmpdir(), "kekahyde-demo-")), "demo.gguf");
+    const r = spawnSync("npm", ["run", "--silent", "demo-model", "--", path], { cwd: ROOT, encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /wrote .*demo\.gguf/);
+    const { startTestDaemon } = await import("./helpers/daemon.ts");
+    const d = await startTestDaemon();
+    try {
+      assert.equal((await d.post("/load_model", { path })).status, 200);
+      assert.equal(await (await d.post("/run_prompt", { prompt: "Explain recursion", max_tokens: 20 })).text(), "opqrstuvwxyzabcdefgh");
+    } finally {
+      await d.close();
+    }
+  });
+
   it("exits 2 with a clear message on a bad option", () => {
     const r = spawnSync(process.execPath, [BIN, "serve", "--port", "nope"], { encoding: "utf8" });
     assert.equal(r.status, 2);
