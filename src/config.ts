@@ -12,6 +12,7 @@ export interface ServeConfig {
   contextSize: number;
   gpu: GpuMode;
   logLevel: LogLevel;
+  maxQueue: number;
   monitorIntervalMs: number;
 }
 
@@ -23,6 +24,7 @@ export const DEFAULTS: ServeConfig = {
   contextSize: 2048,
   gpu: "auto",
   logLevel: "info",
+  maxQueue: 16,
   monitorIntervalMs: 1000,
 };
 
@@ -60,6 +62,7 @@ export const OPTIONS: readonly OptionDoc[] = [
   { flag: "threads", env: "KEKAHYDE_THREADS", key: "threads", value: "N", help: "CPU threads for inference (default: physical cores - 1, at least 1)", parse: integer(1, 1024) },
   { flag: "ctx-size", env: "KEKAHYDE_CTX_SIZE", key: "contextSize", value: "N", help: "context size in tokens, capped at the model's trained length", parse: integer(16, 1 << 20) },
   { flag: "gpu", env: "KEKAHYDE_GPU", key: "gpu", value: "auto|off", help: "use a GPU when node-llama-cpp finds one (auto), or CPU only (off)", parse: oneOf(["auto", "off"]) },
+  { flag: "max-queue", env: "KEKAHYDE_MAX_QUEUE", key: "maxQueue", value: "N", help: "requests that may wait while one generates; more get 503", parse: integer(0, 100_000) },
   { flag: "log-level", env: "KEKAHYDE_LOG_LEVEL", key: "logLevel", value: "LEVEL", help: `log level: ${LOG_LEVELS.join(", ")}`, parse: oneOf(LOG_LEVELS) },
 ];
 
@@ -80,7 +83,7 @@ export function serveHelp(): string {
     "  -h, --help                show this help",
     "  -v, --version             print the version",
     "",
-    "API: POST /load_model {\"path\"}, POST /run_prompt {\"prompt\"}, POST /stop, GET /status.",
+    "API: POST /load_model {\"path\"}, POST /run_prompt {\"prompt\"}, POST /stop, GET /status, POST /unload_model.",
     "Stop the daemon with Ctrl-C (SIGINT) or SIGTERM: it cancels generation and frees the model first.",
   ].join("\n");
 }

@@ -56,13 +56,13 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
       onNativeLog: (level, message) => log.warn({ event: "llama_log", level }, message),
     });
   const runtime = createActor(runtimeMachine, {
-    input: { engine, sampleResources: createResourceSampler(), monitorIntervalMs: config.monitorIntervalMs },
+    input: { engine, sampleResources: createResourceSampler(), monitorIntervalMs: config.monitorIntervalMs, maxQueue: config.maxQueue },
   });
   logTransitions(runtime, log);
   runtime.start();
   const startedAt = Date.now();
 
-  const app = createApp({ runtime, startedAt }, log);
+  const app = createApp({ runtime, startedAt, defaultThreads: threads }, log);
   const server: Server = createServer(app.callback());
   // Slow clients must not hold sockets forever.
   server.headersTimeout = 30_000;
@@ -82,7 +82,7 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
 
   if (config.model) {
     const ticket = createTicket<LoadResult>();
-    runtime.send({ type: "LOAD", path: config.model, ticket });
+    runtime.send({ type: "LOAD", path: config.model, settings: {}, ticket });
     ticket.promise.then(
       ({ model }) => log.info({ event: "model_loaded", model }, `loaded ${model.name}`),
       (e: Error) => log.error({ event: "model_load_failed", path: config.model, message: e.message }, e.message),

@@ -15,6 +15,9 @@ export type ErrorCode =
   | "ROUTE_NOT_FOUND"
   | "METHOD_NOT_ALLOWED"
   | "SHUTTING_DOWN"
+  | "QUEUE_FULL"
+  | "QUEUE_CLEARED"
+  | "CLIENT_CLOSED"
   | "INTERNAL";
 
 export class KekahydeError extends Error {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import { after, before, describe, it } from "node:test";
-import { expectedContinuation } from "../src/gguf/charModel.ts";
+import { expectedChatReply, expectedContinuation } from "../src/gguf/charModel.ts";
 import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
 import { fixtureFile, FIXTURES, slowModel, tinyModel } from "./helpers/fixtures.ts";
 
@@ -23,8 +23,9 @@ async function assertError(res: Response, status: number, code: string, message?
   return body;
 }
 
+/** A plain completion (raw): the char model's text then depends on the prompt's last character. */
 async function runText(d: TestDaemon, prompt: string, maxTokens?: number): Promise<{ res: Response; text: string }> {
-  const res = await d.post("/run_prompt", maxTokens === undefined ? { prompt } : { prompt, max_tokens: maxTokens });
+  const res = await d.post("/run_prompt", maxTokens === undefined ? { prompt, raw: true } : { prompt, raw: true, max_tokens: maxTokens });
   return { res, text: await res.text() };
 }
 
@@ -70,7 +71,7 @@ describe("daemon over HTTP with the real engine", () => {
   it("answers stop with nothing running with stopped: false", async () => {
     const res = await d.post("/stop");
     assert.equal(res.status, 200);
-    assert.deepEqual(await json(res), { stopped: false });
+    assert.deepEqual(await json(res), { stopped: false, dropped: 0 });
   });
 
   it("leaves the daemon empty with last_error when the first load fails", async () => {
@@ -92,11 +93,22 @@ describe("daemon over HTTP with the real engine", () => {
     assert.equal(body.model.architecture, "llama");
     assert.equal(body.model.size_bytes, (await readFile(tiny)).length);
     assert.equal(body.model.context_size, 2048);
+    assert.equal(body.model.gpu, false);
     const status = await d.status();
     assert.equal(status.state, "idle");
     assert.equal(status.model_loaded, true);
     assert.equal(status.last_error, null, "a successful load clears the last error");
     assert.equal(status.model.name, "kekahyde-char-tiny");
+  });
+
+  it("answers the seed's {\"prompt\"} alone with the model's exact chat reply as text/plain", async () => {
+    const res = await d.post("/run_prompt", { prompt: "Explain recursion" });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("content-type"), "text/plain; charset=utf-8");
+    assert.equal(res.headers.get("x-finish-reason"), "length", "the char model never ends a chat reply");
+    const text = await res.text();
+    assert.equal(text, expectedChatReply(text.length));
+    assert.ok(text.startsWith(" abcdefghijklmnopqrstuvwxyz"));
   });
 
   it("generates the model's exact text as text/plain", async () => {
@@ -132,7 +144,7 @@ describe("daemon over HTTP with the real engine", () => {
   });
 
   it("refuses a prompt larger than the context with 400 and both numbers", async () => {
-    const body = await assertError(await d.post("/run_prompt", { prompt: "a".repeat(3000) }), 400, "PROMPT_TOO_LONG", /3001 tokens.*2048/);
+    const body = await assertError(await d.post("/run_prompt", { prompt: "a".repeat(3000), raw: true }), 400, "PROMPT_TOO_LONG", /3001 tokens.*2048/);
     assert.equal(body.prompt_tokens, 3001);
     assert.equal(body.context_size, 2048);
     await assertStillServing(d, true);
@@ -148,7 +160,7 @@ describe("daemon over HTTP with the real engine", () => {
       ["an empty body", () => d.post("/run_prompt", ""), 400, "BAD_REQUEST", /empty/],
       ["an empty prompt", () => d.post("/run_prompt", { prompt: "" }), 400, "BAD_REQUEST", /"prompt"/],
       ["a non-string prompt", () => d.post("/run_prompt", { prompt: ["a"] }), 400, "BAD_REQUEST", /"prompt"/],
-      ["a bad max_tokens", () => d.post("/run_prompt", { prompt: "a", max_tokens: -3 }), 400, "BAD_REQUEST", /max_tokens/],
+      ["a bad max_tokens", () => d.post("/run_prompt", { prompt: "a", max_tokens: -3 }), 400, "BAD_REQUEST", /"max_tokens" must be an integer from 1/],
       ["an unknown route", () => d.get("/nope"), 404, "ROUTE_NOT_FOUND", /GET \/nope/],
       ["a wrong method", () => d.get("/run_prompt"), 405, "METHOD_NOT_ALLOWED", /GET is not allowed/],
       ["a missing model file", () => d.post("/load_model", { path: "/no/such.gguf" }), 404, "MODEL_NOT_FOUND"],
@@ -194,19 +206,18 @@ describe("daemon over HTTP with the real engine", () => {
 
     it("is cancelled by /stop: partial text at once, and the engine is free for the next run", async () => {
       const prompt = "The quick brown fox";
-      const running = d.post("/run_prompt", { prompt, max_tokens: 6000 });
+      const running = d.post("/run_prompt", { prompt, raw: true, max_tokens: 6000 });
       await waitUntil(async () => (await d.status()).state === "generating", 10_000, "state generating");
 
       // While it runs: /status answers from the latest sample, and load/run are refused.
       const during = await d.status();
       assert.equal(during.state, "generating");
       await assertError(await d.post("/load_model", { path: tiny }), 409, "BUSY", /POST \/stop first/);
-      await assertError(await d.post("/run_prompt", { prompt: "abc" }), 409, "BUSY");
 
       await new Promise((r) => setTimeout(r, 300));
       const stopAt = performance.now();
       const stop = await d.post("/stop");
-      assert.deepEqual(await json(stop), { stopped: true });
+      assert.deepEqual(await json(stop), { stopped: true, dropped: 0 });
       const res = await running;
       const text = await res.text();
       const cancelMs = performance.now() - stopAt;

@@ -22,28 +22,44 @@ type Snapshot = SnapshotFrom<typeof runtimeMachine>;
 const fakeModel = { info: {}, generate: async () => ({}), dispose: async () => {} } as unknown as LoadedModel;
 const noop = fromCallback(() => {}) as never;
 
+const RESULT = { text: "", finishReason: "stop" as const, promptTokens: 1, completionTokens: 0, durationMs: 1, firstTokenMs: null };
+const REQUEST = { prompt: "p", raw: true, sampling: {} };
+/** Every RUN of the traversal shares this ticket, so CANCEL names "the running job, else the first queued". */
+const JOB = createTicket<typeof RESULT>();
+const MAX_QUEUE = 2;
+
 /** The abstract events; each is either a request from a route or an outcome of an engine actor. */
 const EVENTS: RuntimeEvent[] = [
-  { type: "LOAD", path: "/models/m.gguf", ticket: createTicket() },
-  { type: "RUN", prompt: "p", ticket: createTicket() },
-  { type: "STOP", ticket: createTicket() },
+  { type: "LOAD", path: "/models/m.gguf", settings: {}, ticket: createTicket() },
+  { type: "RUN", request: REQUEST, ticket: JOB },
+  { type: "STOP", all: false, ticket: createTicket() },
+  { type: "STOP", all: true, ticket: createTicket() },
+  { type: "UNLOAD", ticket: createTicket() },
+  { type: "CANCEL", job: JOB },
   { type: "SHUTDOWN" },
+  { type: "GENERATION.PROGRESS", progress: { completionTokens: 3, firstTokenMs: 5 } },
   { type: "MONITOR.SAMPLE", sample: EMPTY_SAMPLE },
   { type: "LOAD.PROGRESS", progress: 0.5 },
   { type: "LOAD.PREVIOUS_DISPOSED" },
   { type: "LOAD.DONE", model: fakeModel },
   { type: "LOAD.FAILED", error: new KekahydeError("MODEL_INVALID", "x") },
-  { type: "GENERATION.DONE", result: { text: "", finishReason: "stop", promptTokens: 1, completionTokens: 0 } },
+  { type: "GENERATION.DONE", result: RESULT },
   { type: "GENERATION.FAILED", error: new KekahydeError("PROMPT_TOO_LONG", "x") },
   { type: "GENERATION.FAILED", error: new KekahydeError("ENGINE_FAILURE", "x") },
   { type: "xstate.done.actor.disposer" } as unknown as RuntimeEvent,
 ];
 
-const serializeEvent = (e: RuntimeEvent) => ("error" in e ? `${e.type}:${e.error.code}` : e.type);
+const serializeEvent = (e: RuntimeEvent) => ("error" in e ? `${e.type}:${e.error.code}` : e.type === "STOP" ? `STOP:${e.all ? "all" : "one"}` : e.type);
 
-/** What the tests compare: the state, whether a model is held, whether a stop is waiting for its answer. */
+/** What the tests compare: the state, whether a model is held, the queue's length, whether a stop waits. */
 const serializeState = (s: Snapshot) =>
-  JSON.stringify({ value: s.value, model: s.context.model !== null, stopsWaiting: s.context.stopTickets.length > 0, done: s.status === "done" });
+  JSON.stringify({
+    value: s.value,
+    model: s.context.model !== null,
+    queue: s.context.queue.length,
+    stopsWaiting: s.context.stopTickets.length > 0,
+    done: s.status === "done",
+  });
 
 /** Traversal runs the definition with inert actors: only the transitions matter there. */
 const definition = runtimeMachine.provide({
@@ -51,7 +67,7 @@ const definition = runtimeMachine.provide({
 });
 
 const traversal = {
-  input: { engine: new FakeEngine(), sampleResources: async () => EMPTY_SAMPLE },
+  input: { engine: new FakeEngine(), sampleResources: async () => EMPTY_SAMPLE, maxQueue: MAX_QUEUE },
   events: EVENTS,
   serializeState: serializeState as never,
   serializeEvent: serializeEvent as never,
@@ -71,7 +87,7 @@ function system() {
       disposeModel: fromPromise(async () => disposal) as never,
     },
   });
-  const actor = createActor(machine, { input: { engine, sampleResources: async () => EMPTY_SAMPLE } });
+  const actor = createActor(machine, { input: { engine, sampleResources: async () => EMPTY_SAMPLE, maxQueue: MAX_QUEUE } });
   actor.start();
   const tickets: Array<ReturnType<typeof createTicket<unknown>>> = [];
   const ticket = <T,>() => {
@@ -83,17 +99,28 @@ function system() {
   async function exec(event: RuntimeEvent): Promise<void> {
     switch (event.type) {
       case "LOAD":
-        actor.send({ type: "LOAD", path: event.path, ticket: ticket() });
+        actor.send({ type: "LOAD", path: event.path, settings: {}, ticket: ticket() });
         break;
       case "RUN":
-        actor.send({ type: "RUN", prompt: event.prompt, ticket: ticket() });
+        actor.send({ type: "RUN", request: event.request, ticket: ticket() });
         break;
       case "STOP":
-        actor.send({ type: "STOP", ticket: ticket() });
+        actor.send({ type: "STOP", all: event.all, ticket: ticket() });
         break;
+      case "UNLOAD":
+        actor.send({ type: "UNLOAD", ticket: ticket() });
+        break;
+      case "CANCEL": {
+        // As in the traversal: the running job while it generates, else the first queued one.
+        const { context } = actor.getSnapshot();
+        const job = stateName(actor.getSnapshot()) === "generating" ? context.job : context.queue[0];
+        if (job) actor.send({ type: "CANCEL", job: job.ticket });
+        break;
+      }
       case "SHUTDOWN":
       case "MONITOR.SAMPLE":
       case "LOAD.PROGRESS":
+      case "GENERATION.PROGRESS":
         actor.send(event);
         break;
       case "LOAD.PREVIOUS_DISPOSED":
@@ -150,7 +177,7 @@ describe("runtime machine, model-based", () => {
           // Every request that reached a state which is not working on it has been answered.
           const { context } = sut.actor.getSnapshot();
           const open = sut.tickets.filter((t) => !t.settled).length;
-          const held = (context.load ? 1 : 0) + (context.job ? 1 : 0) + context.stopTickets.length;
+          const held = (context.load ? 1 : 0) + (context.job ? 1 : 0) + context.queue.length + context.stopTickets.length;
           assert.equal(open, held, "no request is left without an answer or an owner");
         } finally {
           sut.actor.stop();
@@ -167,17 +194,17 @@ describe("runtime machine, model-based", () => {
 describe("runtime machine, specific behaviour", () => {
   it("answers STOP only once the generation has really ended", async () => {
     const sut = system();
-    await sut.exec({ type: "LOAD", path: "/m", ticket: createTicket() });
+    await sut.exec({ type: "LOAD", path: "/m", settings: {}, ticket: createTicket() });
     await sut.exec({ type: "LOAD.DONE", model: fakeModel });
-    await sut.exec({ type: "RUN", prompt: "p", ticket: createTicket() });
-    const stop = createTicket<{ stopped: boolean }>();
-    sut.actor.send({ type: "STOP", ticket: stop });
+    await sut.exec({ type: "RUN", request: REQUEST, ticket: createTicket() });
+    const stop = createTicket<{ stopped: boolean; dropped: number }>();
+    sut.actor.send({ type: "STOP", all: false, ticket: stop });
     await settle();
     assert.equal(stateName(sut.actor.getSnapshot()), "cancelling");
     assert.equal(sut.engine.generation?.signal.aborted, true, "the abort reached the engine");
     assert.equal(stop.settled, false, "no answer while the engine is still on its last token");
-    await sut.exec({ type: "GENERATION.DONE", result: { text: "", finishReason: "stop", promptTokens: 1, completionTokens: 0 } });
-    assert.deepEqual(await stop.promise, { stopped: true });
+    await sut.exec({ type: "GENERATION.DONE", result: RESULT });
+    assert.deepEqual(await stop.promise, { stopped: true, dropped: 0 });
     assert.equal(await sut.tickets[1].promise.then((r) => (r as { finishReason: string }).finishReason), "cancelled");
     assert.equal(stateName(sut.actor.getSnapshot()), "idle");
     sut.actor.stop();
@@ -185,9 +212,9 @@ describe("runtime machine, specific behaviour", () => {
 
   it("frees the model and lands in empty with last_error after an engine failure", async () => {
     const sut = system();
-    await sut.exec({ type: "LOAD", path: "/m", ticket: createTicket() });
+    await sut.exec({ type: "LOAD", path: "/m", settings: {}, ticket: createTicket() });
     await sut.exec({ type: "LOAD.DONE", model: fakeModel });
-    await sut.exec({ type: "RUN", prompt: "p", ticket: createTicket() });
+    await sut.exec({ type: "RUN", request: REQUEST, ticket: createTicket() });
     await sut.exec({ type: "GENERATION.FAILED", error: new KekahydeError("ENGINE_FAILURE", "x") });
     const s = sut.actor.getSnapshot();
     assert.equal(stateName(s), "empty");
@@ -199,14 +226,14 @@ describe("runtime machine, specific behaviour", () => {
 
   it("keeps the previous model when the new file fails validation, and frees it only once the new one is valid", async () => {
     const sut = system();
-    await sut.exec({ type: "LOAD", path: "/a", ticket: createTicket() });
+    await sut.exec({ type: "LOAD", path: "/a", settings: {}, ticket: createTicket() });
     await sut.exec({ type: "LOAD.DONE", model: fakeModel });
-    await sut.exec({ type: "LOAD", path: "/bad", ticket: createTicket() });
+    await sut.exec({ type: "LOAD", path: "/bad", settings: {}, ticket: createTicket() });
     await sut.exec({ type: "LOAD.FAILED", error: new KekahydeError("MODEL_INVALID", "x") });
     assert.equal(stateName(sut.actor.getSnapshot()), "idle");
     assert.equal(sut.actor.getSnapshot().context.model?.info.name, "fake-1");
     assert.equal(sut.engine.disposedModels, 0);
-    await sut.exec({ type: "LOAD", path: "/b", ticket: createTicket() });
+    await sut.exec({ type: "LOAD", path: "/b", settings: {}, ticket: createTicket() });
     await sut.exec({ type: "LOAD.DONE", model: fakeModel });
     assert.equal(sut.engine.disposedModels, 1);
     assert.equal(sut.actor.getSnapshot().context.model?.info.name, "fake-2");
@@ -218,6 +245,6 @@ describe("runtime machine, specific behaviour", () => {
     await sut.exec({ type: "SHUTDOWN" });
     await sut.exec({ type: "xstate.done.actor.disposer" } as unknown as RuntimeEvent);
     assert.equal(sut.actor.getSnapshot().status, "done");
-    await assert.rejects(sendRequest(sut.actor, { type: "RUN", prompt: "p", ticket: createTicket() }), /shutting down/);
+    await assert.rejects(sendRequest(sut.actor, { type: "RUN", request: REQUEST, ticket: createTicket() }), /shutting down/);
   });
 });

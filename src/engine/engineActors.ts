@@ -1,6 +1,6 @@
 import { fromCallback, fromPromise, type EventObject } from "xstate";
 import { toKekahydeError, type KekahydeError } from "../errors.ts";
-import type { Engine, GenerateResult, LoadedModel } from "./types.ts";
+import type { Engine, GenerateResult, GenerationProgress, GenerationRequest, LoadedModel, LoadSettings } from "./types.ts";
 
 /** What the engine actors report back to the runtime machine. */
 export type EngineEvent =
@@ -8,12 +8,14 @@ export type EngineEvent =
   | { type: "LOAD.PREVIOUS_DISPOSED" }
   | { type: "LOAD.DONE"; model: LoadedModel }
   | { type: "LOAD.FAILED"; error: KekahydeError }
+  | { type: "GENERATION.PROGRESS"; progress: GenerationProgress }
   | { type: "GENERATION.DONE"; result: GenerateResult }
   | { type: "GENERATION.FAILED"; error: KekahydeError };
 
 export interface LoadModelInput {
   engine: Engine;
   path: string;
+  settings: LoadSettings;
   previous: LoadedModel | null;
 }
 
@@ -24,7 +26,7 @@ export interface LoadModelInput {
  */
 export const loadModelActor = fromCallback<EventObject, LoadModelInput, EngineEvent>(({ input, sendBack }) => {
   const abort = new AbortController();
-  const { engine, path, previous } = input;
+  const { engine, path, settings, previous } = input;
   (async () => {
     try {
       await engine.validate(path);
@@ -37,6 +39,7 @@ export const loadModelActor = fromCallback<EventObject, LoadModelInput, EngineEv
     }
     try {
       const model = await engine.load({
+        ...settings,
         path,
         signal: abort.signal,
         onProgress: (progress) => sendBack({ type: "LOAD.PROGRESS", progress }),
@@ -52,11 +55,13 @@ export const loadModelActor = fromCallback<EventObject, LoadModelInput, EngineEv
 
 export interface GenerateInput {
   model: LoadedModel;
-  prompt: string;
-  maxTokens?: number;
+  request: GenerationRequest;
   /** Receives text as it is decoded. It goes straight to the requester, not through the machine. */
   onText?: (chunk: string) => void;
 }
+
+/** How often, at most, token counts are reported to the machine (the first token always is). */
+const PROGRESS_INTERVAL_MS = 100;
 
 /** Runs one generation. The ABORT event (or stopping the actor) aborts it inside the engine. */
 export const generateActor = fromCallback<{ type: "ABORT" }, GenerateInput, EngineEvent>(({ input, sendBack, receive }) => {
@@ -64,12 +69,18 @@ export const generateActor = fromCallback<{ type: "ABORT" }, GenerateInput, Engi
   receive((event) => {
     if (event.type === "ABORT") abort.abort();
   });
+  let lastReport = 0;
   input.model
     .generate({
-      prompt: input.prompt,
-      maxTokens: input.maxTokens,
+      ...input.request,
       signal: abort.signal,
       onText: input.onText,
+      onProgress: (progress) => {
+        const now = performance.now();
+        if (progress.completionTokens > 1 && now - lastReport < PROGRESS_INTERVAL_MS) return;
+        lastReport = now;
+        sendBack({ type: "GENERATION.PROGRESS", progress });
+      },
     })
     .then(
       (result) => sendBack({ type: "GENERATION.DONE", result }),

@@ -1,6 +1,7 @@
 import { basename } from "node:path";
-import { getLlama, LlamaCompletion, LlamaLogLevel, type Llama, type LlamaContext, type LlamaModel } from "node-llama-cpp";
+import { getLlama, LlamaChat, LlamaCompletion, LlamaLogLevel, type ChatHistoryItem, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaModel } from "node-llama-cpp";
 import { KekahydeError, toKekahydeError } from "../errors.ts";
+import { toGrammarSchema } from "./jsonSchema.ts";
 import { inspectModelFile } from "./modelFile.ts";
 import type { Engine, FinishReason, GenerateOptions, GenerateResult, LoadedModel, LoadOptions, ModelInfo } from "./types.ts";
 
@@ -23,17 +24,34 @@ const STOP_REASONS: Record<string, FinishReason> = {
   abort: "cancelled",
 };
 
+/** Defaults as llama-server's: what users of local daemons expect when they send no sampling options. */
+export const SAMPLING_DEFAULTS = { temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1.0 } as const;
+
+function samplingFor(request: GenerateOptions) {
+  const s = { ...SAMPLING_DEFAULTS, ...request.sampling };
+  return {
+    temperature: s.temperature,
+    topK: s.topK,
+    topP: s.topP,
+    minP: s.minP,
+    seed: s.seed,
+    repeatPenalty: s.repeatPenalty === 1 ? (false as const) : { penalty: s.repeatPenalty },
+  };
+}
+
 class LlamaLoadedModel implements LoadedModel {
-  private readonly completion: LlamaCompletion;
   private inflight: { abort: AbortController; done: Promise<unknown> } | null = null;
   private disposing: Promise<void> | null = null;
+  /** The one sequence of the context, reused by every generation so its evaluated prefix can be reused too. */
+  private readonly sequence: LlamaContextSequence;
 
   constructor(
     readonly info: ModelInfo,
+    private readonly llama: Llama,
     private readonly model: LlamaModel,
     private readonly context: LlamaContext,
   ) {
-    this.completion = new LlamaCompletion({ contextSequence: context.getSequence() });
+    this.sequence = context.getSequence();
   }
 
   generate(options: GenerateOptions): Promise<GenerateResult> {
@@ -51,33 +69,70 @@ class LlamaLoadedModel implements LoadedModel {
     return done;
   }
 
-  private async run({ prompt, maxTokens, signal, onText }: GenerateOptions): Promise<GenerateResult> {
-    const promptTokens = this.model.tokenize(prompt).length + (this.model.tokens.bos != null ? 1 : 0);
-    const contextSize = this.context.contextSize;
-    if (promptTokens >= contextSize) {
-      throw new KekahydeError(
-        "PROMPT_TOO_LONG",
-        `The prompt is ${promptTokens} tokens but the context holds ${contextSize}. Shorten the prompt or load the model with a larger context.`,
-        { prompt_tokens: promptTokens, context_size: contextSize },
-      );
-    }
-    const room = contextSize - promptTokens;
-    const limit = maxTokens === undefined ? room : Math.min(maxTokens, room);
-    let completionTokens = 0;
+  private chatHistory(request: GenerateOptions): ChatHistoryItem[] {
+    const history: ChatHistoryItem[] = [];
+    if (request.system) history.push({ type: "system", text: request.system });
+    history.push({ type: "user", text: request.prompt }, { type: "model", response: [] });
+    return history;
+  }
+
+  private async run(request: GenerateOptions): Promise<GenerateResult> {
+    const { signal } = request;
+    const started = performance.now();
+    const sequence = this.sequence;
+    const chat = request.raw ? null : new LlamaChat({ contextSequence: sequence, autoDisposeSequence: false });
+    const completion = request.raw ? new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false }) : null;
     try {
-      const { response, metadata } = await this.completion.generateCompletionWithMeta(prompt, {
-        maxTokens: limit,
+      const history = this.chatHistory(request);
+      const promptTokens = chat
+        ? chat.chatWrapper.generateContextState({ chatHistory: history }).contextText.tokenize(this.model.tokenizer).length
+        : this.model.tokenize(request.prompt).length + (this.model.tokens.bos != null ? 1 : 0);
+      const contextSize = this.context.contextSize;
+      if (promptTokens >= contextSize) {
+        throw new KekahydeError(
+          "PROMPT_TOO_LONG",
+          `The prompt is ${promptTokens} tokens but the context holds ${contextSize}. Shorten the prompt or load the model with a larger context_size.`,
+          { prompt_tokens: promptTokens, context_size: contextSize },
+        );
+      }
+      const room = contextSize - promptTokens;
+      const grammar = request.jsonSchema ? await this.llama.createGrammarForJsonSchema(toGrammarSchema(request.jsonSchema) as never) : undefined;
+      let completionTokens = 0;
+      let firstTokenMs: number | null = null;
+      const onToken = (tokens: readonly unknown[]) => {
+        if (firstTokenMs === null) firstTokenMs = performance.now() - started;
+        completionTokens += tokens.length;
+        request.onProgress?.({ completionTokens, firstTokenMs });
+      };
+      const common = {
+        ...samplingFor(request),
+        maxTokens: request.maxTokens === undefined ? room : Math.min(request.maxTokens, room),
         signal,
         stopOnAbortSignal: true,
-        onToken: (tokens) => void (completionTokens += tokens.length),
-        onTextChunk: onText,
-      });
-      let finishReason = STOP_REASONS[metadata.stopReason] ?? "stop";
-      if (signal.aborted) finishReason = "cancelled";
-      return { text: response, finishReason, promptTokens, completionTokens };
-    } catch (e) {
-      if (signal.aborted) return { text: "", finishReason: "cancelled", promptTokens, completionTokens };
-      throw toKekahydeError(e, "ENGINE_FAILURE", "generation failed in the engine");
+        customStopTriggers: request.stop?.length ? request.stop : undefined,
+        grammar,
+        onToken,
+        onTextChunk: request.onText,
+      };
+      let text: string;
+      let stopReason: string;
+      try {
+        if (chat) {
+          const r = await chat.generateResponse(history, common);
+          [text, stopReason] = [r.response, r.metadata.stopReason];
+        } else {
+          const r = await completion!.generateCompletionWithMeta(request.prompt, common);
+          [text, stopReason] = [r.response, r.metadata.stopReason];
+        }
+      } catch (e) {
+        if (!signal.aborted) throw toKekahydeError(e, "ENGINE_FAILURE", "generation failed in the engine");
+        [text, stopReason] = ["", "abort"];
+      }
+      const finishReason = signal.aborted ? "cancelled" : (STOP_REASONS[stopReason] ?? "stop");
+      return { text, finishReason, promptTokens, completionTokens, durationMs: performance.now() - started, firstTokenMs };
+    } finally {
+      chat?.dispose();
+      completion?.dispose();
     }
   }
 
@@ -88,7 +143,6 @@ class LlamaLoadedModel implements LoadedModel {
         this.inflight.abort.abort();
         await this.inflight.done;
       }
-      this.completion.dispose();
       await this.context.dispose();
       await this.model.dispose();
     })();
@@ -99,6 +153,7 @@ class LlamaLoadedModel implements LoadedModel {
 /** The node-llama-cpp engine: prebuilt binaries only; it never downloads or compiles anything at run time. */
 export function createLlamaEngine(options: LlamaEngineOptions): Engine {
   let llama: Promise<Llama> | null = null;
+  const disposals = new Set<Promise<void>>();
   const library = (): Promise<Llama> =>
     (llama ??= getLlama({
       gpu: options.gpu === "off" ? false : "auto",
@@ -119,21 +174,25 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
       await inspectModelFile(path);
     },
 
-    async load({ path: rawPath, signal, onProgress }: LoadOptions): Promise<LoadedModel> {
+    async load({ path: rawPath, signal, onProgress, contextSize: wantedContext, gpuLayers, threads: wantedThreads }: LoadOptions): Promise<LoadedModel> {
       const { path, gguf } = await inspectModelFile(rawPath);
+      // A model being freed (unload, replaced) must be gone before the next one takes its memory.
+      await Promise.all([...disposals]);
       const lib = await library();
+      const threads = wantedThreads ?? options.threads;
       let model: LlamaModel;
       try {
-        model = await lib.loadModel({ modelPath: path, loadSignal: signal, onLoadProgress: onProgress });
+        model = await lib.loadModel({ modelPath: path, loadSignal: signal, onLoadProgress: onProgress, gpuLayers: gpuLayers ?? "auto" });
       } catch (e) {
         if (signal.aborted) throw new KekahydeError("MODEL_INVALID", `loading ${path} was cancelled`, { path });
         throw toKekahydeError(e, "MODEL_INVALID", `${path} could not be loaded by llama.cpp`);
       }
       const trainContext = model.trainContextSize;
-      const contextSize = Math.max(16, Math.min(options.contextSize, trainContext || options.contextSize));
+      const requested = wantedContext ?? options.contextSize;
+      const contextSize = Math.max(16, Math.min(requested, trainContext || requested));
       let context: LlamaContext;
       try {
-        context = await model.createContext({ contextSize, sequences: 1, threads: { ideal: options.threads, min: options.threads } });
+        context = await model.createContext({ contextSize, sequences: 1, threads: { ideal: threads, min: threads } });
       } catch (e) {
         await model.dispose();
         throw toKekahydeError(e, "MODEL_INVALID", `could not create a ${contextSize}-token context for ${path}`);
@@ -145,9 +204,18 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
         size_bytes: gguf.fileSize,
         context_size: context.contextSize,
         train_context_size: gguf.contextLength,
-        threads: options.threads,
+        threads,
+        gpu: lib.gpu,
+        gpu_layers: model.gpuLayers,
       };
-      return new LlamaLoadedModel(info, model, context);
+      const loaded = new LlamaLoadedModel(info, lib, model, context);
+      const dispose = loaded.dispose.bind(loaded);
+      loaded.dispose = () => {
+        const p = dispose();
+        disposals.add(p);
+        return p.finally(() => disposals.delete(p));
+      };
+      return loaded;
     },
 
     async dispose() {

@@ -9,9 +9,19 @@ export interface ModelInfo {
   /** The context length the model was trained with, from its GGUF metadata. */
   train_context_size: number | null;
   threads: number;
+  /** What node-llama-cpp runs on: "cuda", "vulkan", "metal", or false for CPU only. */
+  gpu: string | false;
+  gpu_layers: number;
 }
 
-export interface LoadOptions {
+/** Per-load settings; each left out takes the daemon's default. */
+export interface LoadSettings {
+  contextSize?: number;
+  gpuLayers?: number;
+  threads?: number;
+}
+
+export interface LoadOptions extends LoadSettings {
   path: string;
   signal: AbortSignal;
   /** Called with 0..1 while weights are read. */
@@ -20,12 +30,42 @@ export interface LoadOptions {
 
 export type FinishReason = "stop" | "length" | "cancelled";
 
-export interface GenerateOptions {
+/** Sampling settings; each left out takes the engine's documented default (see docs/api.md). */
+export interface SamplingOptions {
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repeatPenalty?: number;
+  seed?: number;
+}
+
+/** What a client asks of one generation: everything but the plumbing. */
+export interface GenerationRequest {
   prompt: string;
+  /** true: plain completion of `prompt`; false: `prompt` as one user turn in the model's chat template. */
+  raw: boolean;
+  /** A system message, in chat mode. */
+  system?: string;
   /** Upper bound on generated tokens; by default, until end of sequence or the context is full. */
   maxTokens?: number;
+  /** Generation ends before any of these strings; they are not part of the text. */
+  stop?: string[];
+  /** Output constrained to this JSON schema (already checked with checkJsonSchema). */
+  jsonSchema?: Record<string, unknown>;
+  sampling: SamplingOptions;
+}
+
+export interface GenerationProgress {
+  completionTokens: number;
+  /** Milliseconds from the start of the generation to its first token. */
+  firstTokenMs: number | null;
+}
+
+export interface GenerateOptions extends GenerationRequest {
   signal: AbortSignal;
   onText?: (chunk: string) => void;
+  onProgress?: (progress: GenerationProgress) => void;
 }
 
 export interface GenerateResult {
@@ -33,6 +73,9 @@ export interface GenerateResult {
   finishReason: FinishReason;
   promptTokens: number;
   completionTokens: number;
+  /** Wall time of the generation, and the part of it before the first token (prompt processing). */
+  durationMs: number;
+  firstTokenMs: number | null;
 }
 
 export interface LoadedModel {

@@ -19,8 +19,19 @@ export const SPACE_PIECE = "\u2581"; // SentencePiece's visible space
 const UNK = 0;
 const BOS = 1;
 export const EOS = 2;
-const FIRST_BYTE_TOKEN = 3;
+const IM_START = 3;
+const IM_END = 4;
+const FIRST_BYTE_TOKEN = 5;
 const FIRST_CHAR_TOKEN = FIRST_BYTE_TOKEN + 256;
+
+/**
+ * The model carries the common ChatML template, so node-llama-cpp resolves a real chat wrapper for it. A chat
+ * prompt ends with "assistant\n"; "\n" is a byte token, which the model answers with a space, so a chat
+ * reply always reads " abcdefgh…" whatever the question. Only the last token matters to this model.
+ */
+export const CHATML_TEMPLATE =
+  "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 /** Printable ASCII except space, which SentencePiece spells as ▁. */
 const PRINTABLE = Array.from({ length: 0x7e - 0x21 + 1 }, (_, i) => String.fromCharCode(0x21 + i));
 
@@ -47,8 +58,8 @@ export function nextChar(ch: string): string | null {
 }
 
 export function buildCharVocab(): CharVocab {
-  const tokens = ["<unk>", "<s>", "</s>"];
-  const types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL];
+  const tokens = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"];
+  const types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL, TokenType.CONTROL, TokenType.CONTROL];
   for (let b = 0; b < 256; b++) {
     tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
     types.push(TokenType.BYTE);
@@ -69,6 +80,11 @@ export function buildCharVocab(): CharVocab {
     return idOf.get(succ === " " ? SPACE_PIECE : succ)!;
   });
   return { tokens, types, next };
+}
+
+/** The exact text the char model writes greedily as a chat reply (any question), at most `maxTokens` characters. */
+export function expectedChatReply(maxTokens: number): string {
+  return (" " + expectedContinuation(" ", Math.max(0, maxTokens - 1))).slice(0, maxTokens);
 }
 
 /** The exact text the char model writes greedily after `prompt`, at most `maxTokens` characters. */
@@ -96,6 +112,11 @@ export interface CharModelShape {
   contextLength: number;
   /** Type of the (zero) attention and feed-forward matrices: F32 or F16. */
   layerType: GgmlType.F32 | GgmlType.F16;
+  /**
+   * Weight of the output head (default 1): the winning logit is about sqrt(embeddingLength) times this. At 1
+   * the next character wins by ~20 nats, so even sampling is deterministic; small values leave real choice.
+   */
+  outputScale?: number;
 }
 
 /** ~1 MB, generates in well under a millisecond per token: for exact-text tests. */
@@ -109,6 +130,9 @@ export const TINY_CHAR_MODEL: CharModelShape = {
   contextLength: 4096,
   layerType: GgmlType.F16,
 };
+
+/** Same greedy text, but a head so soft (top logit ~3) that sampling with a temperature really varies. */
+export const SOFT_CHAR_MODEL: CharModelShape = { ...TINY_CHAR_MODEL, name: "kekahyde-char-soft", outputScale: 0.15 };
 
 /** Same text, ~10x the work per token: generation runs long enough to be stopped. */
 export const SLOW_CHAR_MODEL: CharModelShape = {
@@ -188,7 +212,7 @@ export function charModelSpec(shape: CharModelShape): GgufSpec {
       data: () =>
         f32Rows(nVocab, nEmbd, (v, row) => {
           vocab.next.forEach((succ, input) => {
-            if (succ === v) row[input] = 1;
+            if (succ === v) row[input] = shape.outputScale ?? 1;
           });
         }),
     },
@@ -219,6 +243,8 @@ export function charModelSpec(shape: CharModelShape): GgufSpec {
       ["tokenizer.ggml.add_bos_token", bool(true)],
       ["tokenizer.ggml.add_eos_token", bool(false)],
       ["tokenizer.ggml.add_space_prefix", bool(false)],
+      ["tokenizer.ggml.eot_token_id", u32(IM_END)],
+      ["tokenizer.chat_template", str(CHATML_TEMPLATE)],
     ],
     tensors,
   };

@@ -15,6 +15,10 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   ENGINE_FAILURE: 500,
   INTERNAL: 500,
   SHUTTING_DOWN: 503,
+  QUEUE_FULL: 503,
+  QUEUE_CLEARED: 503,
+  // nginx's "client closed request": nobody reads it, but the request log shows why it ended.
+  CLIENT_CLOSED: 499,
 };
 
 /** Statuses that Koa or the router raise themselves, as our codes. */

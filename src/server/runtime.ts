@@ -1,8 +1,10 @@
 import type { Actor } from "xstate";
 import type { RuntimeMachine } from "../machines/runtimeMachine.ts";
 
-/** What routes get: the running machine to send events to and read snapshots from, nothing else. */
+/** What routes get: the running machine to send events to and read snapshots from, and fixed facts. */
 export interface RouteDeps {
   runtime: Actor<RuntimeMachine>;
   startedAt: number;
+  /** Threads a model gets when its load does not say. */
+  defaultThreads: number;
 }

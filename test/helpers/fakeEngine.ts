@@ -32,7 +32,17 @@ export class FakeEngine implements Engine {
   load({ path }: LoadOptions): Promise<LoadedModel> {
     this.loading = deferred();
     this.loading.promise.catch(() => {});
-    const info: ModelInfo = { path, name: `fake-${++this.models}`, architecture: "llama", size_bytes: 1, context_size: 64, train_context_size: 64, threads: 1 };
+    const info: ModelInfo = {
+      path,
+      name: `fake-${++this.models}`,
+      architecture: "llama",
+      size_bytes: 1,
+      context_size: 64,
+      train_context_size: 64,
+      threads: 1,
+      gpu: false,
+      gpu_layers: 0,
+    };
     this.pendingInfo = info;
     return this.loading.promise;
   }
@@ -70,7 +80,14 @@ export class FakeEngine implements Engine {
   }
   finishGeneration(): void {
     const cancelled = this.generation?.signal.aborted;
-    this.generation?.resolve({ text: cancelled ? "partial" : "done", finishReason: cancelled ? "cancelled" : "stop", promptTokens: 1, completionTokens: 1 });
+    this.generation?.resolve({
+      text: cancelled ? "partial" : "done",
+      finishReason: cancelled ? "cancelled" : "stop",
+      promptTokens: 1,
+      completionTokens: 1,
+      durationMs: 1,
+      firstTokenMs: 1,
+    });
     this.generation = null;
   }
   failGeneration(code: ErrorCode): void {

@@ -1,3 +1,5 @@
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { mkdir, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -7,9 +9,15 @@ export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", ".fi
 
 const pending = new Map<string, Promise<string>>();
 
+/** Changes whenever the code that writes models changes, so a stale cached fixture is never used. */
+const WRITER_HASH = createHash("sha256")
+  .update(["charModel.ts", "writer.ts", "format.ts"].map((f) => readFileSync(new URL(`../../src/gguf/${f}`, import.meta.url))).join("\0"))
+  .digest("hex")
+  .slice(0, 12);
+
 /** Writes a generated model once per checkout (test/.fixtures is ignored by git) and returns its path. */
 export function fixtureModel(shape: CharModelShape): Promise<string> {
-  const path = join(FIXTURES, `${shape.name}.gguf`);
+  const path = join(FIXTURES, `${shape.name}-${WRITER_HASH}.gguf`);
   let p = pending.get(path);
   if (!p) {
     p = (async () => {

@@ -29,6 +29,7 @@ export function errorResponses(log: Logger): Middleware {
         error = new KekahydeError("INTERNAL", "Internal error; see the daemon's log for details.");
       }
       ctx.status = HTTP_STATUS[error.code];
+      if (typeof error.details.retry_after_s === "number") ctx.set("Retry-After", String(error.details.retry_after_s));
       ctx.body = { success: false, message: error.message, code: error.code, ...error.details };
     }
   };

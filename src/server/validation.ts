@@ -1,0 +1,114 @@
+import { KekahydeError } from "../errors.ts";
+import { checkJsonSchema } from "../engine/jsonSchema.ts";
+import type { GenerationRequest, LoadSettings, SamplingOptions } from "../engine/types.ts";
+
+/**
+ * Request bodies to typed requests. Each check names the field and the accepted range, so a client can fix
+ * its request from the message alone. Unknown fields are ignored.
+ */
+
+type Body = Record<string, unknown>;
+
+function bad(field: string, message: string): never {
+  throw new KekahydeError("BAD_REQUEST", `"${field}" ${message}.`, { field });
+}
+
+interface NumberRule {
+  min: number;
+  max: number;
+  integer?: boolean;
+  /** The lower bound itself is not allowed. */
+  exclusiveMin?: boolean;
+}
+
+export function optionalNumber(body: Body, field: string, rule: NumberRule): number | undefined {
+  const value = body[field];
+  if (value === undefined || value === null) return undefined;
+  const kind = rule.integer ? "an integer" : "a number";
+  const range = rule.exclusiveMin ? `above ${rule.min} and at most ${rule.max}` : `from ${rule.min} to ${rule.max}`;
+  if (typeof value !== "number" || !Number.isFinite(value)) bad(field, `must be ${kind} ${range}`);
+  if (rule.integer && !Number.isInteger(value)) bad(field, `must be ${kind} ${range}`);
+  if (value < rule.min || value > rule.max || (rule.exclusiveMin && value === rule.min)) bad(field, `must be ${kind} ${range}, got ${value}`);
+  return value;
+}
+
+export function optionalBoolean(body: Body, field: string): boolean | undefined {
+  const value = body[field];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "boolean") bad(field, "must be true or false");
+  return value;
+}
+
+function optionalString(body: Body, field: string): string | undefined {
+  const value = body[field];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "string") bad(field, "must be a string");
+  return value;
+}
+
+export const MAX_STOP_STRINGS = 16;
+export const MAX_STOP_LENGTH = 256;
+
+function optionalStopList(body: Body, field: string): string[] | undefined {
+  const value = body[field];
+  if (value === undefined || value === null) return undefined;
+  const list = typeof value === "string" ? [value] : value;
+  if (!Array.isArray(list) || list.length > MAX_STOP_STRINGS || !list.every((s) => typeof s === "string" && s.length > 0 && s.length <= MAX_STOP_LENGTH)) {
+    bad(field, `must be an array of at most ${MAX_STOP_STRINGS} non-empty strings of at most ${MAX_STOP_LENGTH} characters`);
+  }
+  return list as string[];
+}
+
+export function requiredText(body: Body, field: string, example: string): string {
+  const value = body[field];
+  if (typeof value !== "string" || value.trim().length === 0) {
+    throw new KekahydeError("BAD_REQUEST", `Body needs "${field}": a non-empty string, e.g. ${example}.`, { field });
+  }
+  return value;
+}
+
+export interface RunPromptRequest extends GenerationRequest {
+  stream: boolean;
+}
+
+export function parseRunPrompt(body: Body): RunPromptRequest {
+  const prompt = requiredText(body, "prompt", '{"prompt": "Explain recursion"}');
+  const sampling: SamplingOptions = {
+    temperature: optionalNumber(body, "temperature", { min: 0, max: 5 }),
+    topK: optionalNumber(body, "top_k", { min: 0, max: 1_000_000, integer: true }),
+    topP: optionalNumber(body, "top_p", { min: 0, max: 1 }),
+    minP: optionalNumber(body, "min_p", { min: 0, max: 1 }),
+    repeatPenalty: optionalNumber(body, "repeat_penalty", { min: 0, max: 10, exclusiveMin: true }),
+    seed: optionalNumber(body, "seed", { min: 0, max: 0xffffffff, integer: true }),
+  };
+  for (const key of Object.keys(sampling) as Array<keyof SamplingOptions>) if (sampling[key] === undefined) delete sampling[key];
+  const schema = body.json_schema;
+  return {
+    prompt,
+    raw: optionalBoolean(body, "raw") ?? false,
+    system: optionalString(body, "system"),
+    maxTokens: optionalNumber(body, "max_tokens", { min: 1, max: 1 << 24, integer: true }),
+    stop: optionalStopList(body, "stop"),
+    jsonSchema: schema === undefined || schema === null ? undefined : checkJsonSchema(schema),
+    sampling,
+    stream: optionalBoolean(body, "stream") ?? false,
+  };
+}
+
+export function parseLoadModel(body: Body): { path: string; settings: LoadSettings } {
+  const path = body.path;
+  if (typeof path !== "string" || path.trim() === "") {
+    throw new KekahydeError("BAD_REQUEST", 'Body needs "path": the path of a .gguf model file, e.g. {"path": "/abs/model.gguf"}.', { field: "path" });
+  }
+  const settings: LoadSettings = {
+    contextSize: optionalNumber(body, "context_size", { min: 16, max: 1 << 20, integer: true }),
+    gpuLayers: optionalNumber(body, "gpu_layers", { min: 0, max: 100_000, integer: true }),
+    threads: optionalNumber(body, "threads", { min: 1, max: 1024, integer: true }),
+  };
+  for (const key of Object.keys(settings) as Array<keyof LoadSettings>) if (settings[key] === undefined) delete settings[key];
+  return { path, settings };
+}
+
+export function parseStop(body: Body): { all: boolean } {
+  return { all: optionalBoolean(body, "all") ?? false };
+}
