@@ -3,7 +3,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { before, describe, it } from "node:test";
+import { after, before, describe, it } from "node:test";
 import { ConfigError, DEFAULTS, OPTIONS, parseServeArgs } from "../src/config.ts";
 import { defaultThreadCount } from "../src/engine/threads.ts";
 import { slowModel, tinyModel } from "./helpers/fixtures.ts";
@@ -79,7 +79,7 @@ describe("the kekahyde command", () => {
     const d = await startTestDaemon();
     try {
       assert.equal((await d.post("/load_model", { path })).status, 200);
-      assert.equal(await (await d.post("/run_prompt", { prompt: "Explain recursion", max_tokens: 20 })).text(), "opqrstuvwxyzabcdefgh");
+      assert.equal(await (await d.post("/run_prompt", { prompt: "Explain recursion", raw: true, max_tokens: 20 })).text(), "opqrstuvwxyzabcdefgh");
     } finally {
       await d.close();
     }
@@ -98,12 +98,18 @@ describe("the kekahyde command", () => {
       [tiny, slow] = await Promise.all([tinyModel(), slowModel()]);
     });
 
+    const children: ChildProcess[] = [];
+    after(() => {
+      for (const child of children) if (child.exitCode === null) child.kill("SIGKILL");
+    });
+
     /** Starts `kekahyde serve`, collecting its JSON log lines; resolves once it listens. */
     async function startProcess(args: string[], env: Record<string, string> = {}) {
       const child = spawn(process.execPath, [BIN, "serve", ...args], {
         env: { ...process.env, KEKAHYDE_GPU: "off", ...env },
         stdio: ["ignore", "pipe", "pipe"],
       });
+      children.push(child);
       const lines: Array<Record<string, any>> = [];
       const waiters: Array<() => void> = [];
       createInterface({ input: child.stdout! }).on("line", (line) => {
@@ -143,7 +149,7 @@ describe("the kekahyde command", () => {
       const status = (await (await fetch(`${d.url}/status`)).json()) as Record<string, any>;
       assert.equal(status.state, "idle");
       assert.equal(status.model.path, tiny);
-      const run = await fetch(`${d.url}/run_prompt`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"prompt":"abc","max_tokens":5}' });
+      const run = await fetch(`${d.url}/run_prompt`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"prompt":"abc","raw":true,"max_tokens":5}' });
       assert.equal(await run.text(), "defgh");
 
       d.child.kill("SIGTERM");
@@ -157,7 +163,7 @@ describe("the kekahyde command", () => {
     it("on SIGINT during a generation, answers the request, frees the model and exits 0", async () => {
       const d = await startProcess(["--port", "0", "--model", slow]);
       await d.waitForLog("model_loaded");
-      const running = fetch(`${d.url}/run_prompt`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"prompt":"abc","max_tokens":5000}' });
+      const running = fetch(`${d.url}/run_prompt`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"prompt":"abc","raw":true,"max_tokens":5000}' });
       for (;;) {
         const s = (await (await fetch(`${d.url}/status`)).json()) as Record<string, any>;
         if (s.state === "generating") break;

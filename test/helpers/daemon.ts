@@ -14,7 +14,7 @@ export class LogCapture extends Writable {
 
 export interface TestDaemon extends Daemon {
   logs: LogCapture;
-  post(path: string, body?: unknown, headers?: Record<string, string>): Promise<Response>;
+  post(path: string, body?: unknown, headers?: Record<string, string>, signal?: AbortSignal): Promise<Response>;
   get(path: string): Promise<Response>;
   status(): Promise<Record<string, any>>;
 }
@@ -24,9 +24,10 @@ export async function startTestDaemon(overrides: Partial<ServeConfig> = {}): Pro
   const logs = new LogCapture();
   const config: ServeConfig = { ...DEFAULTS, port: 0, gpu: "off", monitorIntervalMs: 200, ...overrides };
   const daemon = await startDaemon(config, { log: createLogger("info", logs) });
-  const post = (path: string, body?: unknown, headers: Record<string, string> = {}) =>
+  const post = (path: string, body?: unknown, headers: Record<string, string> = {}, signal?: AbortSignal) =>
     fetch(daemon.url + path, {
       method: "POST",
+      signal,
       headers: body === undefined ? headers : { "content-type": "application/json", ...headers },
       body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
     });
