@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { ConfigError, parseServeArgs, serveHelp } from "./config.ts";
+import { ConfigError, parseServeArgs, printableConfig, serveHelp } from "./config.ts";
 import { startDaemon } from "./daemon.ts";
 import { createLogger } from "./log.ts";
 
@@ -13,9 +13,10 @@ Commands:
 Run "kekahyde serve --help" for the daemon's options.`;
 
 async function serve(argv: string[]): Promise<void> {
-  const { config, help, version } = parseServeArgs(argv);
+  const { config, help, version, printConfig } = parseServeArgs(argv);
   if (help) return void console.log(serveHelp());
   if (version) return void console.log(VERSION);
+  if (printConfig) return void console.log(JSON.stringify(printableConfig(config), null, 2));
   const log = createLogger(config.logLevel);
   const daemon = await startDaemon(config, { log });
   let signals = 0;

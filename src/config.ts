@@ -1,3 +1,4 @@
+import { delimiter } from "node:path";
 import { parseArgs } from "node:util";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 import type { GpuMode } from "./engine/llamaEngine.ts";
@@ -13,6 +14,21 @@ export interface ServeConfig {
   gpu: GpuMode;
   logLevel: LogLevel;
   maxQueue: number;
+  /** Bearer token every route but /health requires; null: none. */
+  apiKey: string | null;
+  /** Start on a non-loopback address without an API key. Dangerous: anyone who can reach it can use it. */
+  insecureNoApiKey: boolean;
+  /** Host header names accepted besides loopback ones. */
+  allowedHosts: string[];
+  /** Browser origins allowed to call the API (CORS), besides the daemon's own. */
+  allowedOrigins: string[];
+  /** Folders models may be loaded from; empty: any readable file. */
+  modelsDirs: string[];
+  maxBodyBytes: number;
+  /** Requests per minute per client address; null: no limit. */
+  rateLimit: number | null;
+  /** Longest a generation may run, in seconds; null: no limit. */
+  maxGenerationSeconds: number | null;
   monitorIntervalMs: number;
 }
 
@@ -25,8 +41,18 @@ export const DEFAULTS: ServeConfig = {
   gpu: "auto",
   logLevel: "info",
   maxQueue: 16,
+  apiKey: null,
+  insecureNoApiKey: false,
+  allowedHosts: [],
+  allowedOrigins: [],
+  modelsDirs: [],
+  maxBodyBytes: 1024 * 1024,
+  rateLimit: null,
+  maxGenerationSeconds: null,
   monitorIntervalMs: 1000,
 };
+
+type Kind = "value" | "list" | "flag";
 
 interface OptionDoc {
   flag: string;
@@ -34,6 +60,9 @@ interface OptionDoc {
   key: keyof ServeConfig;
   value: string;
   help: string;
+  kind?: Kind;
+  /** Never print the value (help, --print-config). */
+  secret?: boolean;
   parse: (raw: string, name: string) => unknown;
 }
 
@@ -54,6 +83,21 @@ const text = (raw: string, name: string) => {
   if (raw.trim() === "") throw new ConfigError(`${name} must not be empty`);
   return raw;
 };
+const UNITS: Record<string, number> = { "": 1, b: 1, k: 1e3, kb: 1e3, kib: 1024, m: 1e6, mb: 1e6, mib: 1024 ** 2, g: 1e9, gb: 1e9, gib: 1024 ** 3 };
+/** "1048576", "512KiB", "1MiB", "2MB". */
+export const byteSize = (raw: string, name: string) => {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(raw);
+  const unit = m ? UNITS[m[2].toLowerCase()] : undefined;
+  if (!m || unit === undefined) throw new ConfigError(`${name} must be a size such as 1048576, 512KiB or 1MiB, got "${raw}"`);
+  const bytes = Math.floor(Number(m[1]) * unit);
+  if (bytes < 1024 || bytes > 1024 ** 3) throw new ConfigError(`${name} must be from 1KiB to 1GiB, got "${raw}"`);
+  return bytes;
+};
+const bool = (raw: string, name: string) => {
+  if (["1", "true", "yes"].includes(raw.toLowerCase())) return true;
+  if (["0", "false", "no", ""].includes(raw.toLowerCase())) return false;
+  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
+};
 
 export const OPTIONS: readonly OptionDoc[] = [
   { flag: "host", env: "KEKAHYDE_HOST", key: "host", value: "HOST", help: "address to listen on", parse: text },
@@ -63,15 +107,23 @@ export const OPTIONS: readonly OptionDoc[] = [
   { flag: "ctx-size", env: "KEKAHYDE_CTX_SIZE", key: "contextSize", value: "N", help: "context size in tokens, capped at the model's trained length", parse: integer(16, 1 << 20) },
   { flag: "gpu", env: "KEKAHYDE_GPU", key: "gpu", value: "auto|off", help: "use a GPU when node-llama-cpp finds one (auto), or CPU only (off)", parse: oneOf(["auto", "off"]) },
   { flag: "max-queue", env: "KEKAHYDE_MAX_QUEUE", key: "maxQueue", value: "N", help: "requests that may wait while one generates; more get 503", parse: integer(0, 100_000) },
+  { flag: "api-key", env: "KEKAHYDE_API_KEY", key: "apiKey", value: "KEY", secret: true, help: "require 'Authorization: Bearer KEY' on every route but GET /health", parse: text },
+  { flag: "insecure-no-api-key", env: "KEKAHYDE_INSECURE_NO_API_KEY", key: "insecureNoApiKey", value: "", kind: "flag", help: "DANGEROUS: allow a non-loopback --host without an API key", parse: bool },
+  { flag: "allowed-hosts", env: "KEKAHYDE_ALLOWED_HOSTS", key: "allowedHosts", value: "NAME", kind: "list", help: "Host header names accepted besides loopback ones (repeat, or comma-separate)", parse: text },
+  { flag: "allowed-origins", env: "KEKAHYDE_ALLOWED_ORIGINS", key: "allowedOrigins", value: "ORIGIN", kind: "list", help: "browser origins allowed to call the API, e.g. http://localhost:5173 (repeat, or comma-separate)", parse: text },
+  { flag: "models-dir", env: "KEKAHYDE_MODELS_DIR", key: "modelsDirs", value: "DIR", kind: "list", help: `only load models from inside DIR (repeat; env: ${delimiter}-separated)`, parse: text },
+  { flag: "max-body", env: "KEKAHYDE_MAX_BODY", key: "maxBodyBytes", value: "SIZE", help: "largest request body, e.g. 1MiB; larger gets 413", parse: byteSize },
+  { flag: "rate-limit", env: "KEKAHYDE_RATE_LIMIT", key: "rateLimit", value: "N", help: "requests per minute per client address (reads: 10x N); more get 429", parse: integer(1, 1_000_000) },
+  { flag: "max-generation-time", env: "KEKAHYDE_MAX_GENERATION_TIME", key: "maxGenerationSeconds", value: "SECONDS", help: "end any generation after this long (finish reason 'timeout')", parse: integer(1, 86_400) },
   { flag: "log-level", env: "KEKAHYDE_LOG_LEVEL", key: "logLevel", value: "LEVEL", help: `log level: ${LOG_LEVELS.join(", ")}`, parse: oneOf(LOG_LEVELS) },
 ];
 
 export function serveHelp(): string {
   const rows = OPTIONS.map((o) => {
-    const left = `  --${o.flag} ${o.value}`.padEnd(26);
+    const left = `  --${o.flag}${o.value ? ` ${o.value}` : ""}`.padEnd(34);
     const def = DEFAULTS[o.key];
-    const shown = def === null ? "" : ` [default: ${def}]`;
-    return `${left}${o.help}${shown}\n${"".padEnd(26)}env ${o.env}`;
+    const shown = o.secret || def === null || def === false || (Array.isArray(def) && def.length === 0) ? "" : ` [default: ${def}]`;
+    return `${left}${o.help}${shown}\n${"".padEnd(34)}env ${o.env}`;
   });
   return [
     "Usage: kekahyde serve [options]      (npm start -- [options])",
@@ -80,11 +132,13 @@ export function serveHelp(): string {
     "",
     "Options (flags override environment variables, which override defaults):",
     ...rows,
-    "  -h, --help                show this help",
-    "  -v, --version             print the version",
+    "  --print-config                    print the merged configuration as JSON and exit",
+    "  -h, --help                        show this help",
+    "  -v, --version                     print the version",
     "",
-    "API: POST /load_model {\"path\"}, POST /run_prompt {\"prompt\"}, POST /stop, GET /status, POST /unload_model.",
+    "API: POST /load_model {\"path\"}, POST /run_prompt {\"prompt\"}, POST /stop, GET /status, POST /unload_model, GET /health.",
     "Stop the daemon with Ctrl-C (SIGINT) or SIGTERM: it cancels generation and frees the model first.",
+    "Security model: docs/security.md.",
   ].join("\n");
 }
 
@@ -92,27 +146,53 @@ export interface ParsedServeArgs {
   config: ServeConfig;
   help: boolean;
   version: boolean;
+  printConfig: boolean;
+}
+
+function splitList(raw: string, o: OptionDoc, fromEnv: boolean): string[] {
+  const sep = fromEnv && o.key === "modelsDirs" ? delimiter : o.key === "modelsDirs" ? null : ",";
+  const parts = sep === null ? [raw] : raw.split(sep);
+  return parts.map((p) => p.trim()).filter(Boolean).map((p) => o.parse(p, fromEnv ? o.env : `--${o.flag}`) as string);
 }
 
 export function parseServeArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ParsedServeArgs {
-  const options = Object.fromEntries(OPTIONS.map((o) => [o.flag, { type: "string" as const }]));
+  const options = Object.fromEntries(
+    OPTIONS.map((o) => [o.flag, o.kind === "flag" ? { type: "boolean" as const } : { type: "string" as const, multiple: o.kind === "list" }]),
+  );
   let parsed;
   try {
     parsed = parseArgs({
       args: [...argv],
-      options: { ...options, help: { type: "boolean", short: "h" }, version: { type: "boolean", short: "v" } },
+      options: { ...options, help: { type: "boolean", short: "h" }, version: { type: "boolean", short: "v" }, "print-config": { type: "boolean" } },
       strict: true,
       allowPositionals: false,
     });
   } catch (e) {
     throw new ConfigError((e as Error).message);
   }
-  const values = parsed.values as Record<string, string | boolean | undefined>;
+  const values = parsed.values as Record<string, string | string[] | boolean | undefined>;
   const config: Record<string, unknown> = { ...DEFAULTS };
   for (const o of OPTIONS) {
     const flag = values[o.flag];
-    if (typeof flag === "string") config[o.key] = o.parse(flag, `--${o.flag}`);
-    else if (env[o.env] !== undefined && env[o.env] !== "") config[o.key] = o.parse(env[o.env]!, o.env);
+    const fromEnv = env[o.env];
+    if (o.kind === "flag") {
+      if (flag === true) config[o.key] = true;
+      else if (fromEnv !== undefined) config[o.key] = o.parse(fromEnv, o.env);
+    } else if (o.kind === "list") {
+      if (Array.isArray(flag) && flag.length > 0) config[o.key] = flag.flatMap((f) => splitList(f, o, false));
+      else if (fromEnv !== undefined && fromEnv !== "") config[o.key] = splitList(fromEnv, o, true);
+    } else if (typeof flag === "string") config[o.key] = o.parse(flag, `--${o.flag}`);
+    else if (fromEnv !== undefined && fromEnv !== "") config[o.key] = o.parse(fromEnv, o.env);
   }
-  return { config: config as unknown as ServeConfig, help: values.help === true, version: values.version === true };
+  return {
+    config: config as unknown as ServeConfig,
+    help: values.help === true,
+    version: values.version === true,
+    printConfig: values["print-config"] === true,
+  };
+}
+
+/** The configuration as --print-config shows it: secrets masked. */
+export function printableConfig(config: ServeConfig): Record<string, unknown> {
+  return { ...config, apiKey: config.apiKey === null ? null : "(set)" };
 }

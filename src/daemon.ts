@@ -1,7 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createActor, waitFor, type Actor } from "xstate";
-import type { ServeConfig } from "./config.ts";
+import { ConfigError, type ServeConfig } from "./config.ts";
 import { createLlamaEngine } from "./engine/llamaEngine.ts";
 import { detectDefaultThreads } from "./engine/threads.ts";
 import type { Engine } from "./engine/types.ts";
@@ -10,6 +10,7 @@ import { runtimeMachine, type LoadResult, type RuntimeMachine } from "./machines
 import { stateName } from "./machines/selectors.ts";
 import { createTicket } from "./machines/ticket.ts";
 import { createResourceSampler } from "./monitor/resourceSampler.ts";
+import { isLoopbackName } from "./server/addresses.ts";
 import { createApp } from "./server/app.ts";
 
 export interface Daemon {
@@ -22,6 +23,8 @@ export interface Daemon {
 
 export interface DaemonOptions {
   log: Logger;
+  /** Socket timeouts (tests shorten them). */
+  timeouts?: { headersMs: number; requestMs: number };
   /** Replaces the node-llama-cpp engine (fast machine tests only; the daemon's own tests use the real one). */
   engine?: Engine;
 }
@@ -45,7 +48,17 @@ function logTransitions(runtime: Actor<RuntimeMachine>, log: Logger): void {
   });
 }
 
-export async function startDaemon(config: ServeConfig, { log, engine: givenEngine }: DaemonOptions): Promise<Daemon> {
+/** Refuses configurations that would expose the daemon: a non-loopback address needs an API key. */
+export function checkExposure(config: ServeConfig): void {
+  if (isLoopbackName(config.host) || config.apiKey !== null || config.insecureNoApiKey) return;
+  throw new ConfigError(
+    `refusing to listen on ${config.host} without an API key: anyone who can reach it could run and load models. ` +
+      "Set --api-key (or KEKAHYDE_API_KEY), or listen on 127.0.0.1. --insecure-no-api-key overrides this (dangerous).",
+  );
+}
+
+export async function startDaemon(config: ServeConfig, { log, engine: givenEngine, timeouts }: DaemonOptions): Promise<Daemon> {
+  checkExposure(config);
   const threads = config.threads ?? (await detectDefaultThreads());
   const engine =
     givenEngine ??
@@ -53,20 +66,39 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
       gpu: config.gpu,
       threads,
       contextSize: config.contextSize,
+      modelsDirs: config.modelsDirs,
       onNativeLog: (level, message) => log.warn({ event: "llama_log", level }, message),
     });
   const runtime = createActor(runtimeMachine, {
-    input: { engine, sampleResources: createResourceSampler(), monitorIntervalMs: config.monitorIntervalMs, maxQueue: config.maxQueue },
+    input: {
+      engine,
+      sampleResources: createResourceSampler(),
+      monitorIntervalMs: config.monitorIntervalMs,
+      maxQueue: config.maxQueue,
+      maxGenerationMs: config.maxGenerationSeconds === null ? null : config.maxGenerationSeconds * 1000,
+    },
   });
   logTransitions(runtime, log);
   runtime.start();
   const startedAt = Date.now();
 
-  const app = createApp({ runtime, startedAt, defaultThreads: threads }, log);
-  const server: Server = createServer(app.callback());
-  // Slow clients must not hold sockets forever.
-  server.headersTimeout = 30_000;
-  server.requestTimeout = 0; // generations can legitimately take minutes
+  const app = createApp(
+    { runtime, startedAt, defaultThreads: threads },
+    {
+      listenHost: config.host,
+      allowedHosts: config.allowedHosts,
+      allowedOrigins: config.allowedOrigins,
+      apiKey: config.apiKey,
+      maxBodyBytes: config.maxBodyBytes,
+      rateLimit: config.rateLimit,
+    },
+    log,
+  );
+  // Slow clients must not hold sockets forever: headers within 30 s, the whole request (not the answer,
+  // which may take minutes of generation) within 60 s, checked every second.
+  const server: Server = createServer({ connectionsCheckingInterval: 1_000 }, app.callback());
+  server.headersTimeout = timeouts?.headersMs ?? 30_000;
+  server.requestTimeout = timeouts?.requestMs ?? 60_000;
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -79,6 +111,9 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
   log.info({ event: "listening", url, threads, context_size: config.contextSize, gpu: config.gpu }, `Kekahyde listening on ${url}`);
+  if (!isLoopbackName(config.host) && config.apiKey === null) {
+    log.warn({ event: "insecure", host: config.host }, "listening on a non-loopback address WITHOUT an API key (--insecure-no-api-key)");
+  }
 
   if (config.model) {
     const ticket = createTicket<LoadResult>();

@@ -18,6 +18,14 @@ export type ErrorCode =
   | "QUEUE_FULL"
   | "QUEUE_CLEARED"
   | "CLIENT_CLOSED"
+  | "UNAUTHORIZED"
+  | "FORBIDDEN_HOST"
+  | "FORBIDDEN_ORIGIN"
+  | "MODEL_FORBIDDEN"
+  | "PAYLOAD_TOO_LARGE"
+  | "UNSUPPORTED_MEDIA_TYPE"
+  | "RATE_LIMITED"
+  | "INSUFFICIENT_MEMORY"
   | "INTERNAL";
 
 export class KekahydeError extends Error {

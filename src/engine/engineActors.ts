@@ -29,7 +29,7 @@ export const loadModelActor = fromCallback<EventObject, LoadModelInput, EngineEv
   const { engine, path, settings, previous } = input;
   (async () => {
     try {
-      await engine.validate(path);
+      await engine.validate(path, settings);
     } catch (e) {
       return sendBack({ type: "LOAD.FAILED", error: toKekahydeError(e, "MODEL_INVALID") });
     }
@@ -58,6 +58,8 @@ export interface GenerateInput {
   request: GenerationRequest;
   /** Receives text as it is decoded. It goes straight to the requester, not through the machine. */
   onText?: (chunk: string) => void;
+  /** Abort after this long (Infinity: never) and report finish reason "timeout". */
+  timeLimitMs?: number;
 }
 
 /** How often, at most, token counts are reported to the machine (the first token always is). */
@@ -70,6 +72,14 @@ export const generateActor = fromCallback<{ type: "ABORT" }, GenerateInput, Engi
     if (event.type === "ABORT") abort.abort();
   });
   let lastReport = 0;
+  let timedOut = false;
+  const limit = input.timeLimitMs ?? Infinity;
+  const timer = Number.isFinite(limit)
+    ? setTimeout(() => {
+        timedOut = true;
+        abort.abort();
+      }, limit)
+    : undefined;
   input.model
     .generate({
       ...input.request,
@@ -83,10 +93,14 @@ export const generateActor = fromCallback<{ type: "ABORT" }, GenerateInput, Engi
       },
     })
     .then(
-      (result) => sendBack({ type: "GENERATION.DONE", result }),
+      (result) => sendBack({ type: "GENERATION.DONE", result: timedOut ? { ...result, finishReason: "timeout" } : result }),
       (e) => sendBack({ type: "GENERATION.FAILED", error: toKekahydeError(e, "ENGINE_FAILURE") }),
-    );
-  return () => abort.abort();
+    )
+    .finally(() => clearTimeout(timer));
+  return () => {
+    clearTimeout(timer);
+    abort.abort();
+  };
 });
 
 /** Frees a model (unload, engine failure, shutdown). Never fails: a dispose error leaves nothing to retry. */

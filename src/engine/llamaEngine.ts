@@ -2,8 +2,11 @@ import { basename } from "node:path";
 import { getLlama, LlamaChat, LlamaCompletion, LlamaLogLevel, type ChatHistoryItem, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaModel } from "node-llama-cpp";
 import { KekahydeError, toKekahydeError } from "../errors.ts";
 import { toGrammarSchema } from "./jsonSchema.ts";
+import si from "systeminformation";
+import { estimateModelMemory } from "../gguf/memory.ts";
+import type { GgufInfo } from "../gguf/reader.ts";
 import { inspectModelFile } from "./modelFile.ts";
-import type { Engine, FinishReason, GenerateOptions, GenerateResult, LoadedModel, LoadOptions, ModelInfo } from "./types.ts";
+import type { Engine, FinishReason, GenerateOptions, GenerateResult, LoadedModel, LoadOptions, LoadSettings, ModelInfo } from "./types.ts";
 
 export type GpuMode = "auto" | "off";
 
@@ -12,6 +15,10 @@ export interface LlamaEngineOptions {
   threads: number;
   /** Context size for each loaded model; bounded by the model's trained context length. */
   contextSize: number;
+  /** Folders models may be loaded from; empty: anywhere. */
+  modelsDirs?: readonly string[];
+  /** Bytes of memory available for a new model; defaults to the machine's available memory. */
+  availableMemory?: () => Promise<number>;
   /** Receives llama.cpp's own log lines (warnings and errors). */
   onNativeLog?: (level: string, message: string) => void;
 }
@@ -154,6 +161,31 @@ class LlamaLoadedModel implements LoadedModel {
 export function createLlamaEngine(options: LlamaEngineOptions): Engine {
   let llama: Promise<Llama> | null = null;
   const disposals = new Set<Promise<void>>();
+  /** Loaded models and the memory each was estimated to take. */
+  const live = new Map<LoadedModel, number>();
+  const policy = { allowedDirs: options.modelsDirs ?? [] };
+  const availableMemory = options.availableMemory ?? (async () => (await si.mem()).available);
+
+  /**
+   * Refuses a model that cannot fit in memory on a CPU-only engine, instead of letting the process die or
+   * swap. The memory of models that this load would replace counts as available.
+   */
+  async function checkMemory(gguf: GgufInfo, settings: LoadSettings): Promise<void> {
+    const lib = await library();
+    if (lib.gpu !== false && settings.gpuLayers !== 0) return; // weights go to VRAM; llama.cpp sizes that itself
+    const requested = settings.contextSize ?? options.contextSize;
+    const contextSize = Math.min(requested, gguf.contextLength || requested);
+    const need = estimateModelMemory(gguf, contextSize);
+    const available = (await availableMemory()) + [...live.values()].reduce((a, b) => a + b, 0);
+    if (need.total > available) {
+      const gib = (n: number) => `${(n / 1024 ** 3).toFixed(2)} GiB`;
+      throw new KekahydeError(
+        "INSUFFICIENT_MEMORY",
+        `Not enough memory for ${gguf.name ?? "this model"}: it needs about ${gib(need.total)} (weights ${gib(need.weights)}, KV cache for ${contextSize} tokens ${gib(need.kvCache)}) but ${gib(available)} is available. Use a smaller quantization or context_size, or free memory.`,
+        { needed_bytes: need.total, available_bytes: available },
+      );
+    }
+  }
   const library = (): Promise<Llama> =>
     (llama ??= getLlama({
       gpu: options.gpu === "off" ? false : "auto",
@@ -170,12 +202,13 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
     }));
 
   return {
-    async validate(path) {
-      await inspectModelFile(path);
+    async validate(path, settings) {
+      const { gguf } = await inspectModelFile(path, policy);
+      await checkMemory(gguf, settings);
     },
 
     async load({ path: rawPath, signal, onProgress, contextSize: wantedContext, gpuLayers, threads: wantedThreads }: LoadOptions): Promise<LoadedModel> {
-      const { path, gguf } = await inspectModelFile(rawPath);
+      const { path, gguf } = await inspectModelFile(rawPath, policy);
       // A model being freed (unload, replaced) must be gone before the next one takes its memory.
       await Promise.all([...disposals]);
       const lib = await library();
@@ -209,11 +242,16 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
         gpu_layers: model.gpuLayers,
       };
       const loaded = new LlamaLoadedModel(info, lib, model, context);
+      const footprint = estimateModelMemory(gguf, context.contextSize).total;
+      live.set(loaded, footprint);
       const dispose = loaded.dispose.bind(loaded);
       loaded.dispose = () => {
         const p = dispose();
         disposals.add(p);
-        return p.finally(() => disposals.delete(p));
+        return p.finally(() => {
+          disposals.delete(p);
+          live.delete(loaded);
+        });
       };
       return loaded;
     },

@@ -1,5 +1,5 @@
-import { stat } from "node:fs/promises";
-import { resolve } from "node:path";
+import { realpath, stat } from "node:fs/promises";
+import { resolve, sep } from "node:path";
 import { KekahydeError } from "../errors.ts";
 import { GgufFormatError, readGgufInfo, type GgufInfo } from "../gguf/reader.ts";
 
@@ -8,10 +8,37 @@ import { GgufFormatError, readGgufInfo, type GgufInfo } from "../gguf/reader.ts"
  * header whose tensors all lie inside the file. Everything the native loader could hang or crash on is
  * rejected here with a reason a person can act on.
  */
-export async function inspectModelFile(rawPath: string): Promise<{ path: string; gguf: GgufInfo }> {
-  const path = resolve(rawPath);
+export interface ModelFilePolicy {
+  /** When not empty, models must lie inside one of these folders (after resolving symlinks and ".."). */
+  allowedDirs: readonly string[];
+}
+
+const inside = (path: string, dir: string) => path === dir || path.startsWith(dir.endsWith(sep) ? dir : dir + sep);
+
+async function checkAllowed(path: string, allowedDirs: readonly string[]): Promise<void> {
+  if (allowedDirs.length === 0) return;
+  const dirs = await Promise.all(allowedDirs.map((d) => realpath(resolve(d)).catch(() => resolve(d))));
+  let real = path;
+  try {
+    real = await realpath(path);
+  } catch {
+    // A missing file is judged by its lexical path, so a probe outside the folders learns nothing.
+  }
+  if (!dirs.some((d) => inside(path, d) && inside(real, d))) {
+    throw new KekahydeError("MODEL_FORBIDDEN", `${path} is outside the allowed model folders (${dirs.join(", ")}). Put the model in one of them, or start the daemon with --models-dir for its folder.`, {
+      path,
+      allowed_dirs: dirs,
+    });
+  }
+}
+
+export async function inspectModelFile(rawPath: string, policy: ModelFilePolicy = { allowedDirs: [] }): Promise<{ path: string; gguf: GgufInfo }> {
+  let path = resolve(rawPath);
+  await checkAllowed(path, policy.allowedDirs);
   let st;
   try {
+    // From here on the real path is used, so a symlink swapped after the check cannot redirect the load.
+    path = await realpath(path);
     st = await stat(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;

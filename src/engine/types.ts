@@ -28,7 +28,7 @@ export interface LoadOptions extends LoadSettings {
   onProgress?: (progress: number) => void;
 }
 
-export type FinishReason = "stop" | "length" | "cancelled";
+export type FinishReason = "stop" | "length" | "cancelled" | "timeout";
 
 /** Sampling settings; each left out takes the engine's documented default (see docs/api.md). */
 export interface SamplingOptions {
@@ -54,6 +54,8 @@ export interface GenerationRequest {
   /** Output constrained to this JSON schema (already checked with checkJsonSchema). */
   jsonSchema?: Record<string, unknown>;
   sampling: SamplingOptions;
+  /** Ends the generation after this long, with finish reason "timeout". */
+  timeLimitMs?: number;
 }
 
 export interface GenerationProgress {
@@ -87,8 +89,11 @@ export interface LoadedModel {
 export interface Engine {
   /** Validates the file and loads it; throws KekahydeError (MODEL_NOT_FOUND, MODEL_INVALID, ...). */
   load(options: LoadOptions): Promise<LoadedModel>;
-  /** Checks that a path can be loaded without loading it, so a bad request never costs the loaded model. */
-  validate(path: string): Promise<void>;
+  /**
+   * Checks that a path can be loaded without loading it (allowed folder, file, GGUF header, memory), so a
+   * bad request never costs the loaded model.
+   */
+  validate(path: string, settings: LoadSettings): Promise<void>;
   /** Frees the native library. */
   dispose(): Promise<void>;
 }

@@ -76,6 +76,7 @@ export interface RuntimeContext {
   sampleResources: ResourceSampler;
   monitorIntervalMs: number;
   maxQueue: number;
+  maxGenerationMs: number | null;
   model: LoadedModel | null;
   load: { path: string; settings: LoadSettings; ticket: Ticket<LoadResult>; progress: number } | null;
   job: Job | null;
@@ -92,6 +93,8 @@ export interface RuntimeInput {
   monitorIntervalMs?: number;
   /** Requests that may wait while one generates (default 16). */
   maxQueue?: number;
+  /** Longest any generation may run; null or absent: no limit. */
+  maxGenerationMs?: number | null;
 }
 
 export const DEFAULT_MAX_QUEUE = 16;
@@ -301,6 +304,7 @@ export const runtimeMachine = setup({
     sampleResources: input.sampleResources,
     monitorIntervalMs: input.monitorIntervalMs ?? 1000,
     maxQueue: input.maxQueue ?? DEFAULT_MAX_QUEUE,
+    maxGenerationMs: input.maxGenerationMs ?? null,
     model: null,
     load: null,
     job: null,
@@ -361,7 +365,12 @@ export const runtimeMachine = setup({
       invoke: {
         id: "generation",
         src: "generate",
-        input: ({ context }) => ({ model: context.model!, request: context.job!.request, onText: context.job!.onText }),
+        input: ({ context }) => ({
+          model: context.model!,
+          request: context.job!.request,
+          onText: context.job!.onText,
+          timeLimitMs: Math.min(context.job!.request.timeLimitMs ?? Infinity, context.maxGenerationMs ?? Infinity),
+        }),
       },
       on: {
         "GENERATION.PROGRESS": { actions: "recordProgress" },

@@ -1,8 +1,14 @@
 import Router from "@koa/router";
 import Koa from "koa";
 import type { Logger } from "../log.ts";
+import { apiKeyCheck } from "./middleware/apiKey.ts";
 import { errorResponses } from "./middleware/errors.ts";
+import { hostCheck } from "./middleware/hostCheck.ts";
+import { jsonBody } from "./middleware/jsonBody.ts";
+import { originCheck } from "./middleware/origin.ts";
+import { rateLimit } from "./middleware/rateLimit.ts";
 import { requestLog } from "./middleware/requestLog.ts";
+import { healthRoute } from "./routes/health.ts";
 import { loadModelRoute } from "./routes/loadModel.ts";
 import { runPromptRoute } from "./routes/runPrompt.ts";
 import { statusRoute } from "./routes/status.ts";
@@ -10,13 +16,31 @@ import { stopRoute } from "./routes/stop.ts";
 import { unloadModelRoute } from "./routes/unloadModel.ts";
 import type { RouteDeps } from "./runtime.ts";
 
-export function createApp(deps: RouteDeps, log: Logger): Koa {
+export interface SecurityOptions {
+  listenHost: string;
+  allowedHosts: readonly string[];
+  allowedOrigins: readonly string[];
+  apiKey: string | null;
+  maxBodyBytes: number;
+  rateLimit: number | null;
+}
+
+/**
+ * The middleware chain, outermost first: log, answer errors, then refuse what is not ours before any work
+ * is done (foreign Host, foreign Origin, over the rate, no API key, not JSON or too large), then route.
+ */
+export function createApp(deps: RouteDeps, security: SecurityOptions, log: Logger): Koa {
   const app = new Koa();
   app.silent = true; // errors are answered and logged by errorResponses
   const router = new Router();
-  for (const route of [loadModelRoute, unloadModelRoute, runPromptRoute, stopRoute, statusRoute]) route(router, deps);
+  for (const route of [healthRoute, loadModelRoute, unloadModelRoute, runPromptRoute, stopRoute, statusRoute]) route(router, deps);
   app.use(requestLog(log));
   app.use(errorResponses(log));
+  app.use(hostCheck(security.listenHost, security.allowedHosts));
+  app.use(originCheck(security.allowedOrigins));
+  app.use(rateLimit(security.rateLimit));
+  app.use(apiKeyCheck(security.apiKey, new Set(["/health"])));
+  app.use(jsonBody(security.maxBodyBytes));
   app.use(router.routes());
   app.use(router.allowedMethods({ throw: true }));
   return app;

@@ -5,16 +5,24 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
   INVALID_JSON: 400,
   PROMPT_TOO_LONG: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN_HOST: 403,
+  FORBIDDEN_ORIGIN: 403,
+  MODEL_FORBIDDEN: 403,
   MODEL_NOT_FOUND: 404,
   ROUTE_NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
   MODEL_LOADING: 409,
   BUSY: 409,
   NO_MODEL: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
   MODEL_INVALID: 422,
+  RATE_LIMITED: 429,
   ENGINE_FAILURE: 500,
   INTERNAL: 500,
   SHUTTING_DOWN: 503,
+  INSUFFICIENT_MEMORY: 507,
   QUEUE_FULL: 503,
   QUEUE_CLEARED: 503,
   // nginx's "client closed request": nobody reads it, but the request log shows why it ended.
@@ -24,6 +32,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
 /** Statuses that Koa or the router raise themselves, as our codes. */
 export function codeForHttpStatus(status: number): ErrorCode {
   if (status === 404) return "ROUTE_NOT_FOUND";
+  if (status === 413) return "PAYLOAD_TOO_LARGE";
   if (status === 405 || status === 501) return "METHOD_NOT_ALLOWED";
   if (status >= 400 && status < 500) return "BAD_REQUEST";
   return "INTERNAL";

@@ -67,6 +67,8 @@ export function requiredText(body: Body, field: string, example: string): string
   return value;
 }
 
+const toMs = (seconds: number | undefined) => (seconds === undefined ? undefined : seconds * 1000);
+
 export interface RunPromptRequest extends GenerationRequest {
   stream: boolean;
 }
@@ -91,6 +93,7 @@ export function parseRunPrompt(body: Body): RunPromptRequest {
     stop: optionalStopList(body, "stop"),
     jsonSchema: schema === undefined || schema === null ? undefined : checkJsonSchema(schema),
     sampling,
+    timeLimitMs: toMs(optionalNumber(body, "timeout_s", { min: 0, max: 86_400, exclusiveMin: true })),
     stream: optionalBoolean(body, "stream") ?? false,
   };
 }

@@ -4,7 +4,7 @@ import type { Context } from "koa";
 import type { GenerateResult } from "../../engine/types.ts";
 import { sendRequest } from "../../machines/sendRequest.ts";
 import { createTicket, type Ticket } from "../../machines/ticket.ts";
-import { readJsonObject } from "../body.ts";
+import { requireBody } from "../middleware/jsonBody.ts";
 import type { RouteDeps } from "../runtime.ts";
 import { parseRunPrompt } from "../validation.ts";
 
@@ -25,7 +25,7 @@ function cancelOnDisconnect(ctx: Context, { runtime }: RouteDeps, job: Ticket<Ge
 
 export function runPromptRoute(router: Router, deps: RouteDeps): void {
   router.post("/run_prompt", async (ctx) => {
-    const { stream, ...request } = parseRunPrompt(await readJsonObject(ctx));
+    const { stream, ...request } = parseRunPrompt(requireBody(ctx));
     const sse = /\btext\/event-stream\b/.test(ctx.get("Accept"));
     const ticket = createTicket<GenerateResult>();
     cancelOnDisconnect(ctx, deps, ticket);
