@@ -20,10 +20,10 @@ export interface TestDaemon extends Daemon {
 }
 
 /** Starts the real daemon (real node-llama-cpp engine) on a free loopback port. */
-export async function startTestDaemon(overrides: Partial<ServeConfig> = {}): Promise<TestDaemon> {
+export async function startTestDaemon(overrides: Partial<ServeConfig> = {}, timeouts?: { headersMs: number; requestMs: number }): Promise<TestDaemon> {
   const logs = new LogCapture();
   const config: ServeConfig = { ...DEFAULTS, port: 0, gpu: "off", monitorIntervalMs: 200, ...overrides };
-  const daemon = await startDaemon(config, { log: createLogger("info", logs) });
+  const daemon = await startDaemon(config, { log: createLogger("info", logs), timeouts });
   const post = (path: string, body?: unknown, headers: Record<string, string> = {}, signal?: AbortSignal) =>
     fetch(daemon.url + path, {
       method: "POST",
