@@ -1,5 +1,5 @@
 import { basename } from "node:path";
-import { getLlama, LlamaChat, LlamaCompletion, LlamaLogLevel, type ChatHistoryItem, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaModel } from "node-llama-cpp";
+import type { ChatHistoryItem, Llama, LlamaContext, LlamaContextSequence, LlamaModel } from "node-llama-cpp";
 import { KekahydeError, toKekahydeError } from "../errors.ts";
 import { toGrammarSchema } from "./jsonSchema.ts";
 import si from "systeminformation";
@@ -46,6 +46,14 @@ function samplingFor(request: GenerateOptions) {
   };
 }
 
+/**
+ * node-llama-cpp is imported on the first load, not at start-up: its module graph alone is ~45 MB of RSS,
+ * which an idle daemon without a model should not carry.
+ */
+type NodeLlamaCpp = typeof import("node-llama-cpp");
+let nodeLlamaCpp: Promise<NodeLlamaCpp> | null = null;
+const binding = (): Promise<NodeLlamaCpp> => (nodeLlamaCpp ??= import("node-llama-cpp"));
+
 class LlamaLoadedModel implements LoadedModel {
   private inflight: { abort: AbortController; done: Promise<unknown> } | null = null;
   private disposing: Promise<void> | null = null;
@@ -54,6 +62,7 @@ class LlamaLoadedModel implements LoadedModel {
 
   constructor(
     readonly info: ModelInfo,
+    private readonly lib: NodeLlamaCpp,
     private readonly llama: Llama,
     private readonly model: LlamaModel,
     private readonly context: LlamaContext,
@@ -87,8 +96,8 @@ class LlamaLoadedModel implements LoadedModel {
     const { signal } = request;
     const started = performance.now();
     const sequence = this.sequence;
-    const chat = request.raw ? null : new LlamaChat({ contextSequence: sequence, autoDisposeSequence: false });
-    const completion = request.raw ? new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false }) : null;
+    const chat = request.raw ? null : new this.lib.LlamaChat({ contextSequence: sequence, autoDisposeSequence: false });
+    const completion = request.raw ? new this.lib.LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false }) : null;
     try {
       const history = this.chatHistory(request);
       const promptTokens = chat
@@ -187,7 +196,7 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
     }
   }
   const library = (): Promise<Llama> =>
-    (llama ??= getLlama({
+    (llama ??= binding().then(({ getLlama, LlamaLogLevel }) => getLlama({
       gpu: options.gpu === "off" ? false : "auto",
       build: "never",
       usePrebuiltBinaries: true,
@@ -196,7 +205,7 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
       maxThreads: options.threads,
       logLevel: LlamaLogLevel.warn,
       logger: (level, message) => options.onNativeLog?.(String(level), message.trim()),
-    }).catch((e) => {
+    })).catch((e) => {
       llama = null;
       throw toKekahydeError(e, "ENGINE_FAILURE", "could not start the llama.cpp engine");
     }));
@@ -241,7 +250,7 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
         gpu: lib.gpu,
         gpu_layers: model.gpuLayers,
       };
-      const loaded = new LlamaLoadedModel(info, lib, model, context);
+      const loaded = new LlamaLoadedModel(info, await binding(), lib, model, context);
       const footprint = estimateModelMemory(gguf, context.contextSize).total;
       live.set(loaded, footprint);
       const dispose = loaded.dispose.bind(loaded);

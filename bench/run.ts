@@ -1,0 +1,445 @@
+// `npm run bench [-- options]`: Kekahyde side by side with llama.cpp's own tools (llama-bench, llama-server)
+// and with the node-llama-cpp binding in-process, on the same generated model, in the same run. Reports
+// ratios. Not a test: never run in CI. Options:
+//   --model small-q8|small-f16|tinyllama-q8|tinyllama-f16|PATH   (default small-q8)
+//   --threads N     (default 2)      --reps N (default 3)      --gpu auto|off (default off)
+//   --only a,b      run only these sections (pp-tg, e2e, status, cancel, load, threads, concurrency, context)
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { Agent, request } from "node:http";
+import { availableParallelism, cpus, totalmem } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { getLlama, LlamaCompletion, LlamaLogLevel, type Llama } from "node-llama-cpp";
+import { SMALL_SHAPE, TINYLLAMA_SHAPE, writeRandomLlama, type LlamaShape, type WeightType } from "../src/gguf/randomModel.ts";
+import { PEER_BIN, peerCpuFlags, peersAvailable } from "./peers.ts";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const args = process.argv.slice(2);
+const opt = (name: string, fallback: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] ? args[i + 1] : fallback;
+};
+const THREADS = Number(opt("threads", "2"));
+const REPS = Number(opt("reps", "3"));
+const GPU = opt("gpu", "off");
+const ONLY = new Set(opt("only", "pp-tg,e2e,status,cancel,load,threads,concurrency,context").split(","));
+const PP = 256;
+const TG = 64;
+
+const MODELS: Record<string, [LlamaShape, WeightType]> = {
+  "small-q8": [SMALL_SHAPE, "Q8_0"],
+  "small-f16": [SMALL_SHAPE, "F16"],
+  "tinyllama-q8": [TINYLLAMA_SHAPE, "Q8_0"],
+  "tinyllama-f16": [TINYLLAMA_SHAPE, "F16"],
+};
+
+async function modelPath(): Promise<string> {
+  const name = opt("model", "small-q8");
+  if (!(name in MODELS)) return name;
+  const [shape, type] = MODELS[name];
+  const dir = join(ROOT, "bench", "models");
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `${shape.name}-${type.toLowerCase()}.gguf`);
+  if (!existsSync(path)) {
+    console.log(`writing ${path} ...`);
+    await writeRandomLlama(path, shape, type, 42);
+  }
+  return path;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+};
+const median = (xs: number[]) => pct(xs, 50);
+const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+/** A prompt of `tokens` tokens (BOS + one token a letter), different every call so no cache can help. */
+const freshPrompt = (tokens: number) => Array.from({ length: tokens - 1 }, () => String.fromCharCode(97 + Math.floor(Math.random() * 26))).join("");
+const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+
+interface HttpResult {
+  status: number;
+  body: string;
+  ms: number;
+  ttftMs: number | null;
+  events: number[];
+}
+
+/** One HTTP request; records when the first body byte and every SSE event arrived. */
+function http(url: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<HttpResult> {
+  const { hostname, port } = new URL(url);
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const req = request(
+      { hostname, port, method, path, agent, signal, headers: { ...(payload ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) } : {}), ...headers } },
+      (res) => {
+        let text = "";
+        let ttft: number | null = null;
+        const events: number[] = [];
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => {
+          const now = performance.now() - started;
+          ttft ??= now;
+          for (const _ of chunk.matchAll(/^data: /gm)) events.push(now);
+          text += chunk;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text, ms: performance.now() - started, ttftMs: ttft, events }));
+        res.on("error", reject);
+      },
+    );
+    req.on("error", reject);
+    if (payload) req.write(payload);
+    req.end();
+  });
+}
+
+function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check().catch(() => false))) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await sleep(20);
+  }
+}
+
+// ---- the three contenders -------------------------------------------------------------------------------
+
+interface Daemon {
+  url: string;
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+async function startKekahyde(threads: number, extra: string[] = []): Promise<Daemon> {
+  const child = spawn(process.execPath, [join(ROOT, "bin", "kekahyde.js"), "serve", "--port", "0", "--threads", String(threads), "--gpu", GPU, "--max-queue", "64", ...extra], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    let buf = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      buf += d.toString();
+      const m = /"url":"(http:[^"]+)"/.exec(buf);
+      if (m) resolve(m[1]);
+    });
+    child.once("exit", () => reject(new Error("kekahyde exited")));
+  });
+  child.stdout!.resume();
+  return {
+    url,
+    child,
+    stop: async () => {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+    },
+  };
+}
+
+async function startLlamaServer(model: string, threads: number, parallel = 1, ctx = 2048): Promise<Daemon & { startMs: number }> {
+  const port = 39000 + Math.floor(Math.random() * 1000);
+  const started = performance.now();
+  const child = spawn(join(PEER_BIN, "llama-server"), ["-m", model, "--host", "127.0.0.1", "--port", String(port), "-t", String(threads), "-c", String(ctx * parallel), "-np", String(parallel), "--log-disable"], {
+    stdio: ["ignore", "ignore", "ignore"],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await http(url, "GET", "/health")).status === 200, 120_000);
+  return {
+    url,
+    child,
+    startMs: performance.now() - started,
+    stop: async () => {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+    },
+  };
+}
+
+/** Kekahyde: prompt processing from time to first streamed token, generation from the token events after it. */
+async function kekahydePpTg(url: string): Promise<{ pp: number; tg: number }> {
+  const pps: number[] = [];
+  const tgs: number[] = [];
+  for (let r = 0; r < REPS; r++) {
+    const p = await http(url, "POST", "/run_prompt", { prompt: freshPrompt(PP), raw: true, max_tokens: 1, temperature: 0 }, { accept: "text/event-stream" });
+    pps.push(PP / (p.ttftMs! / 1000));
+    const g = await http(url, "POST", "/run_prompt", { prompt: freshPrompt(8), raw: true, max_tokens: TG, temperature: 0 }, { accept: "text/event-stream" });
+    const tokenEvents = g.events.slice(0, -1); // the last event is "done"
+    tgs.push((tokenEvents.length - 1) / ((tokenEvents.at(-1)! - tokenEvents[0]) / 1000));
+  }
+  return { pp: median(pps), tg: median(tgs) };
+}
+
+async function bindingPpTg(llama: Llama, model: string, threads: number, contextSize = 2048): Promise<{ pp: number; tg: number }> {
+  const m = await llama.loadModel({ modelPath: model });
+  const ctx = await m.createContext({ contextSize, threads: { ideal: threads, min: threads } });
+  const completion = new LlamaCompletion({ contextSequence: ctx.getSequence() });
+  const pps: number[] = [];
+  const tgs: number[] = [];
+  for (let r = 0; r < REPS; r++) {
+    let t0 = performance.now();
+    let first = 0;
+    await completion.generateCompletion(freshPrompt(PP), { maxTokens: 1, temperature: 0, onToken: () => void (first ||= performance.now()) });
+    pps.push(PP / ((first - t0) / 1000));
+    const stamps: number[] = [];
+    t0 = performance.now();
+    await completion.generateCompletion(freshPrompt(8), { maxTokens: TG, temperature: 0, onToken: () => void stamps.push(performance.now()) });
+    tgs.push((stamps.length - 1) / ((stamps.at(-1)! - stamps[0]) / 1000));
+  }
+  completion.dispose();
+  await ctx.dispose();
+  await m.dispose();
+  return { pp: median(pps), tg: median(tgs) };
+}
+
+async function llamaBench(model: string, threads: string): Promise<Array<{ threads: number; pp: number; tg: number; cpu: string; backend: string }>> {
+  const { stdout } = await promisify(execFile)(join(PEER_BIN, "llama-bench"), ["-m", model, "-p", String(PP), "-n", String(TG), "-t", threads, "-r", String(REPS), "-o", "json"], { maxBuffer: 1 << 24 });
+  const rows = JSON.parse(stdout) as Array<{ n_threads: number; n_prompt: number; n_gen: number; avg_ts: number; cpu_info: string; backends: string }>;
+  const byThreads = new Map<number, { threads: number; pp: number; tg: number; cpu: string; backend: string }>();
+  for (const r of rows) {
+    const e = byThreads.get(r.n_threads) ?? { threads: r.n_threads, pp: 0, tg: 0, cpu: r.cpu_info, backend: r.backends };
+    if (r.n_prompt > 0) e.pp = r.avg_ts;
+    else e.tg = r.avg_ts;
+    byThreads.set(r.n_threads, e);
+  }
+  return [...byThreads.values()];
+}
+
+// ---- sections --------------------------------------------------------------------------------------------
+
+const results: Record<string, unknown> = {};
+const md: string[] = [];
+const table = (head: string[], rows: Array<Array<string | number>>) => {
+  md.push(`| ${head.join(" | ")} |`, `| ${head.map(() => "---").join(" | ")} |`, ...rows.map((r) => `| ${r.join(" | ")} |`), "");
+};
+const ratio = (a: number, b: number | null | undefined) => (b ? `${round(a / b)}×` : "n/a");
+
+async function main(): Promise<void> {
+  const model = await modelPath();
+  const peers = peersAvailable();
+  const llama = await getLlama({ gpu: GPU === "off" ? false : "auto", build: "never", logLevel: LlamaLogLevel.error, maxThreads: 0 });
+  const bindingCpu = llama.systemInfo.replace(/\s+/g, " ").trim();
+  const machine = {
+    cpu: cpus()[0]?.model ?? "unknown",
+    logical_cpus: availableParallelism(),
+    memory_gib: round(totalmem() / 1024 ** 3, 1),
+    node: process.version,
+    node_llama_cpp: JSON.parse(readFileSync(join(ROOT, "node_modules", "node-llama-cpp", "package.json"), "utf8")).version,
+    llama_cpp: JSON.parse(readFileSync(join(ROOT, "node_modules", "node-llama-cpp", "llama", "llama.cpp.info.json"), "utf8")).tag,
+    binding_gpu: llama.gpu,
+    binding_cpu_variant: `${llama.buildType} binary; ${bindingCpu}`,
+    peers: peers ? `llama-bench/llama-server from ${PEER_BIN}, built ${peerCpuFlags().description}` : "not built (npm run bench:peers)",
+  };
+  results.machine = machine;
+  results.model = model;
+  results.threads = THREADS;
+  md.push(`# Benchmarks`, "", `Generated by \`npm run bench -- ${args.join(" ")}\` on ${new Date().toISOString().slice(0, 10)}. Ratios compare Kekahyde with llama.cpp's own tools on the same model, machine and run.`, "");
+  md.push(`- machine: ${machine.cpu}, ${machine.logical_cpus} logical CPUs, ${machine.memory_gib} GiB; Node ${machine.node}`);
+  md.push(`- model: \`${model.replace(ROOT + "/", "")}\` (generated, seeded random weights); threads: ${THREADS}; prompt ${PP} tokens, generation ${TG} tokens, median of ${REPS}`);
+  md.push(`- node-llama-cpp ${machine.node_llama_cpp} (llama.cpp ${machine.llama_cpp}), in the daemon and in-process: ${machine.binding_cpu_variant}`);
+  md.push(`- peers: ${machine.peers}`, "");
+  if (!peers) console.log("llama.cpp peers are not built: run `npm run bench:peers`; measuring Kekahyde and the binding only");
+
+  if (ONLY.has("pp-tg")) {
+    console.log("1. prompt processing and generation ...");
+    const binding = await bindingPpTg(llama, model, THREADS);
+    const d = await startKekahyde(THREADS);
+    await http(d.url, "POST", "/load_model", { path: model });
+    const daemon = await kekahydePpTg(d.url);
+    await d.stop();
+    const bench = peers ? (await llamaBench(model, String(THREADS)))[0] : null;
+    results.pp_tg = { daemon, binding, llama_bench: bench };
+    md.push("## 1. Prompt processing and generation (tokens/s)", "");
+    table(["", "Kekahyde (HTTP)", "binding in-process", "llama-bench", "Kekahyde / llama-bench", "Kekahyde / binding"], [
+      [`pp${PP}`, round(daemon.pp, 1), round(binding.pp, 1), bench ? round(bench.pp, 1) : "n/a", ratio(daemon.pp, bench?.pp), ratio(daemon.pp, binding.pp)],
+      [`tg${TG}`, round(daemon.tg, 1), round(binding.tg, 1), bench ? round(bench.tg, 1) : "n/a", ratio(daemon.tg, bench?.tg), ratio(daemon.tg, binding.tg)],
+    ]);
+  }
+
+  if (ONLY.has("e2e") || ONLY.has("status") || ONLY.has("cancel") || ONLY.has("load")) {
+    const d = await startKekahyde(THREADS);
+    const idleRss = rssOf(d.child.pid!);
+    const loadStart = performance.now();
+    await http(d.url, "POST", "/load_model", { path: model });
+    const loadMs = performance.now() - loadStart;
+    const loadedRss = rssOf(d.child.pid!);
+    const server = peers ? await startLlamaServer(model, THREADS) : null;
+    const serverRss = server ? rssOf(server.child.pid!) : null;
+
+    if (ONLY.has("e2e")) {
+      console.log("2. end-to-end request ...");
+      const k: number[] = [];
+      const kt: number[] = [];
+      const s: number[] = [];
+      const st: number[] = [];
+      for (let r = 0; r < REPS; r++) {
+        const prompt = freshPrompt(64);
+        k.push((await http(d.url, "POST", "/run_prompt", { prompt, raw: true, max_tokens: TG, temperature: 0 })).ms);
+        kt.push((await http(d.url, "POST", "/run_prompt", { prompt: freshPrompt(64), raw: true, max_tokens: TG, temperature: 0 }, { accept: "text/event-stream" })).events[0]);
+        if (server) {
+          s.push((await http(server.url, "POST", "/completion", { prompt, n_predict: TG, temperature: 0, cache_prompt: false })).ms);
+          st.push((await http(server.url, "POST", "/completion", { prompt: freshPrompt(64), n_predict: TG, temperature: 0, cache_prompt: false, stream: true })).events[0]);
+        }
+      }
+      results.e2e = { kekahyde_ms: median(k), kekahyde_ttft_ms: median(kt), llama_server_ms: server ? median(s) : null, llama_server_ttft_ms: server ? median(st) : null };
+      md.push(`## 2. One request end to end (64-token prompt, ${TG} tokens, greedy; ms)`, "");
+      table(["", "Kekahyde /run_prompt", "llama-server /completion", "ratio"], [
+        ["wall time", round(median(k), 1), server ? round(median(s), 1) : "n/a", ratio(median(k), server ? median(s) : null)],
+        ["time to first token (streaming)", round(median(kt), 1), server ? round(median(st), 1) : "n/a", ratio(median(kt), server ? median(st) : null)],
+      ]);
+    }
+
+    if (ONLY.has("status")) {
+      console.log("3. /status under load while generating ...");
+      const load = async (url: string, path: string) => {
+        // A long generation that is ended by dropping its connection (both servers cancel on disconnect).
+        const stop = new AbortController();
+        const body = url === d.url ? { prompt: freshPrompt(8), raw: true, max_tokens: 100_000, temperature: 0 } : { prompt: freshPrompt(8), n_predict: 100_000, temperature: 0 };
+        const gen = http(url, "POST", url === d.url ? "/run_prompt" : "/completion", body, {}, stop.signal);
+        await sleep(300);
+        const latencies: number[] = [];
+        const deadline = performance.now() + 5_000;
+        let sent = 0;
+        await Promise.all(
+          Array.from({ length: 8 }, async () => {
+            while (sent < 2000 && performance.now() < deadline) {
+              sent++;
+              latencies.push((await http(url, "GET", path)).ms);
+            }
+          }),
+        );
+        stop.abort();
+        await gen.catch(() => null);
+        await sleep(200);
+        return { p50: pct(latencies, 50), p99: pct(latencies, 99), n: latencies.length };
+      };
+      const ks = await load(d.url, "/status");
+      results.status_latency = { kekahyde: ks };
+      let ss: { p50: number; p99: number; n: number } | null = null;
+      if (server) {
+        ss = await load(server.url, "/health");
+        (results.status_latency as Record<string, unknown>).llama_server_health = ss;
+      }
+      md.push("## 3. Status latency under load while a generation runs (8 concurrent clients, ms)", "");
+      table(["", "Kekahyde GET /status", "llama-server GET /health"], [
+        ["p50", round(ks.p50), ss ? round(ss.p50) : "n/a"],
+        ["p99", round(ks.p99), ss ? round(ss.p99) : "n/a"],
+        ["requests", ks.n, ss ? ss.n : "n/a"],
+      ]);
+    }
+
+    if (ONLY.has("cancel")) {
+      console.log("4. cancel latency ...");
+      const lat: number[] = [];
+      for (let r = 0; r < Math.max(10, REPS * 5); r++) {
+        const gen = http(d.url, "POST", "/run_prompt", { prompt: freshPrompt(8), raw: true, max_tokens: 100_000, temperature: 0, stream: true });
+        await sleep(150);
+        const t = performance.now();
+        await http(d.url, "POST", "/stop");
+        await gen;
+        lat.push(performance.now() - t);
+      }
+      const tokenMs = results.pp_tg ? 1000 / (results.pp_tg as { daemon: { tg: number } }).daemon.tg : null;
+      results.cancel_ms = { p50: pct(lat, 50), p99: pct(lat, 99), token_ms: tokenMs };
+      md.push("## 4. Cancel latency: POST /stop → the generating response complete (ms)", "");
+      table(["p50", "p99", "one token", "target (token + 20 ms)"], [[round(pct(lat, 50)), round(pct(lat, 99)), tokenMs ? round(tokenMs) : "n/a", tokenMs ? round(tokenMs + 20) : "n/a"]]);
+    }
+
+    if (ONLY.has("load")) {
+      console.log("5. load time and memory ...");
+      results.load = { kekahyde_load_ms: loadMs, llama_server_start_ms: server?.startMs ?? null, kekahyde_idle_rss: idleRss, kekahyde_loaded_rss: loadedRss, llama_server_rss: serverRss };
+      md.push("## 5. Model load and memory", "");
+      table(["", "Kekahyde", "llama-server", "ratio"], [
+        ["load (request → idle / start → healthy), ms", round(loadMs, 0), server ? round(server.startMs, 0) : "n/a", ratio(loadMs, server?.startMs)],
+        ["RSS idle, MB", round(idleRss / 1e6, 1), "", ""],
+        ["RSS with the model, MB", round(loadedRss / 1e6, 1), serverRss ? round(serverRss / 1e6, 1) : "n/a", ratio(loadedRss, serverRss)],
+      ]);
+    }
+    await d.stop();
+    await server?.stop();
+  }
+
+  if (ONLY.has("threads")) {
+    console.log("6. thread scaling ...");
+    const rows: Array<Array<string | number>> = [];
+    const bench = peers ? await llamaBench(model, Array.from({ length: availableParallelism() }, (_, i) => i + 1).join(",")) : [];
+    const scaling = [];
+    for (let t = 1; t <= availableParallelism(); t++) {
+      const d = await startKekahyde(t);
+      await http(d.url, "POST", "/load_model", { path: model });
+      const k = await kekahydePpTg(d.url);
+      await d.stop();
+      const b = bench.find((x) => x.threads === t);
+      scaling.push({ threads: t, kekahyde: k, llama_bench: b ?? null });
+      rows.push([t, round(k.tg, 1), b ? round(b.tg, 1) : "n/a", ratio(k.tg, b?.tg), round(k.pp, 1), b ? round(b.pp, 1) : "n/a", ratio(k.pp, b?.pp)]);
+    }
+    results.thread_scaling = scaling;
+    md.push("## 6. Thread scaling (tokens/s)", "");
+    table(["threads", "Kekahyde tg", "llama-bench tg", "ratio", "Kekahyde pp", "llama-bench pp", "ratio"], rows);
+  }
+
+  if (ONLY.has("concurrency")) {
+    console.log("7. concurrent clients ...");
+    const rows: Array<Array<string | number>> = [];
+    const out = [];
+    for (const clients of [1, 2, 4]) {
+      const run = async (url: string, path: string, body: () => unknown) => {
+        const t = performance.now();
+        await Promise.all(Array.from({ length: clients }, () => http(url, "POST", path, body())));
+        return (clients * TG) / ((performance.now() - t) / 1000);
+      };
+      const d = await startKekahyde(THREADS);
+      await http(d.url, "POST", "/load_model", { path: model });
+      const k = await run(d.url, "/run_prompt", () => ({ prompt: freshPrompt(16), raw: true, max_tokens: TG, temperature: 0 }));
+      await d.stop();
+      let s: number | null = null;
+      if (peers) {
+        const server = await startLlamaServer(model, THREADS, clients);
+        s = await run(server.url, "/completion", () => ({ prompt: freshPrompt(16), n_predict: TG, temperature: 0, cache_prompt: false }));
+        await server.stop();
+      }
+      out.push({ clients, kekahyde: k, llama_server: s });
+      rows.push([clients, round(k, 1), s ? round(s, 1) : "n/a", ratio(k, s)]);
+    }
+    results.concurrency = out;
+    md.push("## 7. Total throughput with concurrent clients (tokens/s; llama-server with -np = clients; Kekahyde serves one at a time from its queue)", "");
+    table(["clients", "Kekahyde", "llama-server", "ratio"], rows);
+  }
+
+  if (ONLY.has("context")) {
+    console.log("8. context size ...");
+    const rows: Array<Array<string | number>> = [];
+    const out = [];
+    for (const ctx of [512, 2048]) {
+      const b = await bindingPpTg(llama, model, THREADS, ctx);
+      const d = await startKekahyde(THREADS);
+      await http(d.url, "POST", "/load_model", { path: model, context_size: ctx });
+      const k = await kekahydePpTg(d.url);
+      await d.stop();
+      out.push({ context: ctx, kekahyde_tg: k.tg, binding_tg: b.tg });
+      rows.push([ctx, round(k.tg, 1), round(b.tg, 1)]);
+    }
+    results.context = out;
+    md.push(`## 8. Generation speed by context size (tokens/s, short sequences; the model's maximum is ${2048})`, "");
+    table(["context", "Kekahyde tg", "binding tg"], rows);
+  }
+
+  await llama.dispose();
+  const date = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
+  mkdirSync(join(ROOT, "bench", "results"), { recursive: true });
+  writeFileSync(join(ROOT, "bench", "results", `${date}.json`), JSON.stringify(results, null, 2));
+  const text = md.join("\n");
+  console.log("\n" + text);
+  writeFileSync(join(ROOT, "docs", "benchmarks.md"), text + "\n");
+  agent.destroy();
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
