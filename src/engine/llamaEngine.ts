@@ -87,8 +87,17 @@ class LlamaLoadedModel implements LoadedModel {
 
   private chatHistory(request: GenerateOptions): ChatHistoryItem[] {
     const history: ChatHistoryItem[] = [];
-    if (request.system) history.push({ type: "system", text: request.system });
-    history.push({ type: "user", text: request.prompt }, { type: "model", response: [] });
+    if (request.messages) {
+      for (const m of request.messages) {
+        if (m.role === "system") history.push({ type: "system", text: m.content });
+        else if (m.role === "user") history.push({ type: "user", text: m.content });
+        else history.push({ type: "model", response: [m.content] });
+      }
+    } else {
+      if (request.system) history.push({ type: "system", text: request.system });
+      history.push({ type: "user", text: request.prompt });
+    }
+    history.push({ type: "model", response: [] });
     return history;
   }
 

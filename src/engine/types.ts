@@ -40,6 +40,11 @@ export interface SamplingOptions {
   seed?: number;
 }
 
+export interface ChatMessage {
+  role: "system" | "user" | "assistant";
+  content: string;
+}
+
 /** What a client asks of one generation: everything but the plumbing. */
 export interface GenerationRequest {
   prompt: string;
@@ -47,6 +52,8 @@ export interface GenerationRequest {
   raw: boolean;
   /** A system message, in chat mode. */
   system?: string;
+  /** A whole conversation, in chat mode, instead of `system` + `prompt` (OpenAI's chat API). */
+  messages?: ChatMessage[];
   /** Upper bound on generated tokens; by default, until end of sequence or the context is full. */
   maxTokens?: number;
   /** Generation ends before any of these strings; they are not part of the text. */

@@ -10,6 +10,7 @@ import { rateLimit } from "./middleware/rateLimit.ts";
 import { requestLog } from "./middleware/requestLog.ts";
 import { healthRoute } from "./routes/health.ts";
 import { loadModelRoute } from "./routes/loadModel.ts";
+import { openAiRoutes } from "./routes/openai.ts";
 import { runPromptRoute } from "./routes/runPrompt.ts";
 import { statusRoute } from "./routes/status.ts";
 import { stopRoute } from "./routes/stop.ts";
@@ -33,7 +34,7 @@ export function createApp(deps: RouteDeps, security: SecurityOptions, log: Logge
   const app = new Koa();
   app.silent = true; // errors are answered and logged by errorResponses
   const router = new Router();
-  for (const route of [healthRoute, loadModelRoute, unloadModelRoute, runPromptRoute, stopRoute, statusRoute]) route(router, deps);
+  for (const route of [healthRoute, loadModelRoute, unloadModelRoute, runPromptRoute, stopRoute, statusRoute, openAiRoutes]) route(router, deps);
   app.use(requestLog(log));
   app.use(errorResponses(log));
   app.use(hostCheck(security.listenHost, security.allowedHosts));

@@ -3,6 +3,14 @@ import { isKekahydeError, KekahydeError } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
 import { codeForHttpStatus, HTTP_STATUS } from "../errorMapping.ts";
 
+/** OpenAI's error shape, so that OpenAI SDKs raise their usual exceptions. */
+function openAiError(error: KekahydeError, status: number) {
+  const type =
+    status === 401 ? "authentication_error" : status === 403 ? "permission_error" : status === 429 ? "rate_limit_error" : status >= 500 ? "server_error" : "invalid_request_error";
+  const param = typeof error.details.field === "string" ? error.details.field : null;
+  return { error: { message: error.message, type, param, code: error.code.toLowerCase() } };
+}
+
 /**
  * Turns every error into `{"success": false, "message", "code", ...details}` with the status its code maps
  * to. Unexpected errors are logged in full and answered with a generic message: no stack trace leaves.
@@ -30,7 +38,7 @@ export function errorResponses(log: Logger): Middleware {
       }
       ctx.status = HTTP_STATUS[error.code];
       if (typeof error.details.retry_after_s === "number") ctx.set("Retry-After", String(error.details.retry_after_s));
-      ctx.body = { success: false, message: error.message, code: error.code, ...error.details };
+      ctx.body = ctx.path.startsWith("/v1/") ? openAiError(error, ctx.status) : { success: false, message: error.message, code: error.code, ...error.details };
     }
   };
 }

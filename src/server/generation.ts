@@ -1,0 +1,76 @@
+import { PassThrough } from "node:stream";
+import type { Context } from "koa";
+import type { GenerateResult, GenerationRequest } from "../engine/types.ts";
+import type { KekahydeError } from "../errors.ts";
+import { sendRequest } from "../machines/sendRequest.ts";
+import { createTicket, type Ticket } from "../machines/ticket.ts";
+import type { RouteDeps } from "./runtime.ts";
+
+/** How a streaming route writes: its content type, and how it frames text, the end and a late failure. */
+export interface StreamFormat {
+  contentType: string;
+  headers?: Record<string, string>;
+  chunk(text: string): string;
+  end(result: GenerateResult): string;
+  fail(error: KekahydeError): string;
+  /** Called just before the stream ends, e.g. to add HTTP trailers. */
+  beforeEnd?(ctx: Context, result: GenerateResult): void;
+}
+
+/** A client that goes away cancels its own request: stopped if it runs, dropped if it waits. */
+function cancelOnDisconnect(ctx: Context, { runtime }: RouteDeps, job: Ticket<GenerateResult>): void {
+  ctx.res.once("close", () => {
+    if (!ctx.res.writableFinished && !job.settled && runtime.getSnapshot().status === "active") runtime.send({ type: "CANCEL", job });
+  });
+}
+
+/** Runs one generation for a route and returns its result (non-streaming). */
+export function generate(ctx: Context, deps: RouteDeps, request: GenerationRequest): Promise<GenerateResult> {
+  const ticket = createTicket<GenerateResult>();
+  cancelOnDisconnect(ctx, deps, ticket);
+  return sendRequest(deps.runtime, { type: "RUN", request, ticket });
+}
+
+/**
+ * Runs one generation and streams it in `format`. The answer is held until the first text (or the end), so
+ * that a refusal (no model, queue full, prompt too long) is still thrown as a proper error with its status,
+ * never a broken 200 stream.
+ */
+export async function generateStreaming(ctx: Context, deps: RouteDeps, request: GenerationRequest, format: StreamFormat): Promise<void> {
+  const ticket = createTicket<GenerateResult>();
+  cancelOnDisconnect(ctx, deps, ticket);
+  const early: string[] = [];
+  let write: ((text: string) => void) | null = null;
+  let firstText!: () => void;
+  const textStarted = new Promise<void>((resolve) => (firstText = resolve));
+  const onText = (text: string) => {
+    if (write) write(text);
+    else {
+      early.push(text);
+      firstText();
+    }
+  };
+  const done = sendRequest(deps.runtime, { type: "RUN", request, onText, ticket });
+  await Promise.race([textStarted, done]);
+
+  const out = new PassThrough();
+  ctx.status = 200;
+  ctx.type = format.contentType;
+  ctx.set({ "Cache-Control": "no-cache", "X-Accel-Buffering": "no", ...format.headers });
+  ctx.body = out;
+  write = (text) => out.write(format.chunk(text));
+  for (const text of early) write(text);
+  done.then(
+    (result) => {
+      out.write(format.end(result));
+      format.beforeEnd?.(ctx, result);
+      out.end();
+    },
+    (error: KekahydeError) => {
+      out.write(format.fail(error));
+      out.end();
+    },
+  );
+}
+
+export const sseEvent = (data: unknown, event?: string): string => `${event ? `event: ${event}\n` : ""}data: ${JSON.stringify(data)}\n\n`;
