@@ -7,7 +7,7 @@ import { detectDefaultThreads } from "./engine/threads.ts";
 import type { Engine } from "./engine/types.ts";
 import type { Logger } from "./log.ts";
 import { runtimeMachine, type LoadResult, type RuntimeMachine } from "./machines/runtimeMachine.ts";
-import { stateName } from "./machines/selectors.ts";
+import { RuntimeFeed } from "./machines/feed.ts";
 import { createTicket } from "./machines/ticket.ts";
 import { createResourceSampler } from "./monitor/resourceSampler.ts";
 import { isLoopbackName } from "./server/addresses.ts";
@@ -29,19 +29,17 @@ export interface DaemonOptions {
   engine?: Engine;
 }
 
-/** Logs each change of the user-visible state with the event that caused it. */
-function logTransitions(runtime: Actor<RuntimeMachine>, log: Logger): void {
-  let previous = stateName(runtime.getSnapshot());
+/** One log line per state change (with the event that caused it) and per quarter of load progress. */
+function logTransitions(runtime: Actor<RuntimeMachine>, feed: RuntimeFeed, log: Logger): void {
+  feed.subscribe((e) => {
+    if (e.type !== "transition") return;
+    log.info({ event: "state", from: e.from, to: e.state, cause: e.event, queue_length: e.queue_length, model: e.model, last_error: e.last_error ?? undefined }, `state ${e.from} -> ${e.state}`);
+  });
   let lastProgressStep = -1;
   runtime.subscribe((snapshot) => {
-    const state = stateName(snapshot);
-    if (state !== previous) {
-      log.info({ event: "state", from: previous, to: state, model: snapshot.context.model?.info.name ?? null, last_error: snapshot.context.lastError?.message }, `state ${previous} -> ${state}`);
-      previous = state;
-      lastProgressStep = -1;
-    }
     const progress = snapshot.context.load?.progress;
-    if (progress !== undefined && Math.floor(progress * 4) > lastProgressStep) {
+    if (progress === undefined) return void (lastProgressStep = -1);
+    if (Math.floor(progress * 4) > lastProgressStep) {
       lastProgressStep = Math.floor(progress * 4);
       log.info({ event: "load_progress", path: snapshot.context.load?.path, progress: Math.round(progress * 100) / 100 }, "loading model");
     }
@@ -69,7 +67,10 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
       modelsDirs: config.modelsDirs,
       onNativeLog: (level, message) => log.warn({ event: "llama_log", level }, message),
     });
+  const feed = new RuntimeFeed();
+  let runtimeRef: Actor<RuntimeMachine> | undefined;
   const runtime = createActor(runtimeMachine, {
+    inspect: feed.inspector(() => runtimeRef),
     input: {
       engine,
       sampleResources: createResourceSampler(),
@@ -78,12 +79,13 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
       maxGenerationMs: config.maxGenerationSeconds === null ? null : config.maxGenerationSeconds * 1000,
     },
   });
-  logTransitions(runtime, log);
+  runtimeRef = runtime;
+  logTransitions(runtime, feed, log);
   runtime.start();
   const startedAt = Date.now();
 
   const app = createApp(
-    { runtime, startedAt, defaultThreads: threads },
+    { runtime, startedAt, defaultThreads: threads, feed },
     {
       listenHost: config.host,
       allowedHosts: config.allowedHosts,

@@ -8,7 +8,9 @@ import { jsonBody } from "./middleware/jsonBody.ts";
 import { originCheck } from "./middleware/origin.ts";
 import { rateLimit } from "./middleware/rateLimit.ts";
 import { requestLog } from "./middleware/requestLog.ts";
+import { eventsRoute } from "./routes/events.ts";
 import { healthRoute } from "./routes/health.ts";
+import { inspectorRoutes } from "./routes/inspector.ts";
 import { loadModelRoute } from "./routes/loadModel.ts";
 import { openAiRoutes } from "./routes/openai.ts";
 import { runPromptRoute } from "./routes/runPrompt.ts";
@@ -34,7 +36,17 @@ export function createApp(deps: RouteDeps, security: SecurityOptions, log: Logge
   const app = new Koa();
   app.silent = true; // errors are answered and logged by errorResponses
   const router = new Router();
-  for (const route of [healthRoute, loadModelRoute, unloadModelRoute, runPromptRoute, stopRoute, statusRoute, openAiRoutes]) route(router, deps);
+  for (const route of [
+    healthRoute,
+    loadModelRoute,
+    unloadModelRoute,
+    runPromptRoute,
+    stopRoute,
+    statusRoute,
+    openAiRoutes,
+    eventsRoute,
+    inspectorRoutes,
+  ]) route(router, deps);
   app.use(requestLog(log));
   app.use(errorResponses(log));
   app.use(hostCheck(security.listenHost, security.allowedHosts));

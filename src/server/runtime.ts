@@ -1,4 +1,5 @@
 import type { Actor } from "xstate";
+import type { RuntimeFeed } from "../machines/feed.ts";
 import type { RuntimeMachine } from "../machines/runtimeMachine.ts";
 
 /** What routes get: the running machine to send events to and read snapshots from, and fixed facts. */
@@ -7,4 +8,6 @@ export interface RouteDeps {
   startedAt: number;
   /** Threads a model gets when its load does not say. */
   defaultThreads: number;
+  /** State changes and resource samples as they happen (GET /events). */
+  feed: RuntimeFeed;
 }

@@ -1,0 +1,33 @@
+import { PassThrough } from "node:stream";
+import type Router from "@koa/router";
+import { activeIds } from "../../machines/feed.ts";
+import { statusView } from "../../machines/selectors.ts";
+import { sseEvent } from "../generation.ts";
+import type { RouteDeps } from "../runtime.ts";
+
+const KEEPALIVE_MS = 15_000;
+
+/**
+ * GET /events: Server-Sent Events of the machine. First `snapshot` (the status and the active state ids),
+ * then a `transition` event for every change of state or queue and a `sample` event per monitor reading.
+ */
+export function eventsRoute(router: Router, deps: RouteDeps): void {
+  router.get("/events", (ctx) => {
+    const out = new PassThrough();
+    ctx.status = 200;
+    ctx.type = "text/event-stream";
+    ctx.set({ "Cache-Control": "no-cache", "X-Accel-Buffering": "no" });
+    ctx.body = out;
+    const snapshot = deps.runtime.getSnapshot();
+    out.write(sseEvent({ ...statusView(snapshot, deps.startedAt, deps.defaultThreads), active: activeIds(snapshot) }, "snapshot"));
+    const unsubscribe = deps.feed.subscribe((e) => out.write(sseEvent(e, e.type)));
+    const keepalive = setInterval(() => out.write(": keep-alive\n\n"), KEEPALIVE_MS);
+    const end = () => {
+      unsubscribe();
+      clearInterval(keepalive);
+      out.end();
+    };
+    ctx.req.socket.once("close", end);
+    if (deps.runtime.getSnapshot().status !== "active") end();
+  });
+}
