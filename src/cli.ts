@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { ConfigError, parseServeArgs, printableConfig, serveHelp } from "./config.ts";
+import { CLIENT_HELP, CLIENT_VERBS, runClientVerb, type ClientVerb } from "./cli/client.ts";
 import { startDaemon } from "./daemon.ts";
 import { createLogger } from "./log.ts";
 
@@ -9,15 +10,18 @@ const USAGE = `Usage: kekahyde <command> [options]
 
 Commands:
   serve     run the daemon (default when no command is given)
+  status, load, run, stop, unload   talk to a running daemon
 
-Run "kekahyde serve --help" for the daemon's options.`;
+Run "kekahyde serve --help" for the daemon's options.
+
+${CLIENT_HELP}`;
 
 async function serve(argv: string[]): Promise<void> {
   const { config, help, version, printConfig } = parseServeArgs(argv);
   if (help) return void console.log(serveHelp());
   if (version) return void console.log(VERSION);
   if (printConfig) return void console.log(JSON.stringify(printableConfig(config), null, 2));
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, undefined, config.logFormat);
   const daemon = await startDaemon(config, { log });
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals) => {
@@ -48,6 +52,7 @@ async function main(argv: string[]): Promise<void> {
     return serve(argv);
   }
   if (first === "serve") return serve(rest);
+  if ((CLIENT_VERBS as readonly string[]).includes(first)) return runClientVerb(first as ClientVerb, rest);
   if (first === "help") return void console.log(`${USAGE}\n\n${serveHelp()}`);
   throw new ConfigError(`unknown command "${first}"\n\n${USAGE}`);
 }

@@ -1,5 +1,7 @@
-import { delimiter } from "node:path";
+import { readFileSync } from "node:fs";
+import { delimiter, extname } from "node:path";
 import { parseArgs } from "node:util";
+import { parse as parseToml } from "smol-toml";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 import type { GpuMode } from "./engine/llamaEngine.ts";
 
@@ -29,6 +31,9 @@ export interface ServeConfig {
   rateLimit: number | null;
   /** Longest a generation may run, in seconds; null: no limit. */
   maxGenerationSeconds: number | null;
+  logFormat: "auto" | "json" | "pretty";
+  /** WebSocket URL of a Stately inspector; null: nothing leaves the machine. */
+  inspectUrl: string | null;
   monitorIntervalMs: number;
 }
 
@@ -49,6 +54,8 @@ export const DEFAULTS: ServeConfig = {
   maxBodyBytes: 1024 * 1024,
   rateLimit: null,
   maxGenerationSeconds: null,
+  logFormat: "auto",
+  inspectUrl: null,
   monitorIntervalMs: 1000,
 };
 
@@ -116,7 +123,12 @@ export const OPTIONS: readonly OptionDoc[] = [
   { flag: "rate-limit", env: "KEKAHYDE_RATE_LIMIT", key: "rateLimit", value: "N", help: "requests per minute per client address (reads: 10x N); more get 429", parse: integer(1, 1_000_000) },
   { flag: "max-generation-time", env: "KEKAHYDE_MAX_GENERATION_TIME", key: "maxGenerationSeconds", value: "SECONDS", help: "end any generation after this long (finish reason 'timeout')", parse: integer(1, 86_400) },
   { flag: "log-level", env: "KEKAHYDE_LOG_LEVEL", key: "logLevel", value: "LEVEL", help: `log level: ${LOG_LEVELS.join(", ")}`, parse: oneOf(LOG_LEVELS) },
+  { flag: "log-format", env: "KEKAHYDE_LOG_FORMAT", key: "logFormat", value: "auto|json|pretty", help: "json lines, or pretty for people; auto: pretty when stdout is a terminal", parse: oneOf(["auto", "json", "pretty"]) },
+  { flag: "inspect", env: "KEKAHYDE_INSPECT", key: "inspectUrl", value: "WS_URL", help: "send the machine's events to a Stately inspector over WebSocket, e.g. ws://localhost:8080 (off by default)", parse: text },
 ];
+
+/** Client verbs' own option (kekahyde status|load|run|stop|unload). */
+export const CONFIG_OPTION = { flag: "config", env: "KEKAHYDE_CONFIG" } as const;
 
 export function serveHelp(): string {
   const rows = OPTIONS.map((o) => {
@@ -130,8 +142,10 @@ export function serveHelp(): string {
     "",
     "Runs the Kekahyde daemon: loads GGUF models and serves the HTTP API.",
     "",
-    "Options (flags override environment variables, which override defaults):",
+    "Options (flags override environment variables, which override the config file, which overrides defaults):",
     ...rows,
+    "  --config FILE                     read settings from a JSON or TOML file (keys: the flag names)",
+    "                                  env KEKAHYDE_CONFIG",
     "  --print-config                    print the merged configuration as JSON and exit",
     "  -h, --help                        show this help",
     "  -v, --version                     print the version",
@@ -144,6 +158,7 @@ export function serveHelp(): string {
 
 export interface ParsedServeArgs {
   config: ServeConfig;
+  configPath: string | null;
   help: boolean;
   version: boolean;
   printConfig: boolean;
@@ -155,6 +170,42 @@ function splitList(raw: string, o: OptionDoc, fromEnv: boolean): string[] {
   return parts.map((p) => p.trim()).filter(Boolean).map((p) => o.parse(p, fromEnv ? o.env : `--${o.flag}`) as string);
 }
 
+/** Reads a config file: JSON or TOML (by extension), keys named as the flags ("port", "models-dir", ...). */
+export function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    throw new ConfigError(`cannot read the config file ${path}: ${(e as Error).message}`);
+  }
+  let data: unknown;
+  try {
+    data = extname(path).toLowerCase() === ".toml" ? parseToml(text) : JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`the config file ${path} is not valid ${extname(path).toLowerCase() === ".toml" ? "TOML" : "JSON"}: ${(e as Error).message}`);
+  }
+  if (typeof data !== "object" || data === null || Array.isArray(data)) throw new ConfigError(`the config file ${path} must hold an object of settings`);
+  const known = new Set(OPTIONS.map((o) => o.flag));
+  for (const key of Object.keys(data)) {
+    if (!known.has(key)) throw new ConfigError(`unknown key "${key}" in ${path}; known keys: ${[...known].join(", ")}`);
+  }
+  return data as Record<string, unknown>;
+}
+
+function fromFile(o: OptionDoc, value: unknown, path: string): unknown {
+  const name = `"${o.flag}" in ${path}`;
+  if (o.kind === "flag") {
+    if (typeof value !== "boolean") throw new ConfigError(`${name} must be true or false`);
+    return value;
+  }
+  if (o.kind === "list") {
+    const items = Array.isArray(value) ? value : [value];
+    return items.map((v) => o.parse(String(v), name));
+  }
+  if (typeof value !== "string" && typeof value !== "number") throw new ConfigError(`${name} must be a string or a number`);
+  return o.parse(String(value), name);
+}
+
 export function parseServeArgs(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): ParsedServeArgs {
   const options = Object.fromEntries(
     OPTIONS.map((o) => [o.flag, o.kind === "flag" ? { type: "boolean" as const } : { type: "string" as const, multiple: o.kind === "list" }]),
@@ -163,7 +214,13 @@ export function parseServeArgs(argv: readonly string[], env: NodeJS.ProcessEnv =
   try {
     parsed = parseArgs({
       args: [...argv],
-      options: { ...options, help: { type: "boolean", short: "h" }, version: { type: "boolean", short: "v" }, "print-config": { type: "boolean" } },
+      options: {
+        ...options,
+        config: { type: "string" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "v" },
+        "print-config": { type: "boolean" },
+      },
       strict: true,
       allowPositionals: false,
     });
@@ -172,6 +229,11 @@ export function parseServeArgs(argv: readonly string[], env: NodeJS.ProcessEnv =
   }
   const values = parsed.values as Record<string, string | string[] | boolean | undefined>;
   const config: Record<string, unknown> = { ...DEFAULTS };
+  const configPath = typeof values.config === "string" ? values.config : env[CONFIG_OPTION.env] || null;
+  if (configPath) {
+    const file = readConfigFile(configPath);
+    for (const o of OPTIONS) if (o.flag in file) config[o.key] = fromFile(o, file[o.flag], configPath);
+  }
   for (const o of OPTIONS) {
     const flag = values[o.flag];
     const fromEnv = env[o.env];
@@ -186,6 +248,7 @@ export function parseServeArgs(argv: readonly string[], env: NodeJS.ProcessEnv =
   }
   return {
     config: config as unknown as ServeConfig,
+    configPath,
     help: values.help === true,
     version: values.version === true,
     printConfig: values["print-config"] === true,

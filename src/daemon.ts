@@ -8,10 +8,12 @@ import type { Engine } from "./engine/types.ts";
 import type { Logger } from "./log.ts";
 import { runtimeMachine, type LoadResult, type RuntimeMachine } from "./machines/runtimeMachine.ts";
 import { RuntimeFeed } from "./machines/feed.ts";
+import { statelyInspector } from "./machines/statelyInspector.ts";
 import { createTicket } from "./machines/ticket.ts";
 import { createResourceSampler } from "./monitor/resourceSampler.ts";
 import { isLoopbackName } from "./server/addresses.ts";
 import { createApp } from "./server/app.ts";
+import { DaemonMetrics } from "./server/metrics.ts";
 
 export interface Daemon {
   url: string;
@@ -69,8 +71,14 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
     });
   const feed = new RuntimeFeed();
   let runtimeRef: Actor<RuntimeMachine> | undefined;
+  const toFeed = feed.inspector(() => runtimeRef);
+  const stately = config.inspectUrl ? await statelyInspector(config.inspectUrl) : null;
+  if (stately) log.info({ event: "inspect", url: config.inspectUrl }, `sending machine events to ${config.inspectUrl}`);
   const runtime = createActor(runtimeMachine, {
-    inspect: feed.inspector(() => runtimeRef),
+    inspect: (e) => {
+      toFeed(e);
+      stately?.observe(e);
+    },
     input: {
       engine,
       sampleResources: createResourceSampler(),
@@ -85,7 +93,7 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
   const startedAt = Date.now();
 
   const app = createApp(
-    { runtime, startedAt, defaultThreads: threads, feed },
+    { runtime, startedAt, defaultThreads: threads, feed, metrics: new DaemonMetrics(runtime, feed) },
     {
       listenHost: config.host,
       allowedHosts: config.allowedHosts,
@@ -134,6 +142,7 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
       runtime.send({ type: "SHUTDOWN" });
       await waitFor(runtime, (s) => s.status === "done", { timeout: 30_000 }).catch(() => {});
       runtime.stop();
+      stately?.stop();
       await engine.dispose();
       server.closeIdleConnections();
       setTimeout(() => server.closeAllConnections(), 2_000).unref();

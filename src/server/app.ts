@@ -12,6 +12,7 @@ import { eventsRoute } from "./routes/events.ts";
 import { healthRoute } from "./routes/health.ts";
 import { inspectorRoutes } from "./routes/inspector.ts";
 import { loadModelRoute } from "./routes/loadModel.ts";
+import { metricsRoute } from "./routes/metrics.ts";
 import { openAiRoutes } from "./routes/openai.ts";
 import { runPromptRoute } from "./routes/runPrompt.ts";
 import { statusRoute } from "./routes/status.ts";
@@ -46,8 +47,9 @@ export function createApp(deps: RouteDeps, security: SecurityOptions, log: Logge
     openAiRoutes,
     eventsRoute,
     inspectorRoutes,
+    metricsRoute,
   ]) route(router, deps);
-  app.use(requestLog(log));
+  app.use(requestLog(log, deps.metrics));
   app.use(errorResponses(log));
   app.use(hostCheck(security.listenHost, security.allowedHosts));
   app.use(originCheck(security.allowedOrigins));

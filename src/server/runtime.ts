@@ -1,6 +1,7 @@
 import type { Actor } from "xstate";
 import type { RuntimeFeed } from "../machines/feed.ts";
 import type { RuntimeMachine } from "../machines/runtimeMachine.ts";
+import type { DaemonMetrics } from "./metrics.ts";
 
 /** What routes get: the running machine to send events to and read snapshots from, and fixed facts. */
 export interface RouteDeps {
@@ -10,4 +11,5 @@ export interface RouteDeps {
   defaultThreads: number;
   /** State changes and resource samples as they happen (GET /events). */
   feed: RuntimeFeed;
+  metrics: DaemonMetrics;
 }

@@ -1,12 +1,21 @@
 import type { Middleware } from "koa";
 import type { Logger } from "../../log.ts";
+import type { DaemonMetrics } from "../metrics.ts";
 
-/** One log line per request, written when the response has been sent (or the client went away). */
-export function requestLog(log: Logger): Middleware {
+/**
+ * Routes that dashboards and probes poll are logged at debug level: a monitor asking /status every second
+ * should not fill the log, nor spend the event loop's time on it while a generation runs.
+ */
+const POLLED = new Set(["/status", "/health", "/metrics", "/machine.json"]);
+
+/** One log line and one metric per request, written when the response has been sent (or the client went away). */
+export function requestLog(log: Logger, metrics: DaemonMetrics): Middleware {
   return async (ctx, next) => {
     const started = performance.now();
     ctx.res.once("close", () => {
-      log.info(
+      metrics.recordRequest((ctx as { _matchedRoute?: string })._matchedRoute ?? "unmatched", ctx.method, ctx.status);
+      const level = ctx.method === "GET" && POLLED.has(ctx.path) && ctx.status < 400 ? "debug" : "info";
+      log[level](
         {
           event: "request",
           method: ctx.method,
