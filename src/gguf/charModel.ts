@@ -1,5 +1,6 @@
 import { GgmlType, TokenType } from "./format.ts";
-import { bool, f32, f32Array, i32Array, str, strArray, u32, writeGguf, type GgufSpec, type GgufTensorSpec } from "./writer.ts";
+import { llamaMetadata } from "./llamaMetadata.ts";
+import { str, u32, writeGguf, type GgufSpec, type GgufTensorSpec } from "./writer.ts";
 
 /**
  * A character-level llama whose greedy output is known in advance.
@@ -16,8 +17,6 @@ import { bool, f32, f32Array, i32Array, str, strArray, u32, writeGguf, type Gguf
  */
 
 export const SPACE_PIECE = "\u2581"; // SentencePiece's visible space
-const UNK = 0;
-const BOS = 1;
 export const EOS = 2;
 const IM_START = 3;
 const IM_END = 4;
@@ -219,33 +218,22 @@ export function charModelSpec(shape: CharModelShape): GgufSpec {
   );
 
   return {
-    metadata: [
-      ["general.architecture", str("llama")],
-      ["general.name", str(shape.name)],
-      ["general.file_type", u32(shape.layerType === GgmlType.F16 ? 1 : 0)],
-      ["llama.context_length", u32(shape.contextLength)],
-      ["llama.embedding_length", u32(nEmbd)],
-      ["llama.block_count", u32(shape.blockCount)],
-      ["llama.feed_forward_length", u32(shape.feedForwardLength)],
-      ["llama.attention.head_count", u32(shape.headCount)],
-      ["llama.attention.head_count_kv", u32(shape.headCountKv)],
-      ["llama.rope.dimension_count", u32(headDim)],
-      ["llama.rope.freq_base", f32(10000)],
-      ["llama.attention.layer_norm_rms_epsilon", f32(1e-5)],
-      ["llama.vocab_size", u32(nVocab)],
-      ["tokenizer.ggml.model", str("llama")],
-      ["tokenizer.ggml.tokens", strArray(vocab.tokens)],
-      ["tokenizer.ggml.scores", f32Array(new Float32Array(nVocab))],
-      ["tokenizer.ggml.token_type", i32Array(vocab.types)],
-      ["tokenizer.ggml.unknown_token_id", u32(UNK)],
-      ["tokenizer.ggml.bos_token_id", u32(BOS)],
-      ["tokenizer.ggml.eos_token_id", u32(EOS)],
-      ["tokenizer.ggml.add_bos_token", bool(true)],
-      ["tokenizer.ggml.add_eos_token", bool(false)],
-      ["tokenizer.ggml.add_space_prefix", bool(false)],
-      ["tokenizer.ggml.eot_token_id", u32(IM_END)],
-      ["tokenizer.chat_template", str(CHATML_TEMPLATE)],
-    ],
+    metadata: llamaMetadata({
+      name: shape.name,
+      fileType: shape.layerType === GgmlType.F16 ? 1 : 0,
+      contextLength: shape.contextLength,
+      embeddingLength: nEmbd,
+      blockCount: shape.blockCount,
+      feedForwardLength: shape.feedForwardLength,
+      headCount: shape.headCount,
+      headCountKv: shape.headCountKv,
+      tokens: vocab.tokens,
+      tokenTypes: vocab.types,
+      extra: [
+        ["tokenizer.ggml.eot_token_id", u32(IM_END)],
+        ["tokenizer.chat_template", str(CHATML_TEMPLATE)],
+      ],
+    }),
     tensors,
   };
 }

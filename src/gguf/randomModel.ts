@@ -1,5 +1,6 @@
 import { GgmlType, TokenType } from "./format.ts";
-import { bool, f32, f32Array, i32Array, str, strArray, u32, writeGguf, type GgufSpec, type GgufTensorSpec } from "./writer.ts";
+import { llamaMetadata } from "./llamaMetadata.ts";
+import { writeGguf, type GgufSpec, type GgufTensorSpec } from "./writer.ts";
 
 /**
  * Llama models of realistic shapes with seeded random weights, for benchmarks: speed depends on shapes and
@@ -159,31 +160,18 @@ export function randomLlamaSpec(shape: LlamaShape, type: WeightType, seed = 1): 
   tensors.push(ones("output_norm.weight"), matrix("output.weight", nEmbd, shape.vocabSize, new Set([EOS])));
   const vocab = vocabulary(shape.vocabSize);
   return {
-    metadata: [
-      ["general.architecture", str("llama")],
-      ["general.name", str(`${shape.name}-${type.toLowerCase()}`)],
-      ["general.file_type", u32(type === "F16" ? 1 : 7)],
-      ["llama.context_length", u32(shape.contextLength)],
-      ["llama.embedding_length", u32(nEmbd)],
-      ["llama.block_count", u32(shape.blockCount)],
-      ["llama.feed_forward_length", u32(shape.feedForwardLength)],
-      ["llama.attention.head_count", u32(shape.headCount)],
-      ["llama.attention.head_count_kv", u32(shape.headCountKv)],
-      ["llama.rope.dimension_count", u32(headDim)],
-      ["llama.rope.freq_base", f32(10000)],
-      ["llama.attention.layer_norm_rms_epsilon", f32(1e-5)],
-      ["llama.vocab_size", u32(shape.vocabSize)],
-      ["tokenizer.ggml.model", str("llama")],
-      ["tokenizer.ggml.tokens", strArray(vocab.tokens)],
-      ["tokenizer.ggml.scores", f32Array(new Float32Array(shape.vocabSize))],
-      ["tokenizer.ggml.token_type", i32Array(vocab.types)],
-      ["tokenizer.ggml.unknown_token_id", u32(0)],
-      ["tokenizer.ggml.bos_token_id", u32(1)],
-      ["tokenizer.ggml.eos_token_id", u32(EOS)],
-      ["tokenizer.ggml.add_bos_token", bool(true)],
-      ["tokenizer.ggml.add_eos_token", bool(false)],
-      ["tokenizer.ggml.add_space_prefix", bool(false)],
-    ],
+    metadata: llamaMetadata({
+      name: `${shape.name}-${type.toLowerCase()}`,
+      fileType: type === "F16" ? 1 : 7,
+      contextLength: shape.contextLength,
+      embeddingLength: nEmbd,
+      blockCount: shape.blockCount,
+      feedForwardLength: shape.feedForwardLength,
+      headCount: shape.headCount,
+      headCountKv: shape.headCountKv,
+      tokens: vocab.tokens,
+      tokenTypes: vocab.types,
+    }),
     tensors,
   };
 }
