@@ -1,28 +1,105 @@
+import { WebSocket } from "ws";
 import type { InspectionEvent, Observer } from "xstate";
 import type { RuntimeContext } from "./runtimeMachine.ts";
 
 /**
  * `--inspect ws://…`: sends the machine's inspection events to a Stately inspector over WebSocket, for people
- * who use Stately's tools. Off by default; only the URL given receives anything. The context is reduced to
- * plain, small facts: no engine handles, no tickets, no prompts.
+ * who use Stately's tools. Off by default; only the URL given receives anything. Only the runtime machine's
+ * own events go out (its child actors' snapshots carry their input: the model handle and the prompt), and
+ * its context and events are reduced to plain, small facts: no engine handles, no tickets, no prompts.
+ *
+ * The transport is ours rather than @statelyai/inspect's WebSocket adapter: that one throws uncaught errors
+ * when the inspector goes away and keeps reconnecting after stop(), which a daemon cannot afford.
  */
+
+const MAX_PENDING = 200;
+const RECONNECT_MS = 5_000;
+
+class QuietWebSocketAdapter {
+  private ws: WebSocket | null = null;
+  private open = false;
+  private stopped = false;
+  private pending: string[] = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly url: string) {}
+
+  start(): void {
+    this.stopped = false;
+    this.connect();
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    ws.on("open", () => {
+      this.open = true;
+      for (const text of this.pending.splice(0)) ws.send(text);
+    });
+    ws.on("error", () => {}); // "close" follows; the inspector being away is not the daemon's problem
+    ws.on("close", () => {
+      this.open = false;
+      if (!this.stopped) this.timer = setTimeout(() => this.connect(), RECONNECT_MS).unref();
+    });
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.ws?.terminate();
+    this.ws = null;
+  }
+
+  send(event: unknown): void {
+    let text: string;
+    try {
+      text = JSON.stringify(event);
+    } catch {
+      return; // not serializable: skipped rather than crash
+    }
+    if (this.open && this.ws) this.ws.send(text);
+    else {
+      this.pending.push(text);
+      if (this.pending.length > MAX_PENDING) this.pending.shift();
+    }
+  }
+}
+
+function sanitizeEvent<E extends { type: string }>(event: E): E {
+  const e = event as Record<string, unknown>;
+  const safe: Record<string, unknown> = { type: event.type };
+  if (typeof e.path === "string") safe.path = e.path;
+  if (typeof e.all === "boolean") safe.all = e.all;
+  if (typeof e.progress === "number") safe.progress = e.progress;
+  if (e.error && typeof e.error === "object") safe.error = { code: (e.error as { code?: string }).code };
+  return safe as E;
+}
+
+function sanitizeContext(context: unknown): Record<string, unknown> {
+  // Child actors (engine, monitor) have no context at all.
+  if (typeof context !== "object" || context === null || !("queue" in context)) return {};
+  const c = context as Partial<RuntimeContext>;
+  return {
+    model: c.model?.info.name ?? null,
+    loading: c.load?.path ?? null,
+    queue_length: c.queue?.length ?? 0,
+    generation: c.generation ?? null,
+    last_error: c.lastError ?? null,
+  };
+}
+
 export async function statelyInspector(url: string): Promise<{ observe(e: InspectionEvent): void; stop(): void }> {
-  const { createWebSocketInspector } = await import("@statelyai/inspect");
-  const inspector = createWebSocketInspector({
-    url,
-    sanitizeContext: (context) => {
-      const c = context as Partial<RuntimeContext>;
-      if (!("queue" in c)) return {};
-      return {
-        model: c.model?.info.name ?? null,
-        loading: c.load?.path ?? null,
-        queue_length: c.queue?.length ?? 0,
-        generation: c.generation ?? null,
-        last_error: c.lastError ?? null,
-      };
-    },
-  });
+  const { createInspector } = await import("@statelyai/inspect");
+  const adapter = new QuietWebSocketAdapter(url);
+  const inspector = createInspector(adapter, { sanitizeEvent, sanitizeContext: (c) => sanitizeContext(c) });
   inspector.start();
   const observer = inspector.inspect as Observer<InspectionEvent>;
-  return { observe: (e) => observer.next?.(e), stop: () => inspector.stop() };
+  return {
+    observe: (e) => {
+      // The root actor is the one whose session is the system's root.
+      if (e.actorRef.sessionId === e.rootId) observer.next?.(e);
+    },
+    stop: () => inspector.stop(),
+  };
 }
