@@ -1,5 +1,6 @@
-import { GgmlType, TokenType } from "./format.ts";
-import { llamaMetadata } from "./llamaMetadata.ts";
+import { GgmlType } from "./format.ts";
+import { baseVocabulary, llamaMetadata, SPACE_PIECE } from "./llamaMetadata.ts";
+import type { LlamaShape } from "./randomModel.ts";
 import { str, u32, writeGguf, type GgufSpec, type GgufTensorSpec } from "./writer.ts";
 
 /**
@@ -16,7 +17,7 @@ import { str, u32, writeGguf, type GgufSpec, type GgufTensorSpec } from "./write
  * model for cancellation tests without changing the expected text.
  */
 
-export const SPACE_PIECE = "\u2581"; // SentencePiece's visible space
+export { SPACE_PIECE };
 export const EOS = 2;
 const IM_START = 3;
 const IM_END = 4;
@@ -31,8 +32,6 @@ const FIRST_CHAR_TOKEN = FIRST_BYTE_TOKEN + 256;
 export const CHATML_TEMPLATE =
   "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}" +
   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
-/** Printable ASCII except space, which SentencePiece spells as ▁. */
-const PRINTABLE = Array.from({ length: 0x7e - 0x21 + 1 }, (_, i) => String.fromCharCode(0x21 + i));
 
 export interface CharVocab {
   tokens: string[];
@@ -57,18 +56,7 @@ export function nextChar(ch: string): string | null {
 }
 
 export function buildCharVocab(): CharVocab {
-  const tokens = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"];
-  const types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL, TokenType.CONTROL, TokenType.CONTROL];
-  for (let b = 0; b < 256; b++) {
-    tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
-    types.push(TokenType.BYTE);
-  }
-  tokens.push(SPACE_PIECE);
-  types.push(TokenType.NORMAL);
-  for (const ch of PRINTABLE) {
-    tokens.push(ch);
-    types.push(TokenType.NORMAL);
-  }
+  const { tokens, types } = baseVocabulary(["<|im_start|>", "<|im_end|>"]);
   const idOf = new Map(tokens.map((t, i) => [t, i]));
   const spaceId = idOf.get(SPACE_PIECE)!;
   const next = tokens.map((piece, id) => {
@@ -100,15 +88,8 @@ export function expectedContinuation(prompt: string, maxTokens: number): string 
   return out;
 }
 
-export interface CharModelShape {
-  name: string;
-  /** Must be at least the vocabulary size (354) so that every token gets its own one-hot direction. */
-  embeddingLength: number;
-  blockCount: number;
-  feedForwardLength: number;
-  headCount: number;
-  headCountKv: number;
-  contextLength: number;
+/** A llama shape whose vocabulary is the char vocabulary; embeddingLength must be at least its size (356). */
+export interface CharModelShape extends Omit<LlamaShape, "vocabSize"> {
   /** Type of the (zero) attention and feed-forward matrices: F32 or F16. */
   layerType: GgmlType.F32 | GgmlType.F16;
   /**
@@ -219,14 +200,8 @@ export function charModelSpec(shape: CharModelShape): GgufSpec {
 
   return {
     metadata: llamaMetadata({
-      name: shape.name,
+      ...shape,
       fileType: shape.layerType === GgmlType.F16 ? 1 : 0,
-      contextLength: shape.contextLength,
-      embeddingLength: nEmbd,
-      blockCount: shape.blockCount,
-      feedForwardLength: shape.feedForwardLength,
-      headCount: shape.headCount,
-      headCountKv: shape.headCountKv,
       tokens: vocab.tokens,
       tokenTypes: vocab.types,
       extra: [

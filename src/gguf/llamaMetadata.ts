@@ -1,4 +1,29 @@
+import { TokenType } from "./format.ts";
 import { bool, f32, f32Array, i32Array, str, strArray, u32, type GgufValue } from "./writer.ts";
+
+/** SentencePiece's visible space. */
+export const SPACE_PIECE = "\u2581";
+
+/**
+ * The vocabulary every model of ours starts with: <unk>, <s>, </s> (ids 0, 1, 2), any further control
+ * tokens, the 256 byte-fallback pieces, the space piece and printable ASCII, one piece a character, so any
+ * text tokenizes one token a character.
+ */
+export function baseVocabulary(extraControls: readonly string[] = []): { tokens: string[]; types: number[] } {
+  const tokens = ["<unk>", "<s>", "</s>", ...extraControls];
+  const types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL, ...extraControls.map(() => TokenType.CONTROL)];
+  for (let b = 0; b < 256; b++) {
+    tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
+    types.push(TokenType.BYTE);
+  }
+  tokens.push(SPACE_PIECE);
+  types.push(TokenType.NORMAL);
+  for (let c = 0x21; c <= 0x7e; c++) {
+    tokens.push(String.fromCharCode(c));
+    types.push(TokenType.NORMAL);
+  }
+  return { tokens, types };
+}
 
 /** What a llama-architecture GGUF header says about a model the project writes. */
 export interface LlamaHeader {

@@ -1,5 +1,5 @@
 import { GgmlType, TokenType } from "./format.ts";
-import { llamaMetadata } from "./llamaMetadata.ts";
+import { baseVocabulary, llamaMetadata } from "./llamaMetadata.ts";
 import { writeGguf, type GgufSpec, type GgufTensorSpec } from "./writer.ts";
 
 /**
@@ -108,18 +108,7 @@ function* randomQ8_0(elements: number, next: () => number, zeroRows?: { rowLengt
 }
 
 function vocabulary(size: number): { tokens: string[]; types: number[] } {
-  const tokens = ["<unk>", "<s>", "</s>"];
-  const types = [TokenType.UNKNOWN, TokenType.CONTROL, TokenType.CONTROL];
-  for (let b = 0; b < 256; b++) {
-    tokens.push(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
-    types.push(TokenType.BYTE);
-  }
-  tokens.push("\u2581");
-  types.push(TokenType.NORMAL);
-  for (let c = 0x21; c <= 0x7e; c++) {
-    tokens.push(String.fromCharCode(c));
-    types.push(TokenType.NORMAL);
-  }
+  const { tokens, types } = baseVocabulary();
   // Filler pieces that no prompt of letters and spaces can form, so prompts tokenize one token a character.
   for (let i = 0; tokens.length < size; i++) {
     tokens.push(`\u2581w${i}`);
@@ -161,14 +150,9 @@ export function randomLlamaSpec(shape: LlamaShape, type: WeightType, seed = 1): 
   const vocab = vocabulary(shape.vocabSize);
   return {
     metadata: llamaMetadata({
+      ...shape,
       name: `${shape.name}-${type.toLowerCase()}`,
       fileType: type === "F16" ? 1 : 7,
-      contextLength: shape.contextLength,
-      embeddingLength: nEmbd,
-      blockCount: shape.blockCount,
-      feedForwardLength: shape.feedForwardLength,
-      headCount: shape.headCount,
-      headCountKv: shape.headCountKv,
       tokens: vocab.tokens,
       tokenTypes: vocab.types,
     }),

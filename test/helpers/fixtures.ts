@@ -11,7 +11,7 @@ const pending = new Map<string, Promise<string>>();
 
 /** Changes whenever the code that writes models changes, so a stale cached fixture is never used. */
 const WRITER_HASH = createHash("sha256")
-  .update(["charModel.ts", "writer.ts", "format.ts", "llamaMetadata.ts"].map((f) => readFileSync(new URL(`../../src/gguf/${f}`, import.meta.url))).join("\0"))
+  .update(["charModel.ts", "writer.ts", "format.ts", "llamaMetadata.ts", "randomModel.ts"].map((f) => readFileSync(new URL(`../../src/gguf/${f}`, import.meta.url))).join("\0"))
   .digest("hex")
   .slice(0, 12);
 
