@@ -19,10 +19,7 @@ import { str, u32, writeGguf, type GgufSpec, type GgufTensorSpec } from "./write
 
 export { SPACE_PIECE };
 export const EOS = 2;
-const IM_START = 3;
-const IM_END = 4;
-const FIRST_BYTE_TOKEN = 5;
-const FIRST_CHAR_TOKEN = FIRST_BYTE_TOKEN + 256;
+const IM_END = "<|im_end|>";
 
 /**
  * The model carries the common ChatML template, so node-llama-cpp resolves a real chat wrapper for it. A chat
@@ -56,11 +53,12 @@ export function nextChar(ch: string): string | null {
 }
 
 export function buildCharVocab(): CharVocab {
-  const { tokens, types } = baseVocabulary(["<|im_start|>", "<|im_end|>"]);
+  const { tokens, types } = baseVocabulary(["<|im_start|>", IM_END]);
   const idOf = new Map(tokens.map((t, i) => [t, i]));
   const spaceId = idOf.get(SPACE_PIECE)!;
   const next = tokens.map((piece, id) => {
-    if (id < FIRST_CHAR_TOKEN) return spaceId;
+    // Control and byte pieces come before the space piece; the model answers them with a space.
+    if (id < spaceId) return spaceId;
     const ch = piece === SPACE_PIECE ? " " : piece;
     const succ = nextChar(ch);
     if (succ === null) return EOS;
@@ -205,7 +203,7 @@ export function charModelSpec(shape: CharModelShape): GgufSpec {
       tokens: vocab.tokens,
       tokenTypes: vocab.types,
       extra: [
-        ["tokenizer.ggml.eot_token_id", u32(IM_END)],
+        ["tokenizer.ggml.eot_token_id", u32(vocab.tokens.indexOf(IM_END))],
         ["tokenizer.chat_template", str(CHATML_TEMPLATE)],
       ],
     }),

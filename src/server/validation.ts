@@ -9,7 +9,8 @@ import type { GenerationRequest, LoadSettings, SamplingOptions } from "../engine
 
 type Body = Record<string, unknown>;
 
-function bad(field: string, message: string): never {
+/** A BAD_REQUEST that names the field: `"field" message.` */
+export function bad(field: string, message: string): never {
   throw new KekahydeError("BAD_REQUEST", `"${field}" ${message}.`, { field });
 }
 

@@ -1,7 +1,6 @@
-import { KekahydeError } from "../../errors.ts";
 import { checkJsonSchema } from "../../engine/jsonSchema.ts";
 import type { ChatMessage, GenerationRequest, SamplingOptions } from "../../engine/types.ts";
-import { optionalBoolean, optionalNumber } from "../validation.ts";
+import { bad, optionalBoolean, optionalNumber } from "../validation.ts";
 
 /**
  * OpenAI request bodies to our generation requests. Fields OpenAI defines but a local engine cannot honour
@@ -9,10 +8,6 @@ import { optionalBoolean, optionalNumber } from "../validation.ts";
  */
 
 type Body = Record<string, unknown>;
-
-function bad(field: string, message: string): never {
-  throw new KekahydeError("BAD_REQUEST", `"${field}" ${message}.`, { field });
-}
 
 function sampling(body: Body): SamplingOptions {
   const s: SamplingOptions = {
