@@ -4,6 +4,8 @@ import { parseArgs } from "node:util";
 import { parse as parseToml } from "smol-toml";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 import type { GpuMode } from "./engine/llamaEngine.ts";
+import { DURATION_HELP, parseDuration } from "./duration.ts";
+import { DEFAULT_KEEP_ALIVE_MS, DEFAULT_MEMORY_FRACTION, type MemoryBudget } from "./machines/supervisorMachine.ts";
 
 /** Settings of `kekahyde serve`. Flags win over KEKAHYDE_* environment variables, which win over defaults. */
 export interface ServeConfig {
@@ -16,6 +18,14 @@ export interface ServeConfig {
   gpu: GpuMode;
   logLevel: LogLevel;
   maxQueue: number;
+  /** Models loaded at once; loading one more unloads the least recently used idle one. */
+  maxModels: number;
+  /** Memory all loaded models may take: bytes, or a fraction of the memory free for models. */
+  maxMemory: MemoryBudget;
+  /** How long an idle model stays loaded, in ms (0: unload after each request; -1: forever). */
+  keepAliveMs: number;
+  /** Generations one model decodes at once, in one batch (llama-server's -np). */
+  parallel: number;
   /** Bearer token every route but /health requires; null: none. */
   apiKey: string | null;
   /** Start on a non-loopback address without an API key. Dangerous: anyone who can reach it can use it. */
@@ -46,6 +56,10 @@ export const DEFAULTS: ServeConfig = {
   gpu: "auto",
   logLevel: "info",
   maxQueue: 16,
+  maxModels: 1,
+  maxMemory: { fraction: DEFAULT_MEMORY_FRACTION },
+  keepAliveMs: DEFAULT_KEEP_ALIVE_MS,
+  parallel: 1,
   apiKey: null,
   insecureNoApiKey: false,
   allowedHosts: [],
@@ -100,6 +114,24 @@ export const byteSize = (raw: string, name: string) => {
   if (bytes < 1024 || bytes > 1024 ** 3) throw new ConfigError(`${name} must be from 1KiB to 1GiB, got "${raw}"`);
   return bytes;
 };
+/** "80%" of the memory free for models, or a size: "12GiB", "8000000000". */
+export const memoryBudget = (raw: string, name: string): MemoryBudget => {
+  const percent = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(raw);
+  if (percent) {
+    const fraction = Number(percent[1]) / 100;
+    if (fraction <= 0 || fraction > 1) throw new ConfigError(`${name} must be a percentage above 0% and at most 100%, got "${raw}"`);
+    return { fraction };
+  }
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(raw);
+  const unit = m ? UNITS[m[2].toLowerCase()] : undefined;
+  if (!m || unit === undefined || Number(m[1]) <= 0) throw new ConfigError(`${name} must be a percentage such as 80% or a size such as 12GiB, got "${raw}"`);
+  return { bytes: Math.floor(Number(m[1]) * unit) };
+};
+const duration = (raw: string, name: string) => {
+  const ms = parseDuration(raw);
+  if (ms === null) throw new ConfigError(`${name} must be ${DURATION_HELP}, got "${raw}"`);
+  return ms;
+};
 const bool = (raw: string, name: string) => {
   if (["1", "true", "yes"].includes(raw.toLowerCase())) return true;
   if (["0", "false", "no", ""].includes(raw.toLowerCase())) return false;
@@ -114,6 +146,10 @@ export const OPTIONS: readonly OptionDoc[] = [
   { flag: "ctx-size", env: "KEKAHYDE_CTX_SIZE", key: "contextSize", value: "N", help: "context size in tokens, capped at the model's trained length", parse: integer(16, 1 << 20) },
   { flag: "gpu", env: "KEKAHYDE_GPU", key: "gpu", value: "auto|off", help: "use a GPU when node-llama-cpp finds one (auto), or CPU only (off)", parse: oneOf(["auto", "off"]) },
   { flag: "max-queue", env: "KEKAHYDE_MAX_QUEUE", key: "maxQueue", value: "N", help: "requests that may wait while one generates; more get 503", parse: integer(0, 100_000) },
+  { flag: "max-models", env: "KEKAHYDE_MAX_MODELS", key: "maxModels", value: "N", help: "models loaded at once; one more unloads the least recently used idle one (1: a load replaces the model)", parse: integer(1, 64) },
+  { flag: "max-memory", env: "KEKAHYDE_MAX_MEMORY", key: "maxMemory", value: "SIZE|N%", help: "memory all loaded models may take, estimated from their GGUF metadata: a size (12GiB) or a share of free RAM/VRAM; more gets 507", parse: memoryBudget },
+  { flag: "keep-alive", env: "KEKAHYDE_KEEP_ALIVE", key: "keepAliveMs", value: "DURATION", help: `how long an idle model stays loaded: ${DURATION_HELP}`, parse: duration },
+  { flag: "parallel", env: "KEKAHYDE_PARALLEL", key: "parallel", value: "N", help: "generations one model decodes at once, in one batch (like llama-server -np); each gets its own ctx-size", parse: integer(1, 64) },
   { flag: "api-key", env: "KEKAHYDE_API_KEY", key: "apiKey", value: "KEY", secret: true, help: "require 'Authorization: Bearer KEY' on every route but GET /health", parse: text },
   { flag: "insecure-no-api-key", env: "KEKAHYDE_INSECURE_NO_API_KEY", key: "insecureNoApiKey", value: "", kind: "flag", help: "DANGEROUS: allow a non-loopback --host without an API key", parse: bool },
   { flag: "allowed-hosts", env: "KEKAHYDE_ALLOWED_HOSTS", key: "allowedHosts", value: "NAME", kind: "list", help: "Host header names accepted besides loopback ones (repeat, or comma-separate)", parse: text },

@@ -6,7 +6,8 @@ import { createLlamaEngine } from "./engine/llamaEngine.ts";
 import { detectDefaultThreads } from "./engine/threads.ts";
 import type { Engine } from "./engine/types.ts";
 import type { Logger } from "./log.ts";
-import { runtimeMachine, type LoadResult, type RuntimeMachine } from "./machines/runtimeMachine.ts";
+import type { LoadResult } from "./machines/runtimeMachine.ts";
+import { supervisorMachine, type SupervisorMachine } from "./machines/supervisorMachine.ts";
 import { RuntimeFeed } from "./machines/feed.ts";
 import { statelyInspector } from "./machines/statelyInspector.ts";
 import { createTicket } from "./machines/ticket.ts";
@@ -17,7 +18,7 @@ import { DaemonMetrics } from "./server/metrics.ts";
 
 export interface Daemon {
   url: string;
-  runtime: Actor<RuntimeMachine>;
+  supervisor: Actor<SupervisorMachine>;
   threads: number;
   /** Cancels generation, frees the model and the engine, closes the server. Safe to call twice. */
   close(): Promise<void>;
@@ -31,19 +32,15 @@ export interface DaemonOptions {
   engine?: Engine;
 }
 
-/** One log line per state change (with the event that caused it) and per quarter of load progress. */
-function logTransitions(runtime: Actor<RuntimeMachine>, feed: RuntimeFeed, log: Logger): void {
+/** One log line per state change (with the event that caused it), per change of the model set, per quarter of a load. */
+function logTransitions(feed: RuntimeFeed, log: Logger): void {
   feed.subscribe((e) => {
-    if (e.type !== "transition") return;
-    log.info({ event: "state", from: e.from, to: e.state, cause: e.event, queue_length: e.queue_length, model: e.model, last_error: e.last_error ?? undefined }, `state ${e.from} -> ${e.state}`);
-  });
-  let lastProgressStep = -1;
-  runtime.subscribe((snapshot) => {
-    const progress = snapshot.context.load?.progress;
-    if (progress === undefined) return void (lastProgressStep = -1);
-    if (Math.floor(progress * 4) > lastProgressStep) {
-      lastProgressStep = Math.floor(progress * 4);
-      log.info({ event: "load_progress", path: snapshot.context.load?.path, progress: Math.round(progress * 100) / 100 }, "loading model");
+    if (e.type === "transition") {
+      log.info({ event: "state", model: e.model, from: e.from, to: e.state, cause: e.event, queue_length: e.queue_length, last_error: e.last_error ?? undefined }, `${e.model}: state ${e.from} -> ${e.state}`);
+    } else if (e.type === "models") {
+      log.info({ event: "models", cause: e.event, models: e.models, retiring: e.retiring }, `models: ${e.models.map((m) => `${m.name} (${m.phase})`).join(", ") || "none"}`);
+    } else if (e.type === "load_progress") {
+      log.info({ event: "load_progress", model: e.model, path: e.path, progress: e.progress }, `loading ${e.model}`);
     }
   });
 }
@@ -66,15 +63,16 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
       gpu: config.gpu,
       threads,
       contextSize: config.contextSize,
+      parallel: config.parallel,
       modelsDirs: config.modelsDirs,
       onNativeLog: (level, message) => log.warn({ event: "llama_log", level }, message),
     });
   const feed = new RuntimeFeed();
-  let runtimeRef: Actor<RuntimeMachine> | undefined;
-  const toFeed = feed.inspector(() => runtimeRef);
+  let supervisorRef: Actor<SupervisorMachine> | undefined;
+  const toFeed = feed.inspector(() => supervisorRef);
   const stately = config.inspectUrl ? await statelyInspector(config.inspectUrl) : null;
   if (stately) log.info({ event: "inspect", url: config.inspectUrl }, `sending machine events to ${config.inspectUrl}`);
-  const runtime = createActor(runtimeMachine, {
+  const supervisor = createActor(supervisorMachine, {
     inspect: (e) => {
       toFeed(e);
       stately?.observe(e);
@@ -85,15 +83,19 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
       monitorIntervalMs: config.monitorIntervalMs,
       maxQueue: config.maxQueue,
       maxGenerationMs: config.maxGenerationSeconds === null ? null : config.maxGenerationSeconds * 1000,
+      maxModels: config.maxModels,
+      maxMemory: config.maxMemory,
+      keepAliveMs: config.keepAliveMs,
+      parallel: config.parallel,
     },
   });
-  runtimeRef = runtime;
-  logTransitions(runtime, feed, log);
-  runtime.start();
+  supervisorRef = supervisor;
+  logTransitions(feed, log);
+  supervisor.start();
   const startedAt = Date.now();
 
   const app = createApp(
-    { runtime, startedAt, defaultThreads: threads, feed, metrics: new DaemonMetrics(runtime, feed) },
+    { supervisor, startedAt, defaultThreads: threads, feed, metrics: new DaemonMetrics(supervisor, feed), modelsDirs: config.modelsDirs },
     {
       listenHost: config.host,
       allowedHosts: config.allowedHosts,
@@ -120,14 +122,17 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
   const address = server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
-  log.info({ event: "listening", url, threads, context_size: config.contextSize, gpu: config.gpu }, `Kekahyde listening on ${url}`);
+  log.info(
+    { event: "listening", url, threads, context_size: config.contextSize, gpu: config.gpu, max_models: config.maxModels, parallel: config.parallel, keep_alive_ms: config.keepAliveMs },
+    `Kekahyde listening on ${url}`,
+  );
   if (!isLoopbackName(config.host) && config.apiKey === null) {
     log.warn({ event: "insecure", host: config.host }, "listening on a non-loopback address WITHOUT an API key (--insecure-no-api-key)");
   }
 
   if (config.model) {
     const ticket = createTicket<LoadResult>();
-    runtime.send({ type: "LOAD", path: config.model, settings: {}, ticket });
+    supervisor.send({ type: "LOAD", path: config.model, settings: {}, ticket });
     ticket.promise.then(
       ({ model }) => log.info({ event: "model_loaded", model }, `loaded ${model.name}`),
       (e: Error) => log.error({ event: "model_load_failed", path: config.model, message: e.message }, e.message),
@@ -139,9 +144,9 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
     (closing ??= (async () => {
       log.info({ event: "shutdown" }, "shutting down");
       const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
-      runtime.send({ type: "SHUTDOWN" });
-      await waitFor(runtime, (s) => s.status === "done", { timeout: 30_000 }).catch(() => {});
-      runtime.stop();
+      supervisor.send({ type: "SHUTDOWN" });
+      await waitFor(supervisor, (s) => s.status === "done", { timeout: 30_000 }).catch(() => {});
+      supervisor.stop();
       stately?.stop();
       await engine.dispose();
       server.closeIdleConnections();
@@ -150,5 +155,5 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
       log.info({ event: "stopped" }, "stopped");
     })());
 
-  return { url, runtime, threads, close };
+  return { url, supervisor, threads, close };
 }

@@ -6,6 +6,8 @@ export type ErrorCode =
   | "BAD_REQUEST"
   | "INVALID_JSON"
   | "MODEL_NOT_FOUND"
+  | "UNKNOWN_MODEL"
+  | "MODELS_BUSY"
   | "MODEL_INVALID"
   | "MODEL_LOADING"
   | "BUSY"

@@ -6,9 +6,7 @@ import { KekahydeError } from "../src/errors.ts";
 import type { LoadedModel } from "../src/engine/types.ts";
 import { runtimeMachine, type RuntimeEvent } from "../src/machines/runtimeMachine.ts";
 import { stateName } from "../src/machines/selectors.ts";
-import { sendRequest } from "../src/machines/sendRequest.ts";
 import { createTicket } from "../src/machines/ticket.ts";
-import { EMPTY_SAMPLE } from "../src/monitor/resourceSampler.ts";
 import { FakeEngine, settle } from "./helpers/fakeEngine.ts";
 
 /**
@@ -24,9 +22,14 @@ const noop = fromCallback(() => {}) as never;
 
 const RESULT = { text: "", finishReason: "stop" as const, promptTokens: 1, completionTokens: 0, durationMs: 1, firstTokenMs: null };
 const REQUEST = { prompt: "p", raw: true, sampling: {} };
-/** Every RUN of the traversal shares this ticket, so CANCEL names "the running job, else the first queued". */
+/**
+ * Every RUN of the traversal shares this ticket, so CANCEL names "the oldest running job, else the first
+ * queued", and an engine report names the oldest running job, as the fake engine ends them oldest first.
+ */
 const JOB = createTicket<typeof RESULT>();
 const MAX_QUEUE = 2;
+/** Two slots, so that the traversal covers jobs running side by side and the queue behind them. */
+const SLOTS = 2;
 
 /** The abstract events; each is either a request from a route or an outcome of an engine actor. */
 const EVENTS: RuntimeEvent[] = [
@@ -37,25 +40,25 @@ const EVENTS: RuntimeEvent[] = [
   { type: "UNLOAD", ticket: createTicket() },
   { type: "CANCEL", job: JOB },
   { type: "SHUTDOWN" },
-  { type: "GENERATION.PROGRESS", progress: { completionTokens: 3, firstTokenMs: 5 } },
-  { type: "MONITOR.SAMPLE", sample: EMPTY_SAMPLE },
+  { type: "GENERATION.PROGRESS", job: JOB, progress: { completionTokens: 3, firstTokenMs: 5 } },
   { type: "LOAD.PROGRESS", progress: 0.5 },
   { type: "LOAD.PREVIOUS_DISPOSED" },
   { type: "LOAD.DONE", model: fakeModel },
   { type: "LOAD.FAILED", error: new KekahydeError("MODEL_INVALID", "x") },
-  { type: "GENERATION.DONE", result: RESULT },
-  { type: "GENERATION.FAILED", error: new KekahydeError("PROMPT_TOO_LONG", "x") },
-  { type: "GENERATION.FAILED", error: new KekahydeError("ENGINE_FAILURE", "x") },
+  { type: "GENERATION.DONE", job: JOB, result: RESULT },
+  { type: "GENERATION.FAILED", job: JOB, error: new KekahydeError("PROMPT_TOO_LONG", "x") },
+  { type: "GENERATION.FAILED", job: JOB, error: new KekahydeError("ENGINE_FAILURE", "x") },
   { type: "xstate.done.actor.disposer" } as unknown as RuntimeEvent,
 ];
 
 const serializeEvent = (e: RuntimeEvent) => ("error" in e ? `${e.type}:${e.error.code}` : e.type === "STOP" ? `STOP:${e.all ? "all" : "one"}` : e.type);
 
-/** What the tests compare: the state, whether a model is held, the queue's length, whether a stop waits. */
+/** What the tests compare: the state, whether a model is held, the jobs running and waiting, whether a stop waits. */
 const serializeState = (s: Snapshot) =>
   JSON.stringify({
     value: s.value,
     model: s.context.model !== null,
+    running: s.context.running.length,
     queue: s.context.queue.length,
     stopsWaiting: s.context.stopTickets.length > 0,
     done: s.status === "done",
@@ -63,11 +66,11 @@ const serializeState = (s: Snapshot) =>
 
 /** Traversal runs the definition with inert actors: only the transitions matter there. */
 const definition = runtimeMachine.provide({
-  actors: { loadModel: noop, generate: noop, monitor: noop, disposeModel: fromPromise(async () => {}) as never },
+  actors: { loadModel: noop, generate: noop, disposeModel: fromPromise(async () => {}) as never },
 });
 
 const traversal = {
-  input: { engine: new FakeEngine(), sampleResources: async () => EMPTY_SAMPLE, maxQueue: MAX_QUEUE },
+  input: { engine: new FakeEngine(), maxQueue: MAX_QUEUE, slots: SLOTS },
   events: EVENTS,
   serializeState: serializeState as never,
   serializeEvent: serializeEvent as never,
@@ -82,12 +85,11 @@ function system() {
   const disposal = new Promise<void>((r) => (finishDisposal = r));
   const machine = runtimeMachine.provide({
     actors: {
-      monitor: noop,
       // Shutdown's dispose waits for the test, so that `stopping` can be observed.
       disposeModel: fromPromise(async () => disposal) as never,
     },
   });
-  const actor = createActor(machine, { input: { engine, sampleResources: async () => EMPTY_SAMPLE, maxQueue: MAX_QUEUE } });
+  const actor = createActor(machine, { input: { engine, maxQueue: MAX_QUEUE, slots: SLOTS } });
   actor.start();
   const tickets: Array<ReturnType<typeof createTicket<unknown>>> = [];
   const ticket = <T,>() => {
@@ -111,14 +113,13 @@ function system() {
         actor.send({ type: "UNLOAD", ticket: ticket() });
         break;
       case "CANCEL": {
-        // As in the traversal: the running job while it generates, else the first queued one.
+        // As in the traversal: the oldest running job, else the first queued one.
         const { context } = actor.getSnapshot();
-        const job = stateName(actor.getSnapshot()) === "generating" ? context.job : context.queue[0];
+        const job = context.running[0] ?? context.queue[0];
         if (job) actor.send({ type: "CANCEL", job: job.ticket });
         break;
       }
       case "SHUTDOWN":
-      case "MONITOR.SAMPLE":
       case "LOAD.PROGRESS":
       case "GENERATION.PROGRESS":
         actor.send(event);
@@ -177,7 +178,7 @@ describe("runtime machine, model-based", () => {
           // Every request that reached a state which is not working on it has been answered.
           const { context } = sut.actor.getSnapshot();
           const open = sut.tickets.filter((t) => !t.settled).length;
-          const held = (context.load ? 1 : 0) + (context.job ? 1 : 0) + context.queue.length + context.stopTickets.length;
+          const held = (context.load ? 1 : 0) + context.running.length + context.queue.length + context.stopTickets.length;
           assert.equal(open, held, "no request is left without an answer or an owner");
         } finally {
           sut.actor.stop();
@@ -203,7 +204,7 @@ describe("runtime machine, specific behaviour", () => {
     assert.equal(stateName(sut.actor.getSnapshot()), "cancelling");
     assert.equal(sut.engine.generation?.signal.aborted, true, "the abort reached the engine");
     assert.equal(stop.settled, false, "no answer while the engine is still on its last token");
-    await sut.exec({ type: "GENERATION.DONE", result: RESULT });
+    await sut.exec({ type: "GENERATION.DONE", job: JOB, result: RESULT });
     assert.deepEqual(await stop.promise, { stopped: true, dropped: 0 });
     assert.equal(await sut.tickets[1].promise.then((r) => (r as { finishReason: string }).finishReason), "cancelled");
     assert.equal(stateName(sut.actor.getSnapshot()), "idle");
@@ -215,7 +216,7 @@ describe("runtime machine, specific behaviour", () => {
     await sut.exec({ type: "LOAD", path: "/m", settings: {}, ticket: createTicket() });
     await sut.exec({ type: "LOAD.DONE", model: fakeModel });
     await sut.exec({ type: "RUN", request: REQUEST, ticket: createTicket() });
-    await sut.exec({ type: "GENERATION.FAILED", error: new KekahydeError("ENGINE_FAILURE", "x") });
+    await sut.exec({ type: "GENERATION.FAILED", job: JOB, error: new KekahydeError("ENGINE_FAILURE", "x") });
     const s = sut.actor.getSnapshot();
     assert.equal(stateName(s), "empty");
     assert.equal(s.context.lastError?.code, "ENGINE_FAILURE");
@@ -238,13 +239,5 @@ describe("runtime machine, specific behaviour", () => {
     assert.equal(sut.engine.disposedModels, 1);
     assert.equal(sut.actor.getSnapshot().context.model?.info.name, "fake-2");
     sut.actor.stop();
-  });
-
-  it("answers a request sent after shutdown at once, instead of leaving it hanging", async () => {
-    const sut = system();
-    await sut.exec({ type: "SHUTDOWN" });
-    await sut.exec({ type: "xstate.done.actor.disposer" } as unknown as RuntimeEvent);
-    assert.equal(sut.actor.getSnapshot().status, "done");
-    await assert.rejects(sendRequest(sut.actor, { type: "RUN", request: REQUEST, ticket: createTicket() }), /shutting down/);
   });
 });

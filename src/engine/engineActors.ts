@@ -1,5 +1,6 @@
 import { fromCallback, fromPromise, type EventObject } from "xstate";
 import { toKekahydeError, type KekahydeError } from "../errors.ts";
+import type { Ticket } from "../machines/ticket.ts";
 import type { Engine, GenerateResult, GenerationProgress, GenerationRequest, LoadedModel, LoadSettings } from "./types.ts";
 
 /** What the engine actors report back to the runtime machine. */
@@ -8,9 +9,9 @@ export type EngineEvent =
   | { type: "LOAD.PREVIOUS_DISPOSED" }
   | { type: "LOAD.DONE"; model: LoadedModel }
   | { type: "LOAD.FAILED"; error: KekahydeError }
-  | { type: "GENERATION.PROGRESS"; progress: GenerationProgress }
-  | { type: "GENERATION.DONE"; result: GenerateResult }
-  | { type: "GENERATION.FAILED"; error: KekahydeError };
+  | { type: "GENERATION.PROGRESS"; job: Ticket<GenerateResult>; progress: GenerationProgress }
+  | { type: "GENERATION.DONE"; job: Ticket<GenerateResult>; result: GenerateResult }
+  | { type: "GENERATION.FAILED"; job: Ticket<GenerateResult>; error: KekahydeError };
 
 export interface LoadModelInput {
   engine: Engine;
@@ -55,6 +56,8 @@ export const loadModelActor = fromCallback<EventObject, LoadModelInput, EngineEv
 
 export interface GenerateInput {
   model: LoadedModel;
+  /** The job this generation serves; every report names it. */
+  job: Ticket<GenerateResult>;
   request: GenerationRequest;
   /** Receives text as it is decoded. It goes straight to the requester, not through the machine. */
   onText?: (chunk: string) => void;
@@ -89,12 +92,12 @@ export const generateActor = fromCallback<{ type: "ABORT" }, GenerateInput, Engi
         const now = performance.now();
         if (progress.completionTokens > 1 && now - lastReport < PROGRESS_INTERVAL_MS) return;
         lastReport = now;
-        sendBack({ type: "GENERATION.PROGRESS", progress });
+        sendBack({ type: "GENERATION.PROGRESS", job: input.job, progress });
       },
     })
     .then(
-      (result) => sendBack({ type: "GENERATION.DONE", result: timedOut ? { ...result, finishReason: "timeout" } : result }),
-      (e) => sendBack({ type: "GENERATION.FAILED", error: toKekahydeError(e, "ENGINE_FAILURE") }),
+      (result) => sendBack({ type: "GENERATION.DONE", job: input.job, result: timedOut ? { ...result, finishReason: "timeout" } : result }),
+      (e) => sendBack({ type: "GENERATION.FAILED", job: input.job, error: toKekahydeError(e, "ENGINE_FAILURE") }),
     )
     .finally(() => clearTimeout(timer));
   return () => {

@@ -15,6 +15,8 @@ export interface LlamaEngineOptions {
   threads: number;
   /** Context size for each loaded model; bounded by the model's trained context length. */
   contextSize: number;
+  /** Context sequences per model, for parallel generations (default 1). */
+  parallel?: number;
   /** Folders models may be loaded from; empty: anywhere. */
   modelsDirs?: readonly string[];
   /** Bytes of memory available for a new model; defaults to the machine's available memory. */
@@ -55,10 +57,13 @@ let nodeLlamaCpp: Promise<NodeLlamaCpp> | null = null;
 const binding = (): Promise<NodeLlamaCpp> => (nodeLlamaCpp ??= import("node-llama-cpp"));
 
 class LlamaLoadedModel implements LoadedModel {
-  private inflight: { abort: AbortController; done: Promise<unknown> } | null = null;
+  private readonly inflight = new Set<{ abort: AbortController; done: Promise<unknown> }>();
   private disposing: Promise<void> | null = null;
-  /** The one sequence of the context, reused by every generation so its evaluated prefix can be reused too. */
-  private readonly sequence: LlamaContextSequence;
+  /**
+   * The context's sequences, one per parallel generation. Each is reused by the generations that follow, so
+   * its evaluated prefix can be reused too; node-llama-cpp decodes the busy ones together in one batch.
+   */
+  private readonly freeSequences: LlamaContextSequence[] = [];
 
   constructor(
     readonly info: ModelInfo,
@@ -67,21 +72,25 @@ class LlamaLoadedModel implements LoadedModel {
     private readonly model: LlamaModel,
     private readonly context: LlamaContext,
   ) {
-    this.sequence = context.getSequence();
+    for (let i = 0; i < context.totalSequences; i++) this.freeSequences.push(context.getSequence());
   }
 
   generate(options: GenerateOptions): Promise<GenerateResult> {
     if (this.disposing) return Promise.reject(new KekahydeError("NO_MODEL", "The model has been unloaded."));
+    const sequence = this.freeSequences.shift();
+    if (!sequence) return Promise.reject(new KekahydeError("BUSY", `All ${this.info.parallel} sequences of this model are generating.`));
     // Our own controller, so that dispose() can end a generation it did not start.
     const abort = new AbortController();
     const forward = () => abort.abort();
     options.signal.addEventListener("abort", forward, { once: true });
     if (options.signal.aborted) abort.abort();
-    const done = this.run({ ...options, signal: abort.signal }).finally(() => {
+    const done = this.run({ ...options, signal: abort.signal }, sequence).finally(() => {
       options.signal.removeEventListener("abort", forward);
-      this.inflight = null;
+      this.inflight.delete(entry);
+      this.freeSequences.push(sequence);
     });
-    this.inflight = { abort, done: done.catch(() => {}) };
+    const entry = { abort, done: done.catch(() => {}) };
+    this.inflight.add(entry);
     return done;
   }
 
@@ -101,10 +110,9 @@ class LlamaLoadedModel implements LoadedModel {
     return history;
   }
 
-  private async run(request: GenerateOptions): Promise<GenerateResult> {
+  private async run(request: GenerateOptions, sequence: LlamaContextSequence): Promise<GenerateResult> {
     const { signal } = request;
     const started = performance.now();
-    const sequence = this.sequence;
     const chat = request.raw ? null : new this.lib.LlamaChat({ contextSequence: sequence, autoDisposeSequence: false });
     const completion = request.raw ? new this.lib.LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false }) : null;
     try {
@@ -167,7 +175,7 @@ class LlamaLoadedModel implements LoadedModel {
    * user's time to first token (measured: 77 ms against 30 on the 110M benchmark model).
    */
   async warmUp(): Promise<void> {
-    const completion = new this.lib.LlamaCompletion({ contextSequence: this.sequence, autoDisposeSequence: false });
+    const completion = new this.lib.LlamaCompletion({ contextSequence: this.freeSequences[0], autoDisposeSequence: false });
     try {
       await completion.generateCompletion("a", { maxTokens: 1, temperature: 0 });
     } catch {
@@ -180,10 +188,8 @@ class LlamaLoadedModel implements LoadedModel {
   /** Idempotent; ends a running generation first, because freeing a context under it would crash llama.cpp. */
   dispose(): Promise<void> {
     this.disposing ??= (async () => {
-      if (this.inflight) {
-        this.inflight.abort.abort();
-        await this.inflight.done;
-      }
+      for (const { abort } of this.inflight) abort.abort();
+      await Promise.all([...this.inflight].map((g) => g.done));
       await this.context.dispose();
       await this.model.dispose();
     })();
@@ -200,15 +206,25 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
   const policy = { allowedDirs: options.modelsDirs ?? [] };
   const availableMemory = options.availableMemory ?? (async () => (await si.mem()).available);
 
+  const contextFor = (gguf: GgufInfo, settings: LoadSettings): number => {
+    const requested = settings.contextSize ?? options.contextSize;
+    return Math.max(16, Math.min(requested, gguf.contextLength || requested));
+  };
+  const sequencesFor = (settings: LoadSettings): number => Math.max(1, settings.parallel ?? options.parallel ?? 1);
+  const onGpu = async (settings: LoadSettings): Promise<boolean> => (await library()).gpu !== false && settings.gpuLayers !== 0;
+  /** Memory free for a new model: VRAM when its layers go to a GPU, else RAM. */
+  async function freeMemory(settings: LoadSettings): Promise<number> {
+    if (await onGpu(settings)) return (await (await library()).getVramState()).free;
+    return availableMemory();
+  }
+
   /**
    * Refuses a model that cannot fit in memory on a CPU-only engine, instead of letting the process die or
-   * swap. The memory of models that this load would replace counts as available.
+   * swap. The memory of loaded models counts as available: the supervisor evicts them to make room.
    */
   async function checkMemory(gguf: GgufInfo, settings: LoadSettings): Promise<void> {
-    const lib = await library();
-    if (lib.gpu !== false && settings.gpuLayers !== 0) return; // weights go to VRAM; llama.cpp sizes that itself
-    const requested = settings.contextSize ?? options.contextSize;
-    const contextSize = Math.min(requested, gguf.contextLength || requested);
+    if (await onGpu(settings)) return; // weights go to VRAM; llama.cpp sizes that itself
+    const contextSize = contextFor(gguf, settings) * sequencesFor(settings);
     const need = estimateModelMemory(gguf, contextSize);
     const available = (await availableMemory()) + [...live.values()].reduce((a, b) => a + b, 0);
     if (need.total > available) {
@@ -236,12 +252,14 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
     }));
 
   return {
-    async validate(path, settings) {
-      const { gguf } = await inspectModelFile(path, policy);
+    async validate(rawPath, settings) {
+      const { path, gguf } = await inspectModelFile(rawPath, policy);
       await checkMemory(gguf, settings);
+      const bytes = estimateModelMemory(gguf, contextFor(gguf, settings) * sequencesFor(settings)).total;
+      return { path, bytes, freeBytes: await freeMemory(settings) };
     },
 
-    async load({ path: rawPath, signal, onProgress, contextSize: wantedContext, gpuLayers, threads: wantedThreads }: LoadOptions): Promise<LoadedModel> {
+    async load({ path: rawPath, signal, onProgress, contextSize: wantedContext, gpuLayers, threads: wantedThreads, parallel }: LoadOptions): Promise<LoadedModel> {
       const { path, gguf } = await inspectModelFile(rawPath, policy);
       // A model being freed (unload, replaced) must be gone before the next one takes its memory.
       await Promise.all([...disposals]);
@@ -259,7 +277,7 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
       const contextSize = Math.max(16, Math.min(requested, trainContext || requested));
       let context: LlamaContext;
       try {
-        context = await model.createContext({ contextSize, sequences: 1, threads: { ideal: threads, min: threads } });
+        context = await model.createContext({ contextSize, sequences: sequencesFor({ parallel }), threads: { ideal: threads, min: threads } });
       } catch (e) {
         await model.dispose();
         throw toKekahydeError(e, "MODEL_INVALID", `could not create a ${contextSize}-token context for ${path}`);
@@ -274,10 +292,11 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
         threads,
         gpu: lib.gpu,
         gpu_layers: model.gpuLayers,
+        parallel: context.totalSequences,
       };
       const loaded = new LlamaLoadedModel(info, await binding(), lib, model, context);
       await loaded.warmUp();
-      const footprint = estimateModelMemory(gguf, context.contextSize).total;
+      const footprint = estimateModelMemory(gguf, context.contextSize * context.totalSequences).total;
       live.set(loaded, footprint);
       const dispose = loaded.dispose.bind(loaded);
       loaded.dispose = () => {

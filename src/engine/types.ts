@@ -12,6 +12,8 @@ export interface ModelInfo {
   /** What node-llama-cpp runs on: "cuda", "vulkan", "metal", or false for CPU only. */
   gpu: string | false;
   gpu_layers: number;
+  /** Generations that may run at once, each in its own context sequence of context_size tokens. */
+  parallel: number;
 }
 
 /** Per-load settings; each left out takes the daemon's default. */
@@ -19,6 +21,18 @@ export interface LoadSettings {
   contextSize?: number;
   gpuLayers?: number;
   threads?: number;
+  /** Context sequences, one per parallel generation (default 1). */
+  parallel?: number;
+}
+
+/** What a load will take, known before loading: from the file's GGUF header and the machine. */
+export interface ModelPlan {
+  /** The real path that will be loaded. */
+  path: string;
+  /** Estimated memory: weights + KV cache for every sequence + working buffers. */
+  bytes: number;
+  /** Memory free for models now (RAM, or VRAM when layers go to a GPU), not counting loaded models. */
+  freeBytes: number;
 }
 
 export interface LoadOptions extends LoadSettings {
@@ -98,9 +112,9 @@ export interface Engine {
   load(options: LoadOptions): Promise<LoadedModel>;
   /**
    * Checks that a path can be loaded without loading it (allowed folder, file, GGUF header, memory), so a
-   * bad request never costs the loaded model.
+   * bad request never costs a loaded model, and says what loading it will take.
    */
-  validate(path: string, settings: LoadSettings): Promise<void>;
+  validate(path: string, settings: LoadSettings): Promise<ModelPlan>;
   /** Frees the native library. */
   dispose(): Promise<void>;
 }

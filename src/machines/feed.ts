@@ -1,8 +1,12 @@
 import type { AnyActorRef, InspectionEvent } from "xstate";
-import type { RuntimeSnapshot, RuntimeStateName } from "./selectors.ts";
+import type { GenerationStats } from "./runtimeMachine.ts";
+import type { RuntimeSnapshot, RuntimeStateName, SupervisorSnapshot } from "./selectors.ts";
 import { stateName } from "./selectors.ts";
 
-/** What /events streams and the log records: every state change of the machine, and resource samples. */
+/**
+ * What /events streams and the log records: every state change of each model's runtime machine, every change
+ * of the supervisor's set of models (loaded, evicted, expired, unloaded), and resource samples.
+ */
 export type FeedEvent =
   | {
       type: "transition";
@@ -14,10 +18,23 @@ export type FeedEvent =
       /** Ids of the active state nodes, outermost first ("runtime.busy", "runtime.busy.generating"). */
       active: string[];
       queue_length: number;
-      model: string | null;
+      /** The model's name. */
+      model: string;
       last_error: string | null;
     }
-  | { type: "sample"; at: string; cpu_usage: number; memory_usage: number; system: RuntimeSnapshot["context"]["resources"]["system"] };
+  | {
+      type: "models";
+      at: string;
+      /** The supervisor event that changed the set (LOAD admitted, KEEPALIVE.EXPIRED, MODEL.PHASE, ...). */
+      event: string;
+      models: Array<{ name: string; phase: string }>;
+      /** Models on their way out (evicted, expired), until they have freed their memory. */
+      retiring: number;
+    }
+  | { type: "generation"; at: string; model: string; stats: GenerationStats }
+  /** Each quarter of a model's load. */
+  | { type: "load_progress"; at: string; model: string; path: string; progress: number }
+  | { type: "sample"; at: string; cpu_usage: number; memory_usage: number; system: SupervisorSnapshot["context"]["resources"]["system"] };
 
 export function activeIds(snapshot: RuntimeSnapshot, root = "runtime"): string[] {
   const ids: string[] = [];
@@ -37,12 +54,14 @@ export function activeIds(snapshot: RuntimeSnapshot, root = "runtime"): string[]
 }
 
 /**
- * Turns the machine's inspection stream into feed events: a transition whenever the visible state or the
- * queue changes, a sample whenever the monitor reports. Listeners are called synchronously and must not throw.
+ * Turns the machines' inspection stream into feed events: a transition whenever a model's visible state or
+ * queue changes, a `models` event whenever the supervisor's set of models changes, a sample whenever the
+ * monitor reports. Listeners are called synchronously and must not throw.
  */
 export class RuntimeFeed {
   private listeners = new Set<(e: FeedEvent) => void>();
-  private last: { state: RuntimeStateName; queue: number; active: string } | null = null;
+  private last = new WeakMap<AnyActorRef, { state: RuntimeStateName; queue: number; active: string; generation: GenerationStats | null; quarter: number }>();
+  private lastModels = "";
 
   subscribe(listener: (e: FeedEvent) => void): () => void {
     this.listeners.add(listener);
@@ -56,31 +75,53 @@ export class RuntimeFeed {
   /** The `inspect` option of the root actor: `createActor(machine, { inspect: feed.inspector(() => actor) })`. */
   inspector(root: () => AnyActorRef | undefined): (e: InspectionEvent) => void {
     return (ev) => {
-      if (ev.type !== "@xstate.snapshot" || ev.actorRef !== root()) return;
-      const snapshot = ev.snapshot as RuntimeSnapshot;
-      const at = new Date().toISOString();
-      if (ev.event.type === "MONITOR.SAMPLE") {
-        const r = snapshot.context.resources;
-        this.publish({ type: "sample", at, cpu_usage: r.cpu_usage, memory_usage: r.memory_usage, system: r.system });
-        return;
-      }
-      const state = stateName(snapshot);
-      const active = activeIds(snapshot);
-      const queue = snapshot.context.queue.length;
-      const key = active.join(",");
-      if (this.last && this.last.active === key && this.last.queue === queue) return;
-      this.publish({
-        type: "transition",
-        at,
-        event: ev.event.type,
-        from: this.last?.state ?? state,
-        state,
-        active,
-        queue_length: queue,
-        model: snapshot.context.model?.info.name ?? null,
-        last_error: snapshot.context.lastError?.message ?? null,
-      });
-      this.last = { state, queue, active: key };
+      if (ev.type !== "@xstate.snapshot") return;
+      if (ev.actorRef === root()) return this.supervisorChanged(ev.snapshot as SupervisorSnapshot, ev.event.type);
+      if ((ev.snapshot as { machine?: { id: string } }).machine?.id === "runtime") this.runtimeChanged(ev.actorRef as AnyActorRef, ev.snapshot as RuntimeSnapshot, ev.event.type);
     };
+  }
+
+  private supervisorChanged(snapshot: SupervisorSnapshot, event: string): void {
+    const at = new Date().toISOString();
+    if (event === "MONITOR.SAMPLE") {
+      const r = snapshot.context.resources;
+      this.publish({ type: "sample", at, cpu_usage: r.cpu_usage, memory_usage: r.memory_usage, system: r.system });
+      return;
+    }
+    const models = Object.values(snapshot.context.models).map((m) => ({ name: m.name, phase: m.phase }));
+    const key = JSON.stringify([models, snapshot.context.retiring.length]);
+    if (key === this.lastModels) return;
+    this.lastModels = key;
+    this.publish({ type: "models", at, event, models, retiring: snapshot.context.retiring.length });
+  }
+
+  private runtimeChanged(actor: AnyActorRef, snapshot: RuntimeSnapshot, event: string): void {
+    const state = stateName(snapshot);
+    const active = activeIds(snapshot);
+    const queue = snapshot.context.queue.length;
+    const key = active.join(",");
+    const last = this.last.get(actor);
+    const generation = snapshot.context.lastGeneration;
+    if (generation && generation !== last?.generation) {
+      this.publish({ type: "generation", at: new Date().toISOString(), model: snapshot.context.name, stats: generation });
+    }
+    const load = snapshot.context.load;
+    const quarter = load ? Math.floor(load.progress * 4) : -1;
+    if (load && quarter > (last?.quarter ?? -1)) {
+      this.publish({ type: "load_progress", at: new Date().toISOString(), model: snapshot.context.name, path: load.path, progress: Math.round(load.progress * 100) / 100 });
+    }
+    if (last && last.active === key && last.queue === queue) return void Object.assign(last, { generation, quarter });
+    this.publish({
+      type: "transition",
+      at: new Date().toISOString(),
+      event,
+      from: last?.state ?? state,
+      state,
+      active,
+      queue_length: queue,
+      model: snapshot.context.name,
+      last_error: snapshot.context.lastError?.message ?? null,
+    });
+    this.last.set(actor, { state, queue, active: key, generation, quarter });
   }
 }

@@ -1,25 +1,25 @@
-import { assertEvent, assign, sendTo, setup } from "xstate";
+import { assertEvent, assign, enqueueActions, setup, type AnyActorRef } from "xstate";
 import { KekahydeError, type ErrorCode } from "../errors.ts";
 import { disposeModelActor, generateActor, loadModelActor, type EngineEvent } from "../engine/engineActors.ts";
 import type { Engine, FinishReason, GenerateResult, GenerationRequest, LoadedModel, LoadSettings, ModelInfo } from "../engine/types.ts";
-import { monitorActor, type MonitorEvent } from "../monitor/monitorActor.ts";
-import { EMPTY_SAMPLE, type ResourceSample, type ResourceSampler } from "../monitor/resourceSampler.ts";
 import type { Ticket } from "./ticket.ts";
 
 /**
- * The runtime machine: the single source of truth for what the daemon is doing.
+ * The runtime machine: the single source of truth for what one model slot of the daemon is doing. The
+ * supervisor (supervisorMachine.ts) spawns one per loaded model.
  *
  *   empty ──LOAD──▶ loading ──LOAD.DONE──▶ idle ──RUN──▶ busy.generating ──STOP / CANCEL──▶ busy.cancelling
  *     ▲               │ LOAD.FAILED          ▲ ◀──GENERATION.DONE / FAILED, queue empty───────────┘
  *     └───────────────┘ (idle if the       ──UNLOAD──▶ empty      (queue not empty: busy again, next job)
  *                         previous model was kept)
  *
- * `busy` owns the generation actor so that it lives across `generating` and `cancelling`; its two children
- * are the states users see. While busy, further RUNs wait in a bounded FIFO queue in the context; when a
- * generation ends, `busy` is re-entered with the next job. An engine failure frees the model and lands in
- * `empty` with `lastError` set, answering every waiting request. Every request event carries a ticket,
- * and every state says what it does with every request: accept it, or refuse it with a typed error.
- * SHUTDOWN from anywhere ends in `stopped`.
+ * Each running job has its own generation actor, spawned under the job's id, so that up to `slots` jobs
+ * decode together (llama-server's `-np`); `generating` and `cancelling` are the states users see. Further
+ * RUNs wait in a bounded FIFO queue in the context and start, in order, as slots free up. An engine failure
+ * frees the model and lands in `empty` with `lastError` set, answering every waiting request. Every request
+ * event carries a ticket, and every state says what it does with every request: accept it, or refuse it
+ * with a typed error. SHUTDOWN from anywhere ends in `stopped`. Each state tells the supervisor (if there
+ * is one) when it is entered, which is how keep-alive and eviction know which models are busy.
  */
 
 export interface LoadResult {
@@ -34,12 +34,17 @@ export interface UnloadResult {
   unloaded: boolean;
 }
 
-/** One generation request, waiting or running. Its ticket is also its identity (CANCEL names it). */
+/**
+ * One generation request, waiting or running. Its ticket is its identity for CANCEL and for the engine's
+ * reports; `id` names its generation actor while it runs.
+ */
 export interface Job {
+  id: string;
   ticket: Ticket<GenerateResult>;
   request: GenerationRequest;
   onText?: (chunk: string) => void;
   enqueuedAt: number;
+  stats: GenerationStats | null;
 }
 
 export type RuntimeEvent =
@@ -50,8 +55,7 @@ export type RuntimeEvent =
   /** The client of a job went away: stop it if it runs, drop it if it waits. */
   | { type: "CANCEL"; job: Ticket<GenerateResult> }
   | { type: "SHUTDOWN" }
-  | EngineEvent
-  | MonitorEvent;
+  | EngineEvent;
 
 export type RequestEvent = Extract<RuntimeEvent, { ticket: unknown }>;
 
@@ -71,43 +75,65 @@ export interface GenerationStats {
   finishReason: FinishReason | null;
 }
 
+/** What a runtime tells its supervisor on entering each of its top-level states. */
+export type RuntimePhase = "empty" | "loading" | "idle" | "busy" | "stopping" | "stopped";
+export interface ModelPhaseEvent {
+  type: "MODEL.PHASE";
+  name: string;
+  phase: RuntimePhase;
+  /** The runtime actor that reports. */
+  ref: AnyActorRef;
+}
+
 export interface RuntimeContext {
+  name: string;
+  supervisor: AnyActorRef | null;
   engine: Engine;
-  sampleResources: ResourceSampler;
-  monitorIntervalMs: number;
   maxQueue: number;
   maxGenerationMs: number | null;
+  /** Jobs that may generate at once. */
+  slots: number;
   model: LoadedModel | null;
   load: { path: string; settings: LoadSettings; ticket: Ticket<LoadResult>; progress: number } | null;
-  job: Job | null;
+  running: Job[];
   queue: Job[];
-  generation: GenerationStats | null;
+  jobCount: number;
+  /** Figures of the last job that ended. */
+  lastGeneration: GenerationStats | null;
   stopTickets: Array<{ ticket: Ticket<StopResult>; dropped: number }>;
   lastError: LastError | null;
-  resources: ResourceSample;
 }
 
 export interface RuntimeInput {
   engine: Engine;
-  sampleResources: ResourceSampler;
-  monitorIntervalMs?: number;
-  /** Requests that may wait while one generates (default 16). */
+  /** The model's name under the supervisor (default "default"). */
+  name?: string;
+  /** Receives a MODEL.PHASE event on entry to each top-level state. */
+  supervisor?: AnyActorRef;
+  /** Requests that may wait while the slots are full (default 16). */
   maxQueue?: number;
   /** Longest any generation may run; null or absent: no limit. */
   maxGenerationMs?: number | null;
+  /** Jobs that may generate at once (default 1). */
+  slots?: number;
 }
 
 export const DEFAULT_MAX_QUEUE = 16;
 
 const errorRecord = (error: KekahydeError): LastError => ({ code: error.code, message: error.message, at: new Date().toISOString() });
 
-function jobFrom(event: Extract<RuntimeEvent, { type: "RUN" }>): Job {
-  return { ticket: event.ticket, request: event.request, onText: event.onText, enqueuedAt: Date.now() };
+function jobFrom(event: Extract<RuntimeEvent, { type: "RUN" }>, n: number): Job {
+  return { id: `generation-${n}`, ticket: event.ticket, request: event.request, onText: event.onText, enqueuedAt: Date.now(), stats: null };
 }
+
+const jobOf = (context: RuntimeContext, event: RuntimeEvent): Job | undefined =>
+  "job" in event ? context.running.find((j) => j.ticket === event.job) : undefined;
 
 function freshStats(): GenerationStats {
   return { startedAt: Date.now(), endedAt: null, promptTokens: null, completionTokens: 0, firstTokenMs: null, finishReason: null };
 }
+
+const SHUTTING_DOWN = { code: "SHUTTING_DOWN", message: "The daemon is shutting down." } as const;
 
 export const runtimeMachine = setup({
   types: {
@@ -119,17 +145,20 @@ export const runtimeMachine = setup({
     loadModel: loadModelActor,
     generate: generateActor,
     disposeModel: disposeModelActor,
-    monitor: monitorActor,
   },
   guards: {
     hasModel: ({ context }) => context.model !== null,
     isEngineFailure: ({ event }) => event.type === "GENERATION.FAILED" && event.error.code === "ENGINE_FAILURE",
-    hasQueuedJobs: ({ context }) => context.queue.length > 0,
+    hasFreeSlot: ({ context }) => context.running.length < context.slots,
     queueHasRoom: ({ context }) => context.queue.length < context.maxQueue,
-    isRunningJob: ({ context, event }) => event.type === "CANCEL" && context.job?.ticket === event.job,
+    isRunningJob: ({ context, event }) => event.type === "CANCEL" && context.running.some((j) => j.ticket === event.job),
     isQueuedJob: ({ context, event }) => event.type === "CANCEL" && context.queue.some((j) => j.ticket === event.job),
+    nothingRunning: ({ context }) => context.running.length === 0,
   },
   actions: {
+    report: enqueueActions(({ context, enqueue, self }, params: { phase: RuntimePhase }) => {
+      if (context.supervisor) enqueue.sendTo(context.supervisor, { type: "MODEL.PHASE", name: context.name, phase: params.phase, ref: self } satisfies ModelPhaseEvent);
+    }),
     refuse: ({ event }, params: { code: ErrorCode; message: string }) => {
       if ("ticket" in event) event.ticket.reject(new KekahydeError(params.code, params.message));
     },
@@ -141,12 +170,6 @@ export const runtimeMachine = setup({
       assertEvent(event, "UNLOAD");
       event.ticket.resolve({ unloaded: false });
     },
-    storeSample: assign({
-      resources: ({ event }) => {
-        assertEvent(event, "MONITOR.SAMPLE");
-        return event.sample;
-      },
-    }),
 
     acceptLoad: assign({
       load: ({ event }) => {
@@ -164,7 +187,7 @@ export const runtimeMachine = setup({
     /** Frees the model in the background (the engine waits for it before the next load) and forgets it. */
     discardModel: assign(({ context }) => {
       void context.model?.dispose().catch(() => {});
-      return { model: null, generation: null };
+      return { model: null, lastGeneration: null };
     }),
     storeModel: assign({
       model: ({ event }) => {
@@ -172,7 +195,7 @@ export const runtimeMachine = setup({
         return event.model;
       },
       lastError: null,
-      generation: null,
+      lastGeneration: null,
     }),
     resolveLoad: ({ context, event }) => {
       assertEvent(event, "LOAD.DONE");
@@ -194,24 +217,15 @@ export const runtimeMachine = setup({
       event.ticket.resolve({ unloaded: true });
     },
 
-    startJob: assign({
-      job: ({ event }) => {
-        assertEvent(event, "RUN");
-        return jobFrom(event);
-      },
-      generation: () => freshStats(),
-    }),
-    enqueueJob: assign({
-      queue: ({ context, event }) => {
-        assertEvent(event, "RUN");
-        return [...context.queue, jobFrom(event)];
-      },
+    enqueueJob: assign(({ context, event }) => {
+      assertEvent(event, "RUN");
+      return { queue: [...context.queue, jobFrom(event, context.jobCount + 1)], jobCount: context.jobCount + 1 };
     }),
     refuseQueueFull: ({ context, event }) => {
       assertEvent(event, "RUN");
-      const g = context.generation;
+      const g = context.lastGeneration;
       const lastSeconds = g?.endedAt ? (g.endedAt - g.startedAt) / 1000 : 1;
-      const retryAfter = Math.max(1, Math.ceil(lastSeconds * (context.queue.length + 1)));
+      const retryAfter = Math.max(1, Math.ceil((lastSeconds * (context.queue.length + 1)) / context.slots));
       event.ticket.reject(
         new KekahydeError("QUEUE_FULL", `The queue is full (${context.maxQueue} requests waiting). Retry in about ${retryAfter} s.`, {
           retry_after_s: retryAfter,
@@ -219,7 +233,24 @@ export const runtimeMachine = setup({
         }),
       );
     },
-    startNextJob: assign(({ context }) => ({ job: context.queue[0], queue: context.queue.slice(1), generation: freshStats() })),
+    /** Moves waiting jobs into free slots, oldest first, each with its own generation actor. */
+    fillSlots: assign(({ context, spawn }) => {
+      const free = Math.max(0, context.slots - context.running.length);
+      const starting = context.queue.slice(0, free).map((job) => ({ ...job, stats: freshStats() }));
+      for (const job of starting) {
+        spawn("generate", {
+          id: job.id,
+          input: {
+            model: context.model!,
+            job: job.ticket,
+            request: job.request,
+            onText: job.onText,
+            timeLimitMs: Math.min(job.request.timeLimitMs ?? Infinity, context.maxGenerationMs ?? Infinity),
+          },
+        });
+      }
+      return { running: [...context.running, ...starting], queue: context.queue.slice(starting.length) };
+    }),
     dropCancelledJob: assign({
       queue: ({ context, event }) => {
         assertEvent(event, "CANCEL");
@@ -228,7 +259,11 @@ export const runtimeMachine = setup({
         return context.queue.filter((j) => j !== gone);
       },
     }),
-    /** Holds the STOP's answer until the generation has ended; with `all`, drops the queue first. */
+    abortCancelledJob: enqueueActions(({ context, event, enqueue }) => {
+      const job = jobOf(context, event);
+      if (job) enqueue.sendTo(job.id, { type: "ABORT" });
+    }),
+    /** Holds the STOP's answer until the generations have ended; with `all`, drops the queue first. */
     acceptStop: assign(({ context, event }) => {
       assertEvent(event, "STOP");
       const dropped = event.all ? context.queue : [];
@@ -240,39 +275,47 @@ export const runtimeMachine = setup({
         stopTickets: [...context.stopTickets, { ticket: event.ticket, dropped: dropped.length }],
       };
     }),
-    abortGeneration: sendTo("generation", { type: "ABORT" }),
-    recordProgress: assign({
-      generation: ({ context, event }) => {
-        assertEvent(event, "GENERATION.PROGRESS");
-        return context.generation && { ...context.generation, ...event.progress };
-      },
+    abortAllJobs: enqueueActions(({ context, enqueue }) => {
+      for (const job of context.running) enqueue.sendTo(job.id, { type: "ABORT" });
     }),
-    recordResult: assign({
-      generation: ({ context, event }) => {
-        assertEvent(event, "GENERATION.DONE");
-        const r = event.result;
-        return context.generation && {
-          ...context.generation,
-          endedAt: Date.now(),
-          promptTokens: r.promptTokens,
-          completionTokens: r.completionTokens,
-          firstTokenMs: r.firstTokenMs,
-          finishReason: r.finishReason,
-        };
+    recordProgress: assign({
+      running: ({ context, event }) => {
+        assertEvent(event, "GENERATION.PROGRESS");
+        return context.running.map((j) => (j.ticket === event.job && j.stats ? { ...j, stats: { ...j.stats, ...event.progress } } : j));
       },
     }),
     resolveRun: ({ context, event }) => {
       assertEvent(event, "GENERATION.DONE");
-      context.job?.ticket.resolve(event.result);
+      jobOf(context, event)?.ticket.resolve(event.result);
     },
     rejectRun: ({ context, event }) => {
       assertEvent(event, "GENERATION.FAILED");
-      context.job?.ticket.reject(event.error);
+      jobOf(context, event)?.ticket.reject(event.error);
     },
-    rejectQueue: assign(({ context, event }) => {
+    /** Ends a job's generation actor and keeps its figures as the last generation's. */
+    releaseJob: enqueueActions(({ context, event, enqueue }) => {
+      assertEvent(event, ["GENERATION.DONE", "GENERATION.FAILED"]);
+      const job = jobOf(context, event);
+      if (!job) return;
+      enqueue.stopChild(job.id);
+      const r = event.type === "GENERATION.DONE" ? event.result : null;
+      const ended: GenerationStats | null = job.stats && {
+        ...job.stats,
+        endedAt: Date.now(),
+        ...(r && { promptTokens: r.promptTokens, completionTokens: r.completionTokens, firstTokenMs: r.firstTokenMs, finishReason: r.finishReason }),
+      };
+      enqueue.assign({ running: context.running.filter((j) => j !== job), lastGeneration: ended ?? context.lastGeneration });
+    }),
+    /** After an engine failure nothing can run on this model: every job, running or waiting, is answered. */
+    failAllJobs: enqueueActions(({ context, event, enqueue }) => {
       assertEvent(event, "GENERATION.FAILED");
-      for (const job of context.queue) job.ticket.reject(new KekahydeError("ENGINE_FAILURE", `The engine failed before this request started: ${event.error.message}`));
-      return { queue: [] };
+      const error = new KekahydeError("ENGINE_FAILURE", `The engine failed: ${event.error.message}`);
+      for (const job of context.running) {
+        job.ticket.reject(job.ticket === event.job ? event.error : error);
+        enqueue.stopChild(job.id);
+      }
+      for (const job of context.queue) job.ticket.reject(error);
+      enqueue.assign({ running: [], queue: [] });
     }),
     recordEngineError: assign({
       lastError: ({ event }) => {
@@ -286,46 +329,44 @@ export const runtimeMachine = setup({
         return [];
       },
     }),
-    clearJob: assign({ job: null }),
 
-    failPendingWork: assign(({ context }) => {
-      const error = new KekahydeError("SHUTTING_DOWN", "The daemon is shutting down.");
+    failPendingWork: enqueueActions(({ context, enqueue }) => {
+      const error = new KekahydeError(SHUTTING_DOWN.code, SHUTTING_DOWN.message);
       context.load?.ticket.reject(error);
-      context.job?.ticket.reject(error);
+      for (const job of context.running) {
+        job.ticket.reject(error);
+        enqueue.stopChild(job.id);
+      }
       for (const job of context.queue) job.ticket.reject(error);
       for (const { ticket, dropped } of context.stopTickets) ticket.resolve({ stopped: true, dropped });
-      return { load: null, job: null, queue: [], stopTickets: [] };
+      enqueue.assign({ load: null, running: [], queue: [], stopTickets: [] });
     }),
   },
 }).createMachine({
   id: "runtime",
   context: ({ input }) => ({
+    name: input.name ?? "default",
+    supervisor: input.supervisor ?? null,
     engine: input.engine,
-    sampleResources: input.sampleResources,
-    monitorIntervalMs: input.monitorIntervalMs ?? 1000,
     maxQueue: input.maxQueue ?? DEFAULT_MAX_QUEUE,
     maxGenerationMs: input.maxGenerationMs ?? null,
+    slots: Math.max(1, input.slots ?? 1),
     model: null,
     load: null,
-    job: null,
+    running: [],
     queue: [],
-    generation: null,
+    jobCount: 0,
+    lastGeneration: null,
     stopTickets: [],
     lastError: null,
-    resources: EMPTY_SAMPLE,
   }),
-  invoke: {
-    id: "monitor",
-    src: "monitor",
-    input: ({ context }) => ({ sample: context.sampleResources, intervalMs: context.monitorIntervalMs }),
-  },
   on: {
-    "MONITOR.SAMPLE": { actions: "storeSample" },
     SHUTDOWN: { target: ".stopping", actions: "failPendingWork" },
   },
   initial: "empty",
   states: {
     empty: {
+      entry: { type: "report", params: { phase: "empty" } },
       on: {
         LOAD: { target: "loading", actions: "acceptLoad" },
         RUN: { actions: { type: "refuse", params: { code: "NO_MODEL", message: "No model is loaded. POST /load_model with {\"path\": \"/abs/model.gguf\"} first." } } },
@@ -334,6 +375,7 @@ export const runtimeMachine = setup({
       },
     },
     loading: {
+      entry: { type: "report", params: { phase: "loading" } },
       invoke: {
         id: "loader",
         src: "loadModel",
@@ -354,44 +396,28 @@ export const runtimeMachine = setup({
       },
     },
     idle: {
+      entry: { type: "report", params: { phase: "idle" } },
       on: {
         LOAD: { target: "loading", actions: "acceptLoad" },
-        RUN: { target: "busy", actions: "startJob" },
+        RUN: { target: "busy", actions: ["enqueueJob", "fillSlots"] },
         STOP: { actions: "answerNothingToStop" },
         UNLOAD: { target: "empty", actions: ["discardModel", "answerUnloaded"] },
       },
     },
     busy: {
-      invoke: {
-        id: "generation",
-        src: "generate",
-        input: ({ context }) => ({
-          model: context.model!,
-          request: context.job!.request,
-          onText: context.job!.onText,
-          timeLimitMs: Math.min(context.job!.request.timeLimitMs ?? Infinity, context.maxGenerationMs ?? Infinity),
-        }),
-      },
+      entry: { type: "report", params: { phase: "busy" } },
+      // Checked after every event: the last job has ended and none waits.
+      always: { guard: "nothingRunning", target: "idle" },
       on: {
         "GENERATION.PROGRESS": { actions: "recordProgress" },
-        "GENERATION.DONE": [
-          { guard: "hasQueuedJobs", target: "busy", reenter: true, actions: ["recordResult", "resolveRun", "answerStops", "startNextJob"] },
-          { target: "idle", actions: ["recordResult", "resolveRun", "answerStops", "clearJob"] },
-        ],
-        "GENERATION.FAILED": [
-          {
-            guard: "isEngineFailure",
-            target: "empty",
-            actions: ["rejectRun", "rejectQueue", "recordEngineError", "answerStops", "clearJob", "discardModel"],
-          },
-          { guard: "hasQueuedJobs", target: "busy", reenter: true, actions: ["rejectRun", "answerStops", "startNextJob"] },
-          { target: "idle", actions: ["rejectRun", "answerStops", "clearJob"] },
-        ],
         RUN: [
           { guard: "queueHasRoom", actions: "enqueueJob" },
           { actions: "refuseQueueFull" },
         ],
-        CANCEL: { guard: "isQueuedJob", actions: "dropCancelledJob" },
+        CANCEL: [
+          { guard: "isRunningJob", actions: "abortCancelledJob" },
+          { guard: "isQueuedJob", actions: "dropCancelledJob" },
+        ],
         LOAD: { actions: { type: "refuse", params: { code: "BUSY", message: "A generation is running. POST /stop first (with {\"all\": true} to drop the queue too), then load the model." } } },
         UNLOAD: { actions: { type: "refuse", params: { code: "BUSY", message: "A generation is running. POST /stop first (with {\"all\": true} to drop the queue too), then unload." } } },
       },
@@ -399,19 +425,34 @@ export const runtimeMachine = setup({
       states: {
         generating: {
           on: {
-            STOP: { target: "cancelling", actions: ["acceptStop", "abortGeneration"] },
-            CANCEL: [
-              { guard: "isRunningJob", target: "cancelling", actions: "abortGeneration" },
-              { guard: "isQueuedJob", actions: "dropCancelledJob" },
+            RUN: [
+              { guard: "queueHasRoom", actions: ["enqueueJob", "fillSlots"] },
+              { actions: "refuseQueueFull" },
+            ],
+            STOP: { target: "cancelling", actions: ["acceptStop", "abortAllJobs"] },
+            "GENERATION.DONE": { actions: ["resolveRun", "releaseJob", "fillSlots"] },
+            "GENERATION.FAILED": [
+              { guard: "isEngineFailure", target: "#runtime.empty", actions: ["failAllJobs", "recordEngineError", "answerStops", "discardModel"] },
+              { actions: ["rejectRun", "releaseJob", "fillSlots"] },
             ],
           },
         },
         cancelling: {
-          on: { STOP: { actions: "acceptStop" } },
+          // Once every stopped generation has ended, the stops are answered and waiting jobs may start.
+          always: { guard: "nothingRunning", target: "generating", actions: ["answerStops", "fillSlots"] },
+          on: {
+            STOP: { actions: "acceptStop" },
+            "GENERATION.DONE": { actions: ["resolveRun", "releaseJob"] },
+            "GENERATION.FAILED": [
+              { guard: "isEngineFailure", target: "#runtime.empty", actions: ["failAllJobs", "recordEngineError", "answerStops", "discardModel"] },
+              { actions: ["rejectRun", "releaseJob"] },
+            ],
+          },
         },
       },
     },
     stopping: {
+      entry: { type: "report", params: { phase: "stopping" } },
       invoke: {
         id: "disposer",
         src: "disposeModel",
@@ -419,14 +460,14 @@ export const runtimeMachine = setup({
         onDone: { target: "stopped", actions: "forgetModel" },
       },
       on: {
-        LOAD: { actions: { type: "refuse", params: { code: "SHUTTING_DOWN", message: "The daemon is shutting down." } } },
-        RUN: { actions: { type: "refuse", params: { code: "SHUTTING_DOWN", message: "The daemon is shutting down." } } },
-        UNLOAD: { actions: { type: "refuse", params: { code: "SHUTTING_DOWN", message: "The daemon is shutting down." } } },
+        LOAD: { actions: { type: "refuse", params: SHUTTING_DOWN } },
+        RUN: { actions: { type: "refuse", params: SHUTTING_DOWN } },
+        UNLOAD: { actions: { type: "refuse", params: SHUTTING_DOWN } },
         STOP: { actions: "answerNothingToStop" },
         SHUTDOWN: {},
       },
     },
-    stopped: { type: "final" },
+    stopped: { type: "final", entry: { type: "report", params: { phase: "stopped" } } },
   },
 });
 

@@ -1,8 +1,10 @@
 import type { SnapshotFrom } from "xstate";
 import type { ModelInfo } from "../engine/types.ts";
-import type { GenerationStats, LastError, RuntimeMachine } from "./runtimeMachine.ts";
+import type { GenerationStats, LastError, RuntimeContext, RuntimeMachine } from "./runtimeMachine.ts";
+import { defaultModel, type ModelEntry, type SupervisorMachine } from "./supervisorMachine.ts";
 
 export type RuntimeSnapshot = SnapshotFrom<RuntimeMachine>;
+export type SupervisorSnapshot = SnapshotFrom<SupervisorMachine>;
 export type RuntimeStateName = "empty" | "loading" | "idle" | "generating" | "cancelling" | "stopping" | "stopped";
 
 /** The state a user sees: the innermost active state (`busy.generating` reads as `generating`). */
@@ -39,10 +41,62 @@ export function generationView(g: GenerationStats | null, now = Date.now()): Gen
   };
 }
 
+/** The newest running job's figures, else the last finished job's. */
+export function currentGeneration(context: RuntimeContext): GenerationStats | null {
+  return context.running.at(-1)?.stats ?? context.lastGeneration;
+}
+
+export interface ModelView {
+  name: string;
+  path: string;
+  state: RuntimeStateName;
+  queue_length: number;
+  /** Generations running now (at most `parallel`). */
+  running: number;
+  parallel: number;
+  context_size: number | null;
+  size_bytes: number | null;
+  /** Estimated memory: weights, KV cache and buffers. */
+  memory_bytes: number;
+  last_used: string;
+  /** When keep-alive unloads it; null while busy or when kept forever. */
+  expires_at: string | null;
+  keep_alive_s: number;
+  load_progress: number | null;
+  info: ModelInfo | null;
+  generation: GenerationView | null;
+  last_error: LastError | null;
+}
+
+export function modelView(entry: ModelEntry): ModelView {
+  const snapshot = entry.ref.getSnapshot();
+  const { context } = snapshot;
+  const info = context.model?.info ?? null;
+  return {
+    name: entry.name,
+    path: entry.path,
+    state: stateName(snapshot),
+    queue_length: context.queue.length,
+    running: context.running.length,
+    parallel: context.slots,
+    context_size: info?.context_size ?? null,
+    size_bytes: info?.size_bytes ?? null,
+    memory_bytes: entry.bytes,
+    last_used: new Date(entry.lastUsed).toISOString(),
+    expires_at: entry.expiresAt === null ? null : new Date(entry.expiresAt).toISOString(),
+    keep_alive_s: entry.keepAliveMs < 0 ? -1 : entry.keepAliveMs / 1000,
+    load_progress: context.load ? context.load.progress : null,
+    info,
+    generation: generationView(currentGeneration(context)),
+    last_error: context.lastError,
+  };
+}
+
 export interface StatusView {
   model_loaded: boolean;
   cpu_usage: number;
   memory_usage: number;
+  /** The default model's state ("empty" when none is loaded). */
   state: RuntimeStateName;
   model: ModelInfo | null;
   last_error: LastError | null;
@@ -52,28 +106,65 @@ export interface StatusView {
   threads: number;
   gpu: string | false;
   generation: GenerationView | null;
+  /** Every loaded model, the default one first. */
+  models: Array<Omit<ModelView, "info" | "generation" | "last_error" | "load_progress">>;
+  limits: { max_models: number; parallel: number; keep_alive_s: number; max_memory: string };
   uptime_s: number;
   system: { cpu_load: number; memory_total: number; memory_available: number };
   sampled_at: string;
 }
 
-/** What GET /status answers: a pure function of a snapshot, so it costs no system call. */
-export function statusView(snapshot: RuntimeSnapshot, startedAt: number, defaultThreads: number): StatusView {
+/**
+ * Which model an OpenAI request goes to. Its `model` field is required by OpenAI clients, which often send a
+ * fixed name; so a name that is not loaded goes to the default model while at most one model is loaded (as
+ * llama-server does), and is refused once several are, where serving another model would be a surprise.
+ */
+export function openAiTarget(snapshot: SupervisorSnapshot, requested: string | null): { model?: string } {
+  const loaded = Object.keys(snapshot.context.models);
+  if (requested !== null && (loaded.includes(requested) || loaded.length > 1)) return { model: requested };
+  return {};
+}
+
+/** The name of the model a request with this routing is served by, for the response's `model` field. */
+export function servedModelName(snapshot: SupervisorSnapshot, target: { model?: string }): string {
+  return target.model ?? defaultModel(snapshot.context)?.name ?? "none";
+}
+
+/** The default model's runtime snapshot, or null when no model is loaded. */
+export function defaultRuntime(snapshot: SupervisorSnapshot): RuntimeSnapshot | null {
+  return defaultModel(snapshot.context)?.ref.getSnapshot() ?? null;
+}
+
+/** What GET /status answers: a pure function of snapshots, so it costs no system call. */
+export function statusView(snapshot: SupervisorSnapshot, startedAt: number, defaultThreads: number): StatusView {
   const { context } = snapshot;
-  const info = context.model?.info ?? null;
+  const first = defaultModel(context);
+  const views = Object.values(context.models)
+    .sort((a, b) => (a === first ? -1 : b === first ? 1 : b.loadedAt - a.loadedAt))
+    .map(modelView);
+  const main = first ? views[0] : null;
+  const info = main?.info ?? null;
+  const budget = context.maxMemory;
   return {
-    model_loaded: context.model !== null,
+    model_loaded: info !== null,
     cpu_usage: context.resources.cpu_usage,
     memory_usage: context.resources.memory_usage,
-    state: stateName(snapshot),
+    state: main?.state ?? "empty",
     model: info,
-    last_error: context.lastError,
-    load_progress: context.load ? context.load.progress : null,
-    queue_length: context.queue.length,
+    last_error: main?.last_error ?? null,
+    load_progress: main?.load_progress ?? null,
+    queue_length: main?.queue_length ?? 0,
     context_size: info?.context_size ?? null,
     threads: info?.threads ?? defaultThreads,
     gpu: info?.gpu ?? false,
-    generation: generationView(context.generation),
+    generation: main?.generation ?? null,
+    models: views.map(({ info: _i, generation: _g, last_error: _e, load_progress: _p, ...rest }) => rest),
+    limits: {
+      max_models: context.maxModels,
+      parallel: context.parallel,
+      keep_alive_s: context.keepAliveMs < 0 ? -1 : context.keepAliveMs / 1000,
+      max_memory: "bytes" in budget ? String(budget.bytes) : `${Math.round(budget.fraction * 100)}%`,
+    },
     uptime_s: Math.round((Date.now() - startedAt) / 100) / 10,
     system: context.resources.system,
     sampled_at: context.resources.sampled_at,

@@ -1,5 +1,6 @@
 import { WebSocket } from "ws";
 import type { InspectionEvent, Observer } from "xstate";
+import type { SupervisorContext } from "./supervisorMachine.ts";
 import type { RuntimeContext } from "./runtimeMachine.ts";
 
 /**
@@ -70,6 +71,7 @@ function sanitizeEvent<E extends { type: string }>(event: E): E {
   const e = event as Record<string, unknown>;
   const safe: Record<string, unknown> = { type: event.type };
   if (typeof e.path === "string") safe.path = e.path;
+  for (const key of ["name", "model", "phase"]) if (typeof e[key] === "string") safe[key] = e[key];
   if (typeof e.all === "boolean") safe.all = e.all;
   if (typeof e.progress === "number") safe.progress = e.progress;
   if (e.error && typeof e.error === "object") safe.error = { code: (e.error as { code?: string }).code };
@@ -77,14 +79,23 @@ function sanitizeEvent<E extends { type: string }>(event: E): E {
 }
 
 function sanitizeContext(context: unknown): Record<string, unknown> {
-  // Child actors (engine, monitor) have no context at all.
+  if (typeof context === "object" && context !== null && "models" in context) {
+    const c = context as Partial<SupervisorContext>;
+    return {
+      models: Object.values(c.models ?? {}).map((m) => ({ name: m.name, phase: m.phase, expires_at: m.expiresAt })),
+      retiring: c.retiring?.length ?? 0,
+      admitting: c.admission?.path ?? null,
+    };
+  }
+  // Engine and monitor actors have no context at all.
   if (typeof context !== "object" || context === null || !("queue" in context)) return {};
   const c = context as Partial<RuntimeContext>;
   return {
     model: c.model?.info.name ?? null,
     loading: c.load?.path ?? null,
     queue_length: c.queue?.length ?? 0,
-    generation: c.generation ?? null,
+    running: c.running?.length ?? 0,
+    last_generation: c.lastGeneration ?? null,
     last_error: c.lastError ?? null,
   };
 }
@@ -97,8 +108,9 @@ export async function statelyInspector(url: string): Promise<{ observe(e: Inspec
   const observer = inspector.inspect as Observer<InspectionEvent>;
   return {
     observe: (e) => {
-      // The root actor is the one whose session is the system's root.
-      if (e.actorRef.sessionId === e.rootId) observer.next?.(e);
+      // The supervisor (the system's root) and each model's runtime; engine actors carry prompts and handles.
+      const machineId = (e.actorRef as { logic?: { id?: string } }).logic?.id;
+      if (e.actorRef.sessionId === e.rootId || machineId === "runtime") observer.next?.(e);
     },
     stop: () => inspector.stop(),
   };

@@ -37,3 +37,15 @@ export function createTicket<T>(): Ticket<T> {
   };
   return ticket;
 }
+
+/**
+ * Answers `ticket` once every part has settled: with `combine` of the values, or with the first error if
+ * any part failed. For requests that a supervisor fans out to several models (stop all, unload all).
+ */
+export function gather<P, T>(parts: Array<Ticket<P>>, ticket: Ticket<T>, combine: (values: P[]) => T): void {
+  void Promise.allSettled(parts.map((p) => p.promise)).then((results) => {
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) ticket.reject(failed.reason as KekahydeError);
+    else ticket.resolve(combine(results.map((r) => (r as PromiseFulfilledResult<P>).value)));
+  });
+}

@@ -5,6 +5,7 @@ import type { KekahydeError } from "../errors.ts";
 import { sendRequest } from "../machines/sendRequest.ts";
 import { createTicket, type Ticket } from "../machines/ticket.ts";
 import type { RouteDeps } from "./runtime.ts";
+import type { Routing } from "./validation.ts";
 
 /** How a streaming route writes: its content type, and how it frames text, the end and a late failure. */
 export interface StreamFormat {
@@ -18,17 +19,17 @@ export interface StreamFormat {
 }
 
 /** A client that goes away cancels its own request: stopped if it runs, dropped if it waits. */
-function cancelOnDisconnect(ctx: Context, { runtime }: RouteDeps, job: Ticket<GenerateResult>): void {
+function cancelOnDisconnect(ctx: Context, { supervisor }: RouteDeps, job: Ticket<GenerateResult>): void {
   ctx.res.once("close", () => {
-    if (!ctx.res.writableFinished && !job.settled && runtime.getSnapshot().status === "active") runtime.send({ type: "CANCEL", job });
+    if (!ctx.res.writableFinished && !job.settled && supervisor.getSnapshot().status === "active") supervisor.send({ type: "CANCEL", job });
   });
 }
 
 /** Runs one generation for a route and returns its result (non-streaming). */
-export function generate(ctx: Context, deps: RouteDeps, request: GenerationRequest): Promise<GenerateResult> {
+export function generate(ctx: Context, deps: RouteDeps, request: GenerationRequest, routing: Routing): Promise<GenerateResult> {
   const ticket = createTicket<GenerateResult>();
   cancelOnDisconnect(ctx, deps, ticket);
-  return sendRequest(deps.runtime, { type: "RUN", request, ticket });
+  return sendRequest(deps.supervisor, { type: "RUN", ...routing, request, ticket });
 }
 
 /**
@@ -36,7 +37,7 @@ export function generate(ctx: Context, deps: RouteDeps, request: GenerationReque
  * that a refusal (no model, queue full, prompt too long) is still thrown as a proper error with its status,
  * never a broken 200 stream.
  */
-export async function generateStreaming(ctx: Context, deps: RouteDeps, request: GenerationRequest, format: StreamFormat): Promise<void> {
+export async function generateStreaming(ctx: Context, deps: RouteDeps, request: GenerationRequest, routing: Routing, format: StreamFormat): Promise<void> {
   const ticket = createTicket<GenerateResult>();
   cancelOnDisconnect(ctx, deps, ticket);
   const early: string[] = [];
@@ -50,7 +51,7 @@ export async function generateStreaming(ctx: Context, deps: RouteDeps, request: 
       firstText();
     }
   };
-  const done = sendRequest(deps.runtime, { type: "RUN", request, onText, ticket });
+  const done = sendRequest(deps.supervisor, { type: "RUN", ...routing, request, onText, ticket });
   await Promise.race([textStarted, done]);
 
   const out = new PassThrough();

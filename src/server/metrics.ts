@@ -1,7 +1,7 @@
 import type { Actor } from "xstate";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { RuntimeFeed } from "../machines/feed.ts";
-import type { RuntimeMachine } from "../machines/runtimeMachine.ts";
+import type { SupervisorMachine } from "../machines/supervisorMachine.ts";
 import { stateName, type RuntimeStateName } from "../machines/selectors.ts";
 
 const STATES: RuntimeStateName[] = ["empty", "loading", "idle", "generating", "cancelling", "stopping", "stopped"];
@@ -22,40 +22,39 @@ export class DaemonMetrics {
   });
   private readonly loadSeconds = new Histogram({ name: "kekahyde_model_load_seconds", help: "Time to load a model (request to idle)", buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [this.registry] });
 
-  constructor(runtime: Actor<RuntimeMachine>, feed: RuntimeFeed) {
+  constructor(supervisor: Actor<SupervisorMachine>, feed: RuntimeFeed) {
+    const runtimes = () => Object.values(supervisor.getSnapshot().context.models).map((m) => m.ref.getSnapshot());
     collectDefaultMetrics({ register: this.registry, prefix: "kekahyde_" });
     new Gauge({
       name: "kekahyde_queue_length",
-      help: "Requests waiting behind the running generation",
+      help: "Requests waiting for a free slot, all models together",
       registers: [this.registry],
       collect() {
-        this.set(runtime.getSnapshot().context.queue.length);
+        this.set(runtimes().reduce((n, s) => n + s.context.queue.length, 0));
       },
     });
     new Gauge({
       name: "kekahyde_state",
-      help: "1 for the runtime machine's current state",
+      help: "Models in each state of the runtime machine",
       labelNames: ["state"],
       registers: [this.registry],
       collect() {
-        const current = stateName(runtime.getSnapshot());
-        for (const s of STATES) this.set({ state: s }, s === current ? 1 : 0);
+        const states = runtimes().map(stateName);
+        for (const s of STATES) this.set({ state: s }, states.filter((x) => x === s).length);
       },
     });
     new Gauge({
       name: "kekahyde_model_loaded",
-      help: "1 when a model is loaded",
+      help: "Models loaded",
       registers: [this.registry],
       collect() {
-        this.set(runtime.getSnapshot().context.model ? 1 : 0);
+        this.set(runtimes().filter((s) => s.context.model !== null).length);
       },
     });
 
-    let counted: number | null = null;
-    runtime.subscribe((snapshot) => {
-      const g = snapshot.context.generation;
-      if (!g || g.endedAt === null || g.startedAt === counted) return;
-      counted = g.startedAt;
+    feed.subscribe((e) => {
+      if (e.type !== "generation" || e.stats.endedAt === null) return;
+      const g = { ...e.stats, endedAt: e.stats.endedAt };
       this.completionTokens.inc(g.completionTokens);
       this.promptTokens.inc(g.promptTokens ?? 0);
       this.generations.inc({ finish_reason: g.finishReason ?? "unknown" });
@@ -63,13 +62,13 @@ export class DaemonMetrics {
       const decodeMs = g.endedAt - g.startedAt - (g.firstTokenMs ?? 0);
       if (g.completionTokens > 1 && decodeMs > 0) this.tokensPerSecond.set(((g.completionTokens - 1) * 1000) / decodeMs);
     });
-    let loadingSince: number | null = null;
+    const loadingSince = new Map<string, number>();
     feed.subscribe((e) => {
       if (e.type !== "transition") return;
-      if (e.state === "loading") loadingSince = Date.now();
-      else if (e.from === "loading" && loadingSince !== null) {
-        if (e.state === "idle" && e.event === "LOAD.DONE") this.loadSeconds.observe((Date.now() - loadingSince) / 1000);
-        loadingSince = null;
+      if (e.state === "loading") loadingSince.set(e.model, Date.now());
+      else if (e.from === "loading" && loadingSince.has(e.model)) {
+        if (e.state === "idle" && e.event === "LOAD.DONE") this.loadSeconds.observe((Date.now() - loadingSince.get(e.model)!) / 1000);
+        loadingSince.delete(e.model);
       }
     });
   }

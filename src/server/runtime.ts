@@ -1,15 +1,17 @@
 import type { Actor } from "xstate";
 import type { RuntimeFeed } from "../machines/feed.ts";
-import type { RuntimeMachine } from "../machines/runtimeMachine.ts";
+import type { SupervisorMachine } from "../machines/supervisorMachine.ts";
 import type { DaemonMetrics } from "./metrics.ts";
 
-/** What routes get: the running machine to send events to and read snapshots from, and fixed facts. */
+/** What routes get: the running supervisor to send events to and read snapshots from, and fixed facts. */
 export interface RouteDeps {
-  runtime: Actor<RuntimeMachine>;
+  supervisor: Actor<SupervisorMachine>;
   startedAt: number;
   /** Threads a model gets when its load does not say. */
   defaultThreads: number;
   /** State changes and resource samples as they happen (GET /events). */
   feed: RuntimeFeed;
   metrics: DaemonMetrics;
+  /** --models-dir folders, whose models /v1/models lists as loadable. */
+  modelsDirs: readonly string[];
 }

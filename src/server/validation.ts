@@ -1,3 +1,4 @@
+import { DURATION_HELP, parseDuration } from "../duration.ts";
 import { KekahydeError } from "../errors.ts";
 import { checkJsonSchema } from "../engine/jsonSchema.ts";
 import type { GenerationRequest, LoadSettings, SamplingOptions } from "../engine/types.ts";
@@ -68,10 +69,41 @@ export function requiredText(body: Body, field: string, example: string): string
   return value;
 }
 
+/** Names a model: what `/load_model {"name"}` accepts and `"model"` fields refer to. */
+const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$/;
+
+function optionalModelName(body: Body, field: string): string | undefined {
+  const value = optionalString(body, field);
+  if (value !== undefined && !MODEL_NAME.test(value)) bad(field, "must be a model name: 1 to 128 letters, digits and . _ : @ / -, starting with a letter or digit");
+  return value;
+}
+
+function optionalKeepAlive(body: Body): number | undefined {
+  const value = body.keep_alive;
+  if (value === undefined || value === null) return undefined;
+  const ms = parseDuration(value);
+  if (ms === null) bad("keep_alive", `must be ${DURATION_HELP}`);
+  return ms;
+}
+
+/** Which model a request is for, and how long that model should then stay loaded. */
+export interface Routing {
+  model?: string;
+  keepAliveMs?: number;
+}
+
+export function parseRouting(body: Body): Routing {
+  const routing: Routing = { model: optionalModelName(body, "model"), keepAliveMs: optionalKeepAlive(body) };
+  if (routing.model === undefined) delete routing.model;
+  if (routing.keepAliveMs === undefined) delete routing.keepAliveMs;
+  return routing;
+}
+
 const toMs = (seconds: number | undefined) => (seconds === undefined ? undefined : seconds * 1000);
 
 export interface RunPromptRequest extends GenerationRequest {
   stream: boolean;
+  routing: Routing;
 }
 
 export function parseRunPrompt(body: Body): RunPromptRequest {
@@ -96,10 +128,18 @@ export function parseRunPrompt(body: Body): RunPromptRequest {
     sampling,
     timeLimitMs: toMs(optionalNumber(body, "timeout_s", { min: 0, max: 86_400, exclusiveMin: true })),
     stream: optionalBoolean(body, "stream") ?? false,
+    routing: parseRouting(body),
   };
 }
 
-export function parseLoadModel(body: Body): { path: string; settings: LoadSettings } {
+export interface LoadModelRequest {
+  path: string;
+  name?: string;
+  settings: LoadSettings;
+  keepAliveMs?: number;
+}
+
+export function parseLoadModel(body: Body): LoadModelRequest {
   const path = body.path;
   if (typeof path !== "string" || path.trim() === "") {
     throw new KekahydeError("BAD_REQUEST", 'Body needs "path": the path of a .gguf model file, e.g. {"path": "/abs/model.gguf"}.', { field: "path" });
@@ -110,9 +150,18 @@ export function parseLoadModel(body: Body): { path: string; settings: LoadSettin
     threads: optionalNumber(body, "threads", { min: 1, max: 1024, integer: true }),
   };
   for (const key of Object.keys(settings) as Array<keyof LoadSettings>) if (settings[key] === undefined) delete settings[key];
-  return { path, settings };
+  const request: LoadModelRequest = { path, name: optionalModelName(body, "name"), settings, keepAliveMs: optionalKeepAlive(body) };
+  if (request.name === undefined) delete request.name;
+  if (request.keepAliveMs === undefined) delete request.keepAliveMs;
+  return request;
 }
 
-export function parseStop(body: Body): { all: boolean } {
-  return { all: optionalBoolean(body, "all") ?? false };
+export function parseStop(body: Body): { all: boolean; model?: string } {
+  const model = optionalModelName(body, "model");
+  return { all: optionalBoolean(body, "all") ?? false, ...(model !== undefined && { model }) };
+}
+
+export function parseUnload(body: Body): { model?: string } {
+  const model = optionalModelName(body, "model");
+  return model === undefined ? {} : { model };
 }

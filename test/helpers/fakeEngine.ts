@@ -1,5 +1,5 @@
 import { KekahydeError, type ErrorCode } from "../../src/errors.ts";
-import type { Engine, GenerateOptions, GenerateResult, LoadedModel, LoadOptions, ModelInfo } from "../../src/engine/types.ts";
+import type { Engine, GenerateOptions, GenerateResult, LoadedModel, LoadOptions, ModelInfo, ModelPlan } from "../../src/engine/types.ts";
 
 interface Deferred<T> {
   promise: Promise<T>;
@@ -18,14 +18,23 @@ function deferred<T>(): Deferred<T> {
  * tests, where timing must be controlled; never for tests that claim the daemon works.
  */
 export class FakeEngine implements Engine {
-  validation: Deferred<void> | null = null;
+  validation: Deferred<ModelPlan> | null = null;
+  private validatedPath = "";
   loading: Deferred<LoadedModel> | null = null;
-  generation: (Deferred<GenerateResult> & { signal: AbortSignal }) | null = null;
+  /** Running generations, oldest first; each ends when the test says. */
+  generations: Array<Deferred<GenerateResult> & { signal: AbortSignal }> = [];
   disposedModels = 0;
   private models = 0;
+  /** What validate() says a model needs (bytes). */
+  modelBytes = 1000;
 
-  validate(): Promise<void> {
+  get generation(): (Deferred<GenerateResult> & { signal: AbortSignal }) | null {
+    return this.generations[0] ?? null;
+  }
+
+  validate(path: string): Promise<ModelPlan> {
     this.validation = deferred();
+    this.validatedPath = path;
     return this.validation.promise;
   }
 
@@ -42,6 +51,7 @@ export class FakeEngine implements Engine {
       threads: 1,
       gpu: false,
       gpu_layers: 0,
+      parallel: 1,
     };
     this.pendingInfo = info;
     return this.loading.promise;
@@ -49,7 +59,7 @@ export class FakeEngine implements Engine {
   private pendingInfo: ModelInfo | null = null;
 
   passValidation(): void {
-    this.validation?.resolve();
+    this.validation?.resolve({ path: this.validatedPath, bytes: this.modelBytes, freeBytes: 1e12 });
     this.validation = null;
   }
   failValidation(code: ErrorCode = "MODEL_INVALID"): void {
@@ -64,7 +74,7 @@ export class FakeEngine implements Engine {
       generate(options: GenerateOptions) {
         const d = deferred<GenerateResult>();
         // An abort is only noticed when the test lets the generation end, as a real engine ends after a token.
-        engine.generation = { ...d, signal: options.signal };
+        engine.generations.push({ ...d, signal: options.signal });
         return d.promise;
       },
       async dispose() {
@@ -79,8 +89,9 @@ export class FakeEngine implements Engine {
     this.loading = null;
   }
   finishGeneration(): void {
-    const cancelled = this.generation?.signal.aborted;
-    this.generation?.resolve({
+    const generation = this.generations.shift();
+    const cancelled = generation?.signal.aborted;
+    generation?.resolve({
       text: cancelled ? "partial" : "done",
       finishReason: cancelled ? "cancelled" : "stop",
       promptTokens: 1,
@@ -88,11 +99,9 @@ export class FakeEngine implements Engine {
       durationMs: 1,
       firstTokenMs: 1,
     });
-    this.generation = null;
   }
   failGeneration(code: ErrorCode): void {
-    this.generation?.reject(new KekahydeError(code, `fake ${code}`));
-    this.generation = null;
+    this.generations.shift()?.reject(new KekahydeError(code, `fake ${code}`));
   }
   async dispose(): Promise<void> {}
 }

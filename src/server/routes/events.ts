@@ -1,7 +1,7 @@
 import { PassThrough } from "node:stream";
 import type Router from "@koa/router";
 import { activeIds } from "../../machines/feed.ts";
-import { statusView } from "../../machines/selectors.ts";
+import { defaultRuntime, statusView } from "../../machines/selectors.ts";
 import { sseEvent } from "../generation.ts";
 import type { RouteDeps } from "../runtime.ts";
 
@@ -18,8 +18,9 @@ export function eventsRoute(router: Router, deps: RouteDeps): void {
     ctx.type = "text/event-stream";
     ctx.set({ "Cache-Control": "no-cache", "X-Accel-Buffering": "no" });
     ctx.body = out;
-    const snapshot = deps.runtime.getSnapshot();
-    out.write(sseEvent({ ...statusView(snapshot, deps.startedAt, deps.defaultThreads), active: activeIds(snapshot) }, "snapshot"));
+    const snapshot = deps.supervisor.getSnapshot();
+    const main = defaultRuntime(snapshot);
+    out.write(sseEvent({ ...statusView(snapshot, deps.startedAt, deps.defaultThreads), active: main ? activeIds(main) : ["runtime.empty"] }, "snapshot"));
     const unsubscribe = deps.feed.subscribe((e) => out.write(sseEvent(e, e.type)));
     const keepalive = setInterval(() => out.write(": keep-alive\n\n"), KEEPALIVE_MS);
     const end = () => {
@@ -28,6 +29,6 @@ export function eventsRoute(router: Router, deps: RouteDeps): void {
       out.end();
     };
     ctx.req.socket.once("close", end);
-    if (deps.runtime.getSnapshot().status !== "active") end();
+    if (deps.supervisor.getSnapshot().status !== "active") end();
   });
 }

@@ -1,4 +1,9 @@
 import { randomUUID } from "node:crypto";
+import { readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { openAiTarget, servedModelName } from "../../machines/selectors.ts";
+import { defaultModelName } from "../../machines/supervisorMachine.ts";
+import type { Routing } from "../validation.ts";
 import type Router from "@koa/router";
 import type { FinishReason, GenerateResult } from "../../engine/types.ts";
 import { generate, generateStreaming, type StreamFormat } from "../generation.ts";
@@ -13,24 +18,38 @@ const usage = (r: GenerateResult) => ({ prompt_tokens: r.promptTokens, completio
 const now = () => Math.floor(Date.now() / 1000);
 const sse = (data: unknown) => `data: ${JSON.stringify(data)}\n\n`;
 
-function servedModel(deps: RouteDeps): string {
-  return deps.runtime.getSnapshot().context.model?.info.name ?? "none";
+/** Where an OpenAI request goes, and the name its response reports. */
+function target(deps: RouteDeps, requested: string | null): { routing: Routing; model: string } {
+  const snapshot = deps.supervisor.getSnapshot();
+  const routing = openAiTarget(snapshot, requested);
+  return { routing, model: servedModelName(snapshot, routing) };
+}
+
+/** `.gguf` files directly in the --models-dir folders, by model name. */
+async function loadableModels(dirs: readonly string[]): Promise<Map<string, string>> {
+  const found = new Map<string, string>();
+  for (const dir of dirs) {
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const file of names.filter((n) => /\.gguf$/i.test(n)).sort()) if (!found.has(defaultModelName(file))) found.set(defaultModelName(file), join(dir, file));
+  }
+  return found;
 }
 
 export function openAiRoutes(router: Router, deps: RouteDeps): void {
-  router.get("/v1/models", (ctx) => {
-    const model = deps.runtime.getSnapshot().context.model;
-    ctx.body = {
-      object: "list",
-      data: model ? [{ id: model.info.name, object: "model", created: now(), owned_by: "kekahyde" }] : [],
-    };
+  router.get("/v1/models", async (ctx) => {
+    const { models } = deps.supervisor.getSnapshot().context;
+    const loaded = Object.values(models).map((m) => ({ id: m.name, object: "model", created: Math.floor(m.loadedAt / 1000), owned_by: "kekahyde", loaded: true, path: m.path }));
+    const loadable = [...(await loadableModels(deps.modelsDirs))]
+      .filter(([name]) => !(name in models))
+      .map(([name, path]) => ({ id: name, object: "model", created: now(), owned_by: "kekahyde", loaded: false, path }));
+    ctx.body = { object: "list", data: [...loaded, ...loadable] };
   });
 
   router.post("/v1/completions", async (ctx) => {
-    const { stream, model: _model, ...request } = parseCompletion(requireBody(ctx));
+    const { stream, model: requested, ...request } = parseCompletion(requireBody(ctx));
     const id = `cmpl-${randomUUID()}`;
     const created = now();
-    const model = servedModel(deps);
+    const { routing, model } = target(deps, requested);
     const base = { id, object: "text_completion", created, model };
     if (stream) {
       const format: StreamFormat = {
@@ -39,17 +58,17 @@ export function openAiRoutes(router: Router, deps: RouteDeps): void {
         end: (r) => sse({ ...base, choices: [{ index: 0, text: "", logprobs: null, finish_reason: openAiFinish(r.finishReason) }], usage: usage(r) }) + "data: [DONE]\n\n",
         fail: (e) => sse({ error: { message: e.message, type: "server_error", code: e.code } }) + "data: [DONE]\n\n",
       };
-      return generateStreaming(ctx, deps, request, format);
+      return generateStreaming(ctx, deps, request, routing, format);
     }
-    const r = await generate(ctx, deps, request);
+    const r = await generate(ctx, deps, request, routing);
     ctx.body = { ...base, choices: [{ index: 0, text: r.text, logprobs: null, finish_reason: openAiFinish(r.finishReason) }], usage: usage(r) };
   });
 
   router.post("/v1/chat/completions", async (ctx) => {
-    const { stream, model: _model, ...request } = parseChatCompletion(requireBody(ctx));
+    const { stream, model: requested, ...request } = parseChatCompletion(requireBody(ctx));
     const id = `chatcmpl-${randomUUID()}`;
     const created = now();
-    const model = servedModel(deps);
+    const { routing, model } = target(deps, requested);
     const base = { id, object: "chat.completion.chunk", created, model, system_fingerprint: null };
     if (stream) {
       let first = true;
@@ -66,9 +85,9 @@ export function openAiRoutes(router: Router, deps: RouteDeps): void {
           "data: [DONE]\n\n",
         fail: (e) => sse({ error: { message: e.message, type: "server_error", code: e.code } }) + "data: [DONE]\n\n",
       };
-      return generateStreaming(ctx, deps, request, format);
+      return generateStreaming(ctx, deps, request, routing, format);
     }
-    const r = await generate(ctx, deps, request);
+    const r = await generate(ctx, deps, request, routing);
     ctx.body = {
       id,
       object: "chat.completion",

@@ -31,10 +31,10 @@ const serverSentEvents: StreamFormat = {
 
 export function runPromptRoute(router: Router, deps: RouteDeps): void {
   router.post("/run_prompt", async (ctx) => {
-    const { stream, ...request } = parseRunPrompt(requireBody(ctx));
-    if (/\btext\/event-stream\b/.test(ctx.get("Accept"))) return generateStreaming(ctx, deps, request, serverSentEvents);
-    if (stream) return generateStreaming(ctx, deps, request, plainText);
-    const result = await generate(ctx, deps, request);
+    const { stream, routing, ...request } = parseRunPrompt(requireBody(ctx));
+    if (/\btext\/event-stream\b/.test(ctx.get("Accept"))) return generateStreaming(ctx, deps, request, routing, serverSentEvents);
+    if (stream) return generateStreaming(ctx, deps, request, routing, plainText);
+    const result = await generate(ctx, deps, request, routing);
     ctx.status = 200;
     ctx.set(resultHeaders(result));
     ctx.type = "text/plain; charset=utf-8";

@@ -6,10 +6,10 @@ import { optionalBody } from "../middleware/jsonBody.ts";
 import type { RouteDeps } from "../runtime.ts";
 import { parseStop } from "../validation.ts";
 
-/** Answers once the generation has really ended, so the next request finds the engine free. */
-export function stopRoute(router: Router, { runtime }: RouteDeps): void {
+/** Stops one model's generations (`"model"`), or every model's; answers once the generation has really ended, so the next request finds the engine free. */
+export function stopRoute(router: Router, { supervisor }: RouteDeps): void {
   router.post("/stop", async (ctx) => {
-    const { all } = parseStop(optionalBody(ctx));
-    ctx.body = await sendRequest(runtime, { type: "STOP", all, ticket: createTicket<StopResult>() });
+    const { all, model } = parseStop(optionalBody(ctx));
+    ctx.body = await sendRequest(supervisor, { type: "STOP", all, model, ticket: createTicket<StopResult>() });
   });
 }

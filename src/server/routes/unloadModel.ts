@@ -2,11 +2,15 @@ import type Router from "@koa/router";
 import type { UnloadResult } from "../../machines/runtimeMachine.ts";
 import { sendRequest } from "../../machines/sendRequest.ts";
 import { createTicket } from "../../machines/ticket.ts";
+import { optionalBody } from "../middleware/jsonBody.ts";
 import type { RouteDeps } from "../runtime.ts";
+import { parseUnload } from "../validation.ts";
 
-export function unloadModelRoute(router: Router, { runtime }: RouteDeps): void {
+/** Unloads one model (`"model"`), or every model. */
+export function unloadModelRoute(router: Router, { supervisor }: RouteDeps): void {
   router.post("/unload_model", async (ctx) => {
-    const { unloaded } = await sendRequest(runtime, { type: "UNLOAD", ticket: createTicket<UnloadResult>() });
+    const { model } = parseUnload(optionalBody(ctx));
+    const { unloaded } = await sendRequest(supervisor, { type: "UNLOAD", model, ticket: createTicket<UnloadResult>() });
     ctx.body = { success: true, unloaded, message: unloaded ? "Model unloaded" : "No model was loaded" };
   });
 }
