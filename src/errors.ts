@@ -7,7 +7,6 @@ export type ErrorCode =
   | "INVALID_JSON"
   | "MODEL_NOT_FOUND"
   | "UNKNOWN_MODEL"
-  | "MODELS_BUSY"
   | "MODEL_INVALID"
   | "MODEL_LOADING"
   | "BUSY"

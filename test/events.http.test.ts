@@ -4,6 +4,7 @@ import { after, before, describe, it } from "node:test";
 import { chartOf } from "../src/machines/chart.ts";
 import { runtimeMachine } from "../src/machines/runtimeMachine.ts";
 import { stateChartDoc } from "../src/machines/stateChartDoc.ts";
+import { defaultModelName } from "../src/machines/supervisorMachine.ts";
 import { startTestDaemon, type TestDaemon } from "./helpers/daemon.ts";
 import { tinyModel } from "./helpers/fixtures.ts";
 
@@ -35,7 +36,8 @@ describe("GET /events", () => {
         }
       }
     })().catch(() => {});
-    await d.post("/load_model", { path: await tinyModel() });
+    const path = await tinyModel();
+    await d.post("/load_model", { path });
     await d.post("/run_prompt", { prompt: "abc", raw: true, max_tokens: 5 });
     await new Promise((r) => setTimeout(r, 300));
     controller.abort();
@@ -49,7 +51,9 @@ describe("GET /events", () => {
     const generating = events.find((e) => e.type === "transition" && e.data.state === "generating")!;
     assert.deepEqual(generating.data.active, ["runtime.busy", "runtime.busy.generating"]);
     assert.equal(generating.data.queue_length, 0);
-    assert.equal(generating.data.model, "kekahyde-char-tiny");
+    assert.equal(generating.data.model, defaultModelName(path), "transitions name the model they belong to");
+    const models = events.filter((e) => e.type === "models").map((e) => e.data.models.map((m: { name: string; phase: string }) => m.phase).join(","));
+    assert.deepEqual(models.slice(0, 1), ["new"], "the supervisor's set of models is in the feed too");
     assert.ok(events.some((e) => e.type === "sample" && typeof e.data.memory_usage === "number"));
   });
 

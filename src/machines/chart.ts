@@ -36,7 +36,45 @@ interface DefNode {
   initial?: { target: Array<string | { id: string }> };
   states: Record<string, DefNode>;
   invoke: Array<{ src: string | { id?: string } }>;
-  transitions: Array<{ eventType: string; target?: Array<{ id: string }>; guard?: string | { type: string } }>;
+  transitions: Array<DefTransition>;
+}
+
+/** Eventless transitions (taken as soon as their guard holds) are not in the definition, only on the node. */
+function alwaysOf(machine: AnyStateMachine, id: string): DefTransition[] {
+  const node = machine.getStateNodeById(id) as unknown as { always?: Array<{ target?: Array<{ id: string }>; guard?: string | { type: string } }> };
+  return (node.always ?? []).map((t) => ({ eventType: "always", target: t.target, guard: t.guard }));
+}
+
+interface DefTransition {
+  eventType: string;
+  target?: Array<{ id: string }>;
+  guard?: string | { type: string };
+  actions?: Array<string | { type: string }>;
+}
+
+/** A transition that runs actions without changing state: refusals, forwarding, eviction, keep-alive. */
+export interface ChartHandler {
+  state: string;
+  event: string;
+  guard: string | null;
+  actions: string[];
+}
+
+const guardName = (t: DefTransition) => (t.guard === undefined ? null : typeof t.guard === "string" ? t.guard : t.guard.type);
+
+/** Every targetless transition of the definition, in document order (the order guards are tried). */
+export function handlersOf(machine: AnyStateMachine): ChartHandler[] {
+  const rows: ChartHandler[] = [];
+  const walk = (def: DefNode) => {
+    for (const t of def.transitions) {
+      if (t.target?.length) continue;
+      const actions = (t.actions ?? []).map((a) => (typeof a === "string" ? a : a.type)).filter((a) => !a.startsWith("xstate."));
+      rows.push({ state: def.id === machine.id ? "(any)" : def.id.slice(machine.id.length + 1), event: t.eventType, guard: guardName(t), actions });
+    }
+    for (const child of Object.values(def.states)) walk(child);
+  };
+  walk(machine.definition as unknown as DefNode);
+  return rows;
 }
 
 const targetId = (t: string | { id: string }) => (typeof t === "string" ? t.replace(/^#/, "") : t.id);
@@ -55,14 +93,9 @@ export function chartOf(machine: AnyStateMachine): Chart {
         invokes: def.invoke.map((i) => (typeof i.src === "string" ? i.src : (i.src.id ?? "actor"))),
       });
     }
-    for (const t of def.transitions) {
+    for (const t of [...def.transitions, ...alwaysOf(machine, def.id)]) {
       for (const target of t.target ?? []) {
-        edges.push({
-          source: def.id,
-          target: target.id,
-          event: t.eventType,
-          guard: t.guard === undefined ? null : typeof t.guard === "string" ? t.guard : t.guard.type,
-        });
+        edges.push({ source: def.id, target: target.id, event: t.eventType, guard: guardName(t) });
       }
     }
     for (const child of Object.values(def.states)) walk(child, def.id);

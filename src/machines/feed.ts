@@ -110,7 +110,8 @@ export class RuntimeFeed {
     if (load && quarter > (last?.quarter ?? -1)) {
       this.publish({ type: "load_progress", at: new Date().toISOString(), model: snapshot.context.name, path: load.path, progress: Math.round(load.progress * 100) / 100 });
     }
-    if (last && last.active === key && last.queue === queue) return void Object.assign(last, { generation, quarter });
+    const unchanged = last ? last.active === key && last.queue === queue : event === "xstate.init";
+    if (unchanged) return void this.last.set(actor, { state, queue, active: key, generation, quarter });
     this.publish({
       type: "transition",
       at: new Date().toISOString(),

@@ -120,7 +120,7 @@ export interface RuntimeInput {
 
 export const DEFAULT_MAX_QUEUE = 16;
 
-const errorRecord = (error: KekahydeError): LastError => ({ code: error.code, message: error.message, at: new Date().toISOString() });
+export const errorRecord = (error: KekahydeError): LastError => ({ code: error.code, message: error.message, at: new Date().toISOString() });
 
 function jobFrom(event: Extract<RuntimeEvent, { type: "RUN" }>, n: number): Job {
   return { id: `generation-${n}`, ticket: event.ticket, request: event.request, onText: event.onText, enqueuedAt: Date.now(), stats: null };

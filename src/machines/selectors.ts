@@ -135,6 +135,8 @@ export function defaultRuntime(snapshot: SupervisorSnapshot): RuntimeSnapshot | 
   return defaultModel(snapshot.context)?.ref.getSnapshot() ?? null;
 }
 
+const newest = (a: LastError | null, b: LastError | null): LastError | null => (a === null ? b : b === null ? a : a.at >= b.at ? a : b);
+
 /** What GET /status answers: a pure function of snapshots, so it costs no system call. */
 export function statusView(snapshot: SupervisorSnapshot, startedAt: number, defaultThreads: number): StatusView {
   const { context } = snapshot;
@@ -151,7 +153,7 @@ export function statusView(snapshot: SupervisorSnapshot, startedAt: number, defa
     memory_usage: context.resources.memory_usage,
     state: main?.state ?? "empty",
     model: info,
-    last_error: main?.last_error ?? null,
+    last_error: newest(main?.last_error ?? null, context.lastError),
     load_progress: main?.load_progress ?? null,
     queue_length: main?.queue_length ?? 0,
     context_size: info?.context_size ?? null,

@@ -5,7 +5,7 @@ import type { Engine, GenerateResult, GenerationRequest, LoadSettings, ModelPlan
 import { monitorActor, type MonitorEvent } from "../monitor/monitorActor.ts";
 import { EMPTY_SAMPLE, type ResourceSample, type ResourceSampler } from "../monitor/resourceSampler.ts";
 import { place, type Placement } from "./placement.ts";
-import { runtimeMachine, type LoadResult, type ModelPhaseEvent, type RuntimePhase, type StopResult, type UnloadResult } from "./runtimeMachine.ts";
+import { errorRecord, runtimeMachine, type LastError, type LoadResult, type ModelPhaseEvent, type RuntimePhase, type StopResult, type UnloadResult } from "./runtimeMachine.ts";
 import { createTicket, gather, type Ticket } from "./ticket.ts";
 
 /**
@@ -81,6 +81,8 @@ export interface SupervisorContext {
   /** The load being checked, and those that wait for it. */
   admission: LoadRequest | null;
   waitingLoads: LoadRequest[];
+  /** The last load refused before it reached a model (bad file, no room). */
+  lastError: LastError | null;
   resources: ResourceSample;
 }
 
@@ -121,9 +123,20 @@ function budgetBytes(context: SupervisorContext, plan: ModelPlan): number {
   return Math.floor(context.maxMemory.fraction * (plan.freeBytes + held));
 }
 
+/**
+ * A model's phase as of now, read from its runtime's snapshot: a report (MODEL.PHASE) arrives after the
+ * runtime has moved, and eviction must not act on a model that has just started work.
+ */
+export function livePhase(entry: ModelEntry): ModelEntry["phase"] {
+  const value = entry.ref.getSnapshot().value;
+  const phase = (typeof value === "string" ? value : Object.keys(value)[0]) as RuntimePhase;
+  return entry.phase === "new" && phase === "empty" ? "new" : phase;
+}
+
 function placementOf(context: SupervisorContext, plan: ModelPlan): Placement {
   const name = context.admission!.name ?? defaultModelName(context.admission!.path);
-  return place(entries(context), { name, bytes: plan.bytes }, { maxModels: context.maxModels, budgetBytes: budgetBytes(context, plan) });
+  const loaded = entries(context).map((m) => ({ ...m, phase: livePhase(m) }));
+  return place(loaded, { name, bytes: plan.bytes }, { maxModels: context.maxModels, budgetBytes: budgetBytes(context, plan) });
 }
 
 const gib = (n: number) => `${(n / 1024 ** 3).toFixed(2)} GiB`;
@@ -190,30 +203,36 @@ export const supervisorMachine = setup({
     }),
     takeNextLoad: assign(({ context }) => ({ admission: context.waitingLoads[0], waitingLoads: context.waitingLoads.slice(1) })),
     rejectAdmission: assign(({ context, event }) => {
-      const error = (event as unknown as { error: unknown }).error;
-      context.admission?.ticket.reject(error instanceof KekahydeError ? error : new KekahydeError("MODEL_INVALID", String(error)));
-      return { admission: null };
+      const raw = (event as unknown as { error: unknown }).error;
+      const error = raw instanceof KekahydeError ? raw : new KekahydeError("MODEL_INVALID", String(raw));
+      context.admission?.ticket.reject(error);
+      return { admission: null, lastError: errorRecord(error) };
     }),
     refusePlacement: assign(({ context, event }) => {
       const placement = placementOf(context, (event as unknown as { output: ModelPlan }).output);
-      if (!placement.ok && placement.reason === "busy") {
-        context.admission?.ticket.reject(
-          new KekahydeError(
-            "MODELS_BUSY",
-            `${context.maxModels} model(s) are loaded (--max-models) and none can be unloaded to make room: ${placement.busy.join(", ")} ${placement.busy.length === 1 ? "is" : "are"} busy. POST /stop {"model": "..."} or wait, then retry.`,
-            { busy: placement.busy, max_models: context.maxModels },
-          ),
+      let error: KekahydeError | null = null;
+      const loading = (name: string) => ["new", "loading"].includes(context.models[name] ? livePhase(context.models[name]) : "");
+      if (!placement.ok && placement.reason === "busy" && placement.busy.length > 0 && placement.busy.every(loading)) {
+        error = new KekahydeError(
+          "MODEL_LOADING",
+          `A model is already loading (${placement.busy.join(", ")}) and no other can make room (--max-models ${context.maxModels}). Wait until GET /status shows it "idle", then retry.`,
+          { busy: placement.busy, max_models: context.maxModels },
         );
+      } else if (!placement.ok && placement.reason === "busy") {
+        error = new KekahydeError(
+            "BUSY",
+            `${context.maxModels} model(s) are loaded (--max-models) and none can be unloaded to make room: ${placement.busy.join(", ")} ${placement.busy.length === 1 ? "is" : "are"} busy. POST /stop first (with {"model": "<name>"} for one model), or wait, then retry.`,
+            { busy: placement.busy, max_models: context.maxModels },
+          );
       } else if (!placement.ok) {
-        context.admission?.ticket.reject(
-          new KekahydeError(
+        error = new KekahydeError(
             "INSUFFICIENT_MEMORY",
             `Not enough memory budget for this model: it needs about ${gib(placement.neededBytes)} but ${gib(placement.availableBytes)} of the --max-memory budget is left after unloading every idle model. Unload or stop a model, raise --max-memory, or load with a smaller context_size.`,
             { needed_bytes: placement.neededBytes, available_bytes: placement.availableBytes },
-          ),
-        );
+          );
       }
-      return { admission: null };
+      if (error) context.admission?.ticket.reject(error);
+      return { admission: null, lastError: error ? errorRecord(error) : context.lastError };
     }),
     /** Unloads the models the placement chose, least recently used first; they retire until they stop. */
     evictForPlacement: enqueueActions(({ context, event, enqueue }) => {
@@ -261,7 +280,7 @@ export const supervisorMachine = setup({
           keepAliveMs: load.keepAliveMs ?? existing?.keepAliveMs ?? context.keepAliveMs,
           expiresAt: null,
         };
-        return { models: { ...context.models, [name]: entry }, admission: null };
+        return { models: { ...context.models, [name]: entry }, admission: null, lastError: null };
       });
       enqueue.sendTo(
         ({ context: c }) => c.models[name].ref,
@@ -387,6 +406,7 @@ export const supervisorMachine = setup({
     retiring: [],
     admission: null,
     waitingLoads: [],
+    lastError: null,
     resources: EMPTY_SAMPLE,
   }),
   invoke: {
