@@ -37,22 +37,28 @@ export interface CharVocab {
   next: number[];
 }
 
-function cycleNext(ch: string): string | null {
+function cycleNext(ch: string, step: number): string | null {
   const ranges: Array<[string, string]> = [["a", "z"], ["A", "Z"], ["0", "9"]];
   for (const [lo, hi] of ranges) {
-    if (ch >= lo && ch <= hi) return ch === hi ? lo : String.fromCharCode(ch.charCodeAt(0) + 1);
+    if (ch >= lo && ch <= hi) {
+      const size = hi.charCodeAt(0) - lo.charCodeAt(0) + 1;
+      return String.fromCharCode(lo.charCodeAt(0) + ((ch.charCodeAt(0) - lo.charCodeAt(0) + step) % size));
+    }
   }
   return null;
 }
 
-/** The successor character of `ch` in the model's text, or null when the model ends the sequence. */
-export function nextChar(ch: string): string | null {
+/**
+ * The successor character of `ch` in the model's text, or null when the model ends the sequence. `step` is
+ * how far each letter or digit advances (1: "abc…", 2: "ace…"), so two models can write different texts.
+ */
+export function nextChar(ch: string, step = 1): string | null {
   if (ch === ".") return null;
   if (ch === " ") return "a";
-  return cycleNext(ch) ?? " ";
+  return cycleNext(ch, step) ?? " ";
 }
 
-export function buildCharVocab(): CharVocab {
+export function buildCharVocab(step = 1): CharVocab {
   const { tokens, types } = baseVocabulary(["<|im_start|>", IM_END]);
   const idOf = new Map(tokens.map((t, i) => [t, i]));
   const spaceId = idOf.get(SPACE_PIECE)!;
@@ -60,7 +66,7 @@ export function buildCharVocab(): CharVocab {
     // Control and byte pieces come before the space piece; the model answers them with a space.
     if (id < spaceId) return spaceId;
     const ch = piece === SPACE_PIECE ? " " : piece;
-    const succ = nextChar(ch);
+    const succ = nextChar(ch, step);
     if (succ === null) return EOS;
     return idOf.get(succ === " " ? SPACE_PIECE : succ)!;
   });
@@ -68,17 +74,17 @@ export function buildCharVocab(): CharVocab {
 }
 
 /** The exact text the char model writes greedily as a chat reply (any question), at most `maxTokens` characters. */
-export function expectedChatReply(maxTokens: number): string {
-  return (" " + expectedContinuation(" ", Math.max(0, maxTokens - 1))).slice(0, maxTokens);
+export function expectedChatReply(maxTokens: number, step = 1): string {
+  return (" " + expectedContinuation(" ", Math.max(0, maxTokens - 1), step)).slice(0, maxTokens);
 }
 
 /** The exact text the char model writes greedily after `prompt`, at most `maxTokens` characters. */
-export function expectedContinuation(prompt: string, maxTokens: number): string {
+export function expectedContinuation(prompt: string, maxTokens: number, step = 1): string {
   let out = "";
   let last = prompt.length > 0 ? prompt[prompt.length - 1] : " ";
   if (last.charCodeAt(0) > 0x7e || (last.charCodeAt(0) < 0x21 && last !== " ")) last = "\0"; // byte tokens answer a space
   while (out.length < maxTokens) {
-    const succ = last === "\0" ? " " : nextChar(last);
+    const succ = last === "\0" ? " " : nextChar(last, step);
     if (succ === null) break;
     out += succ;
     last = succ;
@@ -95,6 +101,8 @@ export interface CharModelShape extends Omit<LlamaShape, "vocabSize"> {
    * the next character wins by ~20 nats, so even sampling is deterministic; small values leave real choice.
    */
   outputScale?: number;
+  /** How far each letter or digit advances (default 1). */
+  step?: number;
 }
 
 /** ~1 MB, generates in well under a millisecond per token: for exact-text tests. */
@@ -111,6 +119,9 @@ export const TINY_CHAR_MODEL: CharModelShape = {
 
 /** Same greedy text, but a head so soft (top logit ~3) that sampling with a temperature really varies. */
 export const SOFT_CHAR_MODEL: CharModelShape = { ...TINY_CHAR_MODEL, name: "kekahyde-char-soft", outputScale: 0.15 };
+
+/** The tiny model's twin that skips every other letter (" acegi…"): a second model with a different text. */
+export const SKIP_CHAR_MODEL: CharModelShape = { ...TINY_CHAR_MODEL, name: "kekahyde-char-skip", step: 2 };
 
 /** Same text, ~10x the work per token: generation runs long enough to be stopped. */
 export const SLOW_CHAR_MODEL: CharModelShape = {
@@ -150,7 +161,7 @@ function zeroTensor(name: string, dims: number[], type: GgmlType.F32 | GgmlType.
 }
 
 export function charModelSpec(shape: CharModelShape): GgufSpec {
-  const vocab = buildCharVocab();
+  const vocab = buildCharVocab(shape.step ?? 1);
   const nVocab = vocab.tokens.length;
   const nEmbd = shape.embeddingLength;
   if (nEmbd < nVocab) throw new Error(`embeddingLength ${nEmbd} must be >= vocabulary size ${nVocab}`);

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { mkdir, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { SLOW_CHAR_MODEL, TINY_CHAR_MODEL, writeCharModel, type CharModelShape } from "../../src/gguf/charModel.ts";
+import { SKIP_CHAR_MODEL, SLOW_CHAR_MODEL, TINY_CHAR_MODEL, writeCharModel, type CharModelShape } from "../../src/gguf/charModel.ts";
 
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", ".fixtures");
 
@@ -38,6 +38,7 @@ export function fixtureModel(shape: CharModelShape): Promise<string> {
 
 export const tinyModel = () => fixtureModel(TINY_CHAR_MODEL);
 export const slowModel = () => fixtureModel(SLOW_CHAR_MODEL);
+export const skipModel = () => fixtureModel(SKIP_CHAR_MODEL);
 
 /** Writes arbitrary bytes as a fixture file and returns its path. */
 export async function fixtureFile(name: string, bytes: Uint8Array): Promise<string> {
