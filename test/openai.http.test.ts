@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { basename } from "node:path";
 import { after, before, describe, it } from "node:test";
 import OpenAI from "openai";
 import { expectedChatReply, expectedContinuation } from "../src/gguf/charModel.ts";
@@ -34,10 +35,11 @@ describe("OpenAI-compatible API with the official openai client", () => {
     await assert.rejects(wrong.models.list(), (e: unknown) => e instanceof OpenAI.AuthenticationError);
   });
 
-  it("lists the loaded model", async () => {
-    await d.post("/load_model", { path: await tinyModel() }, { authorization: "Bearer sk-local" });
+  it("lists the loaded model under its name (the file name without .gguf)", async () => {
+    const path = await tinyModel();
+    await d.post("/load_model", { path }, { authorization: "Bearer sk-local" });
     const models = await client.models.list();
-    assert.deepEqual(models.data.map((m) => m.id), ["kekahyde-char-tiny"]);
+    assert.deepEqual(models.data.map((m) => m.id), [basename(path, ".gguf")]);
   });
 
   it("answers a chat completion with the model's exact reply and usage", async () => {

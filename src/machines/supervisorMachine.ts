@@ -36,6 +36,8 @@ export interface ModelEntry {
   /** When its load was accepted: the most recent one is the default model. */
   loadedAt: number;
   lastUsed: number;
+  /** Order of last use (a counter: many uses fall in one millisecond); eviction takes the lowest first. */
+  useOrder: number;
   /** How long it stays loaded once idle: 0 unload at once, -1 forever. */
   keepAliveMs: number;
   expiresAt: number | null;
@@ -109,6 +111,7 @@ export const DEFAULT_MEMORY_FRACTION = 0.9;
 export const defaultModelName = (path: string): string => basename(path).replace(/\.gguf$/i, "");
 
 const entries = (context: SupervisorContext): ModelEntry[] => Object.values(context.models);
+const nextUse = (context: SupervisorContext): number => Math.max(0, ...entries(context).map((m) => m.useOrder)) + 1;
 
 /** The model requests without a `model` go to: the one loaded most recently. */
 export function defaultModel(context: SupervisorContext): ModelEntry | null {
@@ -135,7 +138,7 @@ export function livePhase(entry: ModelEntry): ModelEntry["phase"] {
 
 function placementOf(context: SupervisorContext, plan: ModelPlan): Placement {
   const name = context.admission!.name ?? defaultModelName(context.admission!.path);
-  const loaded = entries(context).map((m) => ({ ...m, phase: livePhase(m) }));
+  const loaded = entries(context).map((m) => ({ ...m, phase: livePhase(m), lastUsed: m.useOrder }));
   return place(loaded, { name, bytes: plan.bytes }, { maxModels: context.maxModels, budgetBytes: budgetBytes(context, plan) });
 }
 
@@ -277,6 +280,7 @@ export const supervisorMachine = setup({
           bytes: plan.bytes,
           loadedAt: now,
           lastUsed: now,
+          useOrder: nextUse(context),
           keepAliveMs: load.keepAliveMs ?? existing?.keepAliveMs ?? context.keepAliveMs,
           expiresAt: null,
         };
@@ -295,7 +299,7 @@ export const supervisorMachine = setup({
       enqueue.assign({
         models: {
           ...context.models,
-          [target.name]: { ...target, lastUsed: Date.now(), keepAliveMs: event.keepAliveMs ?? target.keepAliveMs },
+          [target.name]: { ...target, lastUsed: Date.now(), useOrder: nextUse(context), keepAliveMs: event.keepAliveMs ?? target.keepAliveMs },
         },
       });
       enqueue.sendTo(target.ref, { type: "RUN", request: event.request, onText: event.onText, ticket: event.ticket });
@@ -335,7 +339,8 @@ export const supervisorMachine = setup({
         // A fresh runtime's first report is its initial `empty`, before its load starts: not a departure.
         const phase = m.phase === "new" && event.phase === "empty" ? "new" : event.phase;
         const expiresAt = phase === "idle" && m.keepAliveMs > 0 ? Date.now() + m.keepAliveMs : null;
-        return { ...context.models, [m.name]: { ...m, phase, expiresAt, lastUsed: phase === "idle" ? Date.now() : m.lastUsed } };
+        const used = phase === "idle" ? { lastUsed: Date.now(), useOrder: nextUse(context) } : {};
+        return { ...context.models, [m.name]: { ...m, phase, expiresAt, ...used } };
       },
     }),
     armKeepAlive: enqueueActions(({ context, event, enqueue }) => {
