@@ -34,6 +34,22 @@ describe("configuration", () => {
     assert.equal(config.threads, 3);
   });
 
+  it("reads the several-models options: counts, memory budgets and Ollama-style durations", () => {
+    const { config } = parseServeArgs(["--max-models", "3", "--max-memory", "12GiB", "--keep-alive", "1h30m", "--parallel", "4"], {});
+    assert.equal(config.maxModels, 3);
+    assert.deepEqual(config.maxMemory, { bytes: 12 * 1024 ** 3 });
+    assert.equal(config.keepAliveMs, 90 * 60_000);
+    assert.equal(config.parallel, 4);
+    assert.deepEqual(parseServeArgs([], { KEKAHYDE_MAX_MEMORY: "80%", KEKAHYDE_KEEP_ALIVE: "-1" }).config.maxMemory, { fraction: 0.8 });
+    assert.equal(parseServeArgs([], { KEKAHYDE_KEEP_ALIVE: "-1" }).config.keepAliveMs, -1);
+    assert.equal(parseServeArgs(["--keep-alive", "0"], {}).config.keepAliveMs, 0);
+    assert.equal(parseServeArgs(["--keep-alive", "30"], {}).config.keepAliveMs, 30_000);
+    assert.deepEqual([DEFAULTS.maxModels, DEFAULTS.keepAliveMs, DEFAULTS.parallel, DEFAULTS.maxMemory], [1, 300_000, 1, { fraction: 0.9 }]);
+    assert.throws(() => parseServeArgs(["--keep-alive", "soon"], {}), /--keep-alive must be seconds, or a duration such as "30s"/);
+    assert.throws(() => parseServeArgs(["--max-memory", "150%"], {}), /--max-memory must be a percentage above 0% and at most 100%/);
+    assert.throws(() => parseServeArgs(["--max-models", "0"], {}), /--max-models must be an integer from 1 to 64/);
+  });
+
   it("refuses bad values with a message naming the option", () => {
     assert.throws(() => parseServeArgs(["--port", "70000"], {}), (e: Error) => e instanceof ConfigError && /--port must be an integer from 0 to 65535/.test(e.message));
     assert.throws(() => parseServeArgs([], { KEKAHYDE_PORT: "abc" }), /KEKAHYDE_PORT must be an integer/);
