@@ -397,7 +397,8 @@ async function main(): Promise<void> {
         await Promise.all(Array.from({ length: clients }, () => http(url, "POST", path, body())));
         return (clients * TG) / ((performance.now() - t) / 1000);
       };
-      const d = await startKekahyde(THREADS);
+      // Each side decodes `clients` sequences in one batch: Kekahyde --parallel, llama-server -np.
+      const d = await startKekahyde(THREADS, ["--parallel", String(clients)]);
       await http(d.url, "POST", "/load_model", { path: model });
       const k = await run(d.url, "/run_prompt", () => ({ prompt: freshPrompt(16), raw: true, max_tokens: TG, temperature: 0 }));
       await d.stop();
@@ -411,7 +412,7 @@ async function main(): Promise<void> {
       rows.push([clients, round(k, 1), s ? round(s, 1) : "n/a", ratio(k, s)]);
     }
     results.concurrency = out;
-    md.push("## 7. Total throughput with concurrent clients (tokens/s; llama-server with -np = clients; Kekahyde serves one at a time from its queue)", "");
+    md.push("## 7. Total throughput with concurrent clients (tokens/s; Kekahyde --parallel = clients, llama-server -np = clients)", "");
     table(["clients", "Kekahyde", "llama-server", "ratio"], rows);
   }
 
@@ -439,7 +440,9 @@ async function main(): Promise<void> {
   writeFileSync(join(ROOT, "bench", "results", `${date}.json`), JSON.stringify(results, null, 2));
   const text = md.join("\n");
   console.log("\n" + text);
-  writeFileSync(join(ROOT, "docs", "benchmarks.md"), text + "\n");
+  // A partial run (--only) must not replace the full tables in docs/benchmarks.md.
+  if (opt("only", "") === "") writeFileSync(join(ROOT, "docs", "benchmarks.md"), text + "\n");
+  else console.log(`\n(--only: docs/benchmarks.md left as it was; results in bench/results/${date}.json)`);
   agent.destroy();
 }
 
