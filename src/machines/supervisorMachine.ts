@@ -353,11 +353,14 @@ export const supervisorMachine = setup({
       }
       if (m.expiresAt !== null) enqueue.raise({ type: "KEEPALIVE.EXPIRED", name: m.name, expiresAt: m.expiresAt }, { delay: m.keepAliveMs });
     }),
-    /** A model that has gone back to `empty` (unloaded, its load failed, the engine failed) leaves the set. */
-    dropEmptyModel: enqueueActions(({ context, event, enqueue }) => {
+    /**
+     * A model whose runtime reports `phase` leaves the set and its actor is stopped: `empty` (unloaded, its load
+     * failed, its engine failed; not a fresh runtime's first report) while serving, `stopped` at shutdown.
+     */
+    dropModel: enqueueActions(({ context, event, enqueue }, params: { phase: "empty" | "stopped" }) => {
       assertEvent(event, "MODEL.PHASE");
       const m = entryOf(context, event.ref);
-      if (!m || m.phase !== "empty") return;
+      if (!m || event.phase !== params.phase || (params.phase === "empty" && m.phase === "new")) return;
       const { [m.name]: _, ...models } = context.models;
       enqueue.assign({ models });
       enqueue.stopChild(m.ref);
@@ -375,14 +378,6 @@ export const supervisorMachine = setup({
       if (event.phase !== "empty" && event.phase !== "stopped") return;
       enqueue.stopChild(event.ref);
       enqueue.assign({ retiring: context.retiring.filter((r) => r !== event.ref) });
-    }),
-    dropStoppedModel: enqueueActions(({ context, event, enqueue }) => {
-      assertEvent(event, "MODEL.PHASE");
-      const m = entryOf(context, event.ref);
-      if (!m || event.phase !== "stopped") return;
-      const { [m.name]: _, ...models } = context.models;
-      enqueue.assign({ models });
-      enqueue.stopChild(m.ref);
     }),
 
     failPendingLoads: assign(({ context }) => {
@@ -437,7 +432,7 @@ export const supervisorMachine = setup({
         CANCEL: { actions: "forwardCancel" },
         "MODEL.PHASE": [
           { guard: "isRetiring", actions: "releaseRetired" },
-          { actions: ["recordPhase", "armKeepAlive", "dropEmptyModel"] },
+          { actions: ["recordPhase", "armKeepAlive", { type: "dropModel", params: { phase: "empty" } }] },
         ],
         "KEEPALIVE.EXPIRED": { guard: "isCurrentExpiry", actions: "retireExpired" },
       },
@@ -473,7 +468,7 @@ export const supervisorMachine = setup({
         RUN: { actions: { type: "refuse", params: { code: "SHUTTING_DOWN", message: "The daemon is shutting down." } } },
         STOP: { actions: { type: "refuse", params: { code: "SHUTTING_DOWN", message: "The daemon is shutting down." } } },
         UNLOAD: { actions: { type: "refuse", params: { code: "SHUTTING_DOWN", message: "The daemon is shutting down." } } },
-        "MODEL.PHASE": [{ guard: "isRetiring", actions: "releaseRetired" }, { actions: "dropStoppedModel" }],
+        "MODEL.PHASE": [{ guard: "isRetiring", actions: "releaseRetired" }, { actions: { type: "dropModel", params: { phase: "stopped" } } }],
       },
     },
     stopped: { type: "final" },
