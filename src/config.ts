@@ -105,12 +105,15 @@ const text = (raw: string, name: string) => {
   return raw;
 };
 const UNITS: Record<string, number> = { "": 1, b: 1, k: 1e3, kb: 1e3, kib: 1024, m: 1e6, mb: 1e6, mib: 1024 ** 2, g: 1e9, gb: 1e9, gib: 1024 ** 3 };
-/** "1048576", "512KiB", "1MiB", "2MB". */
-export const byteSize = (raw: string, name: string) => {
+/** Bytes of "1048576", "512KiB", "1MiB", "2MB"; null when `raw` is not a size. */
+function sizeInBytes(raw: string): number | null {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(raw);
   const unit = m ? UNITS[m[2].toLowerCase()] : undefined;
-  if (!m || unit === undefined) throw new ConfigError(`${name} must be a size such as 1048576, 512KiB or 1MiB, got "${raw}"`);
-  const bytes = Math.floor(Number(m[1]) * unit);
+  return m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : null;
+}
+export const byteSize = (raw: string, name: string) => {
+  const bytes = sizeInBytes(raw);
+  if (bytes === null) throw new ConfigError(`${name} must be a size such as 1048576, 512KiB or 1MiB, got "${raw}"`);
   if (bytes < 1024 || bytes > 1024 ** 3) throw new ConfigError(`${name} must be from 1KiB to 1GiB, got "${raw}"`);
   return bytes;
 };
@@ -122,10 +125,9 @@ export const memoryBudget = (raw: string, name: string): MemoryBudget => {
     if (fraction <= 0 || fraction > 1) throw new ConfigError(`${name} must be a percentage above 0% and at most 100%, got "${raw}"`);
     return { fraction };
   }
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(raw);
-  const unit = m ? UNITS[m[2].toLowerCase()] : undefined;
-  if (!m || unit === undefined || Number(m[1]) <= 0) throw new ConfigError(`${name} must be a percentage such as 80% or a size such as 12GiB, got "${raw}"`);
-  return { bytes: Math.floor(Number(m[1]) * unit) };
+  const bytes = sizeInBytes(raw);
+  if (bytes === null || bytes <= 0) throw new ConfigError(`${name} must be a percentage such as 80% or a size such as 12GiB, got "${raw}"`);
+  return { bytes };
 };
 const duration = (raw: string, name: string) => {
   const ms = parseDuration(raw);

@@ -206,6 +206,7 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
   const policy = { allowedDirs: options.modelsDirs ?? [] };
   const availableMemory = options.availableMemory ?? (async () => (await si.mem()).available);
 
+  /** The context a load gets: the requested (or default) size, capped at the model's trained length. */
   const contextFor = (gguf: GgufInfo, settings: LoadSettings): number => {
     const requested = settings.contextSize ?? options.contextSize;
     return Math.max(16, Math.min(requested, gguf.contextLength || requested));
@@ -222,10 +223,8 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
    * Refuses a model that cannot fit in memory on a CPU-only engine, instead of letting the process die or
    * swap. The memory of loaded models counts as available: the supervisor evicts them to make room.
    */
-  async function checkMemory(gguf: GgufInfo, settings: LoadSettings): Promise<void> {
+  async function checkMemory(gguf: GgufInfo, need: ReturnType<typeof estimateModelMemory>, contextSize: number, settings: LoadSettings): Promise<void> {
     if (await onGpu(settings)) return; // weights go to VRAM; llama.cpp sizes that itself
-    const contextSize = contextFor(gguf, settings) * sequencesFor(settings);
-    const need = estimateModelMemory(gguf, contextSize);
     const available = (await availableMemory()) + [...live.values()].reduce((a, b) => a + b, 0);
     if (need.total > available) {
       const gib = (n: number) => `${(n / 1024 ** 3).toFixed(2)} GiB`;
@@ -254,9 +253,11 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
   return {
     async validate(rawPath, settings) {
       const { path, gguf } = await inspectModelFile(rawPath, policy);
-      await checkMemory(gguf, settings);
-      const bytes = estimateModelMemory(gguf, contextFor(gguf, settings) * sequencesFor(settings)).total;
-      return { path, bytes, freeBytes: await freeMemory(settings) };
+      // Every sequence has its own KV cache of the context size.
+      const cells = contextFor(gguf, settings) * sequencesFor(settings);
+      const need = estimateModelMemory(gguf, cells);
+      await checkMemory(gguf, need, cells, settings);
+      return { path, bytes: need.total, freeBytes: await freeMemory(settings) };
     },
 
     async load({ path: rawPath, signal, onProgress, contextSize: wantedContext, gpuLayers, threads: wantedThreads, parallel }: LoadOptions): Promise<LoadedModel> {
@@ -272,9 +273,7 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
         if (signal.aborted) throw new KekahydeError("MODEL_INVALID", `loading ${path} was cancelled`, { path });
         throw toKekahydeError(e, "MODEL_INVALID", `${path} could not be loaded by llama.cpp`);
       }
-      const trainContext = model.trainContextSize;
-      const requested = wantedContext ?? options.contextSize;
-      const contextSize = Math.max(16, Math.min(requested, trainContext || requested));
+      const contextSize = contextFor(gguf, { contextSize: wantedContext });
       let context: LlamaContext;
       try {
         context = await model.createContext({ contextSize, sequences: sequencesFor({ parallel }), threads: { ideal: threads, min: threads } });
