@@ -133,7 +133,9 @@ function freshStats(): GenerationStats {
   return { startedAt: Date.now(), endedAt: null, promptTokens: null, completionTokens: 0, firstTokenMs: null, finishReason: null };
 }
 
-const SHUTTING_DOWN = { code: "SHUTTING_DOWN", message: "The daemon is shutting down." } as const;
+/** Refusals both machines give, word for word. */
+export const SHUTTING_DOWN = { code: "SHUTTING_DOWN", message: "The daemon is shutting down." } as const;
+export const NO_MODEL = { code: "NO_MODEL", message: "No model is loaded. POST /load_model with {\"path\": \"/abs/model.gguf\"} first." } as const;
 
 export const runtimeMachine = setup({
   types: {
@@ -369,7 +371,7 @@ export const runtimeMachine = setup({
       entry: { type: "report", params: { phase: "empty" } },
       on: {
         LOAD: { target: "loading", actions: "acceptLoad" },
-        RUN: { actions: { type: "refuse", params: { code: "NO_MODEL", message: "No model is loaded. POST /load_model with {\"path\": \"/abs/model.gguf\"} first." } } },
+        RUN: { actions: { type: "refuse", params: NO_MODEL } },
         STOP: { actions: "answerNothingToStop" },
         UNLOAD: { actions: "answerNothingToUnload" },
       },

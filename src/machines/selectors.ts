@@ -68,6 +68,9 @@ export interface ModelView {
   last_error: LastError | null;
 }
 
+/** Keep-alive as the API writes it: seconds, or -1 for "forever". */
+const keepAliveSeconds = (ms: number): number => (ms < 0 ? -1 : ms / 1000);
+
 export function modelView(entry: ModelEntry): ModelView {
   const snapshot = entry.ref.getSnapshot();
   const { context } = snapshot;
@@ -84,7 +87,7 @@ export function modelView(entry: ModelEntry): ModelView {
     memory_bytes: entry.bytes,
     last_used: new Date(entry.lastUsed).toISOString(),
     expires_at: entry.expiresAt === null ? null : new Date(entry.expiresAt).toISOString(),
-    keep_alive_s: entry.keepAliveMs < 0 ? -1 : entry.keepAliveMs / 1000,
+    keep_alive_s: keepAliveSeconds(entry.keepAliveMs),
     load_progress: context.load ? context.load.progress : null,
     info,
     generation: generationView(currentGeneration(context)),
@@ -164,7 +167,7 @@ export function statusView(snapshot: SupervisorSnapshot, startedAt: number, defa
     limits: {
       max_models: context.maxModels,
       parallel: context.parallel,
-      keep_alive_s: context.keepAliveMs < 0 ? -1 : context.keepAliveMs / 1000,
+      keep_alive_s: keepAliveSeconds(context.keepAliveMs),
       max_memory: "bytes" in budget ? String(budget.bytes) : `${Math.round(budget.fraction * 100)}%`,
     },
     uptime_s: Math.round((Date.now() - startedAt) / 100) / 10,

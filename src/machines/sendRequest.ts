@@ -1,5 +1,6 @@
 import type { Actor } from "xstate";
 import { KekahydeError } from "../errors.ts";
+import { SHUTTING_DOWN } from "./runtimeMachine.ts";
 import type { SupervisorMachine, SupervisorRequestEvent } from "./supervisorMachine.ts";
 
 type TicketValue<E> = E extends { ticket: { promise: Promise<infer T> } } ? T : never;
@@ -10,7 +11,7 @@ type TicketValue<E> = E extends { ticket: { promise: Promise<infer T> } } ? T : 
  */
 export function sendRequest<E extends SupervisorRequestEvent>(supervisor: Actor<SupervisorMachine>, event: E): Promise<TicketValue<E>> {
   if (supervisor.getSnapshot().status !== "active") {
-    event.ticket.reject(new KekahydeError("SHUTTING_DOWN", "The daemon is shutting down."));
+    event.ticket.reject(new KekahydeError(SHUTTING_DOWN.code, SHUTTING_DOWN.message));
   } else {
     supervisor.send(event);
   }

@@ -5,7 +5,7 @@ import type { Engine, GenerateResult, GenerationRequest, LoadSettings, ModelPlan
 import { monitorActor, type MonitorEvent } from "../monitor/monitorActor.ts";
 import { EMPTY_SAMPLE, type ResourceSample, type ResourceSampler } from "../monitor/resourceSampler.ts";
 import { place, type Placement } from "./placement.ts";
-import { errorRecord, runtimeMachine, type LastError, type LoadResult, type ModelPhaseEvent, type RuntimePhase, type StopResult, type UnloadResult } from "./runtimeMachine.ts";
+import { errorRecord, NO_MODEL, runtimeMachine, SHUTTING_DOWN, type LastError, type LoadResult, type ModelPhaseEvent, type RuntimePhase, type StopResult, type UnloadResult } from "./runtimeMachine.ts";
 import { createTicket, gather, type Ticket } from "./ticket.ts";
 
 /**
@@ -381,7 +381,7 @@ export const supervisorMachine = setup({
     }),
 
     failPendingLoads: assign(({ context }) => {
-      const error = new KekahydeError("SHUTTING_DOWN", "The daemon is shutting down.");
+      const error = new KekahydeError(SHUTTING_DOWN.code, SHUTTING_DOWN.message);
       context.admission?.ticket.reject(error);
       for (const load of context.waitingLoads) load.ticket.reject(error);
       return { admission: null, waitingLoads: [] };
@@ -424,7 +424,7 @@ export const supervisorMachine = setup({
         SHUTDOWN: { target: "stopping", actions: ["failPendingLoads", "shutDownModels"] },
         RUN: [
           { guard: "namesUnknownModel", actions: "refuseUnknownModel" },
-          { guard: "hasNoModels", actions: { type: "refuse", params: { code: "NO_MODEL", message: "No model is loaded. POST /load_model with {\"path\": \"/abs/model.gguf\"} first." } } },
+          { guard: "hasNoModels", actions: { type: "refuse", params: NO_MODEL } },
           { actions: "forwardRun" },
         ],
         STOP: [{ guard: "namesUnknownModel", actions: "refuseUnknownModel" }, { actions: "forwardStop" }],
@@ -464,10 +464,10 @@ export const supervisorMachine = setup({
     stopping: {
       always: { guard: "allStopped", target: "stopped" },
       on: {
-        LOAD: { actions: { type: "refuse", params: { code: "SHUTTING_DOWN", message: "The daemon is shutting down." } } },
-        RUN: { actions: { type: "refuse", params: { code: "SHUTTING_DOWN", message: "The daemon is shutting down." } } },
-        STOP: { actions: { type: "refuse", params: { code: "SHUTTING_DOWN", message: "The daemon is shutting down." } } },
-        UNLOAD: { actions: { type: "refuse", params: { code: "SHUTTING_DOWN", message: "The daemon is shutting down." } } },
+        LOAD: { actions: { type: "refuse", params: SHUTTING_DOWN } },
+        RUN: { actions: { type: "refuse", params: SHUTTING_DOWN } },
+        STOP: { actions: { type: "refuse", params: SHUTTING_DOWN } },
+        UNLOAD: { actions: { type: "refuse", params: SHUTTING_DOWN } },
         "MODEL.PHASE": [{ guard: "isRetiring", actions: "releaseRetired" }, { actions: { type: "dropModel", params: { phase: "stopped" } } }],
       },
     },

@@ -30,7 +30,10 @@ async function loadableModels(dirs: readonly string[]): Promise<Map<string, stri
   const found = new Map<string, string>();
   for (const dir of dirs) {
     const names = await readdir(dir).catch(() => [] as string[]);
-    for (const file of names.filter((n) => /\.gguf$/i.test(n)).sort()) if (!found.has(defaultModelName(file))) found.set(defaultModelName(file), join(dir, file));
+    for (const file of names.filter((n) => /\.gguf$/i.test(n)).sort()) {
+      const name = defaultModelName(file);
+      if (!found.has(name)) found.set(name, join(dir, file));
+    }
   }
   return found;
 }
