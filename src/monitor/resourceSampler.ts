@@ -1,4 +1,5 @@
 import si from "systeminformation";
+import { createCpuLoadMeter } from "./cpuLoad.ts";
 
 /** One reading of the daemon's resource use, taken by the monitor actor and kept in the machine's context. */
 export interface ResourceSample {
@@ -26,13 +27,16 @@ export type ResourceSampler = () => Promise<ResourceSample>;
 
 /**
  * Samples the process's own figures from Node (getrusage and /proc/self/statm, which are exact for the
- * process) and the machine's figures from systeminformation. The CPU percentage is a delta between calls.
+ * process), the machine's memory from systeminformation and its CPU load from `os.cpus()` (see cpuLoad.ts for
+ * why not systeminformation's). Both CPU percentages are deltas between calls.
  */
 export function createResourceSampler(): ResourceSampler {
   let lastCpu = process.cpuUsage();
   let lastAt = performance.now();
+  const machineLoad = createCpuLoadMeter();
   return async () => {
-    const [load, mem] = await Promise.all([si.currentLoad(), si.mem()]);
+    const mem = await si.mem();
+    const load = machineLoad();
     const now = performance.now();
     const cpu = process.cpuUsage();
     const usedMicros = cpu.user - lastCpu.user + (cpu.system - lastCpu.system);
@@ -43,7 +47,7 @@ export function createResourceSampler(): ResourceSampler {
       cpu_usage: Math.round((usedMicros / elapsedMicros) * 1000) / 10,
       memory_usage: process.memoryUsage.rss(),
       system: {
-        cpu_load: Math.round(load.currentLoad * 10) / 10,
+        cpu_load: Math.round(load * 10) / 10,
         memory_total: mem.total,
         memory_available: mem.available,
       },
