@@ -33,7 +33,7 @@ describe("GET /metrics", () => {
   });
   after(() => d?.close());
 
-  it("exposes requests, tokens, speed, time to first token, queue, state, load time, CPU and memory in Prometheus format", async () => {
+  it("exposes requests and their handling time, tokens, speed, time to first token, queue, state, load time, CPU and memory in Prometheus format", async () => {
     await d.post("/load_model", { path: await tinyModel() });
     await d.post("/run_prompt", { prompt: "abc", raw: true, max_tokens: 20 });
     await d.get("/status");
@@ -52,6 +52,8 @@ describe("GET /metrics", () => {
     assert.equal(value(/^kekahyde_state\{state="idle"\} (\S+)$/m), 1);
     assert.equal(value(/^kekahyde_state\{state="generating"\} (\S+)$/m), 0);
     assert.equal(value(/^kekahyde_http_requests_total\{route="\/run_prompt",method="POST",status="200"\} (\S+)$/m), 1);
+    assert.equal(value(/^kekahyde_http_request_duration_seconds_count\{route="\/status",method="GET"\} (\S+)$/m), 1);
+    assert.ok(value(/^kekahyde_http_request_duration_seconds_sum\{route="\/run_prompt",method="POST"\} (\S+)$/m) > 0);
     assert.ok(value(/^kekahyde_process_resident_memory_bytes (\S+)$/m) > 0);
     assert.ok(value(/^kekahyde_process_cpu_seconds_total (\S+)$/m) > 0);
   });

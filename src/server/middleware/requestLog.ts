@@ -8,12 +8,13 @@ import type { DaemonMetrics } from "../metrics.ts";
  */
 const POLLED = new Set(["/status", "/health", "/metrics", "/machine.json"]);
 
-/** One log line and one metric per request, written when the response has been sent (or the client went away). */
+/** One log line and two metrics (count, duration) per request, written when the response has been sent (or the client went away). */
 export function requestLog(log: Logger, metrics: DaemonMetrics): Middleware {
   return async (ctx, next) => {
     const started = performance.now();
     ctx.res.once("close", () => {
-      metrics.recordRequest((ctx as { _matchedRoute?: string })._matchedRoute ?? "unmatched", ctx.method, ctx.status);
+      const ms = performance.now() - started;
+      metrics.recordRequest((ctx as { _matchedRoute?: string })._matchedRoute ?? "unmatched", ctx.method, ctx.status, ms / 1000);
       const level = ctx.method === "GET" && POLLED.has(ctx.path) && ctx.status < 400 ? "debug" : "info";
       log[level](
         {
@@ -21,7 +22,7 @@ export function requestLog(log: Logger, metrics: DaemonMetrics): Middleware {
           method: ctx.method,
           path: ctx.path,
           status: ctx.status,
-          ms: Math.round((performance.now() - started) * 10) / 10,
+          ms: Math.round(ms * 10) / 10,
           aborted: !ctx.res.writableFinished,
         },
         "request",
