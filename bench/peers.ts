@@ -6,23 +6,18 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { cpus } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { sourceBuildOptions } from "../src/engine/sourceBuild.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const PEERS = join(ROOT, "bench", "peers");
 // The build links ggml as shared libraries found through the binaries' rpath, so they are used in place.
 export const PEER_BIN = process.env.LLAMA_CPP_BIN ?? join(PEERS, "build", "bin");
 
-/** What CPU kernels a native build would use here; AMX is left out (its kernel has died with SIGILL). */
+/** What CPU kernels the peers are built for: the same rule as the engine's own source build. */
 export function peerCpuFlags(): { cmake: string[]; description: string } {
-  const flags = readFileSync("/proc/cpuinfo", "utf8").match(/^flags\s*:(.*)$/m)?.[1].trim().split(/\s+/) ?? [];
-  if (flags.includes("amx_tile")) {
-    return {
-      cmake: ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON", "-DGGML_F16C=ON", "-DGGML_AVX512=ON", "-DGGML_AVX512_VNNI=ON", "-DGGML_AVX512_BF16=ON", "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF", "-DGGML_AMX_BF16=OFF"],
-      description: "AVX-512 (VNNI, BF16) without AMX: this CPU has AMX, whose kernel has died with an illegal instruction in source builds",
-    };
-  }
-  const simd = ["avx512f", "avx512_vnni", "avx512_bf16", "avx2", "fma", "f16c"].filter((f) => flags.includes(f));
-  return { cmake: ["-DGGML_NATIVE=ON"], description: `native (${simd.join(", ") || "baseline"})` };
+  const { cmake, description } = sourceBuildOptions();
+  const options = Object.entries(cmake).map(([k, v]) => `-D${k}=${v}`);
+  return { cmake: options.length ? options : ["-DGGML_NATIVE=ON"], description };
 }
 
 function run(cmd: string, args: string[], cwd?: string): void {

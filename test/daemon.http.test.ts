@@ -94,6 +94,7 @@ describe("daemon over HTTP with the real engine", () => {
     assert.equal(body.model.size_bytes, (await readFile(tiny)).length);
     assert.equal(body.model.context_size, 2048);
     assert.equal(body.model.gpu, false);
+    assert.ok(["prebuilt", "localBuild"].includes(body.model.engine_build), "says which llama.cpp binary runs the model");
     const status = await d.status();
     assert.equal(status.state, "idle");
     assert.equal(status.model_loaded, true);

@@ -6,6 +6,7 @@ import si from "systeminformation";
 import { estimateModelMemory } from "../gguf/memory.ts";
 import type { GgufInfo } from "../gguf/reader.ts";
 import { inspectModelFile } from "./modelFile.ts";
+import { sourceBuildOptions } from "./sourceBuild.ts";
 import type { Engine, FinishReason, GenerateOptions, GenerateResult, LoadedModel, LoadOptions, LoadSettings, ModelInfo } from "./types.ts";
 
 export type GpuMode = "auto" | "off";
@@ -239,6 +240,9 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
     (llama ??= binding().then(({ getLlama, LlamaLogLevel }) => getLlama({
       gpu: options.gpu === "off" ? false : "auto",
       build: "never",
+      // A local build made by `npm run build:engine` is preferred when there is one; node-llama-cpp finds it
+      // by these options. Without one, the prebuilt binary is used.
+      cmakeOptions: sourceBuildOptions().cmake,
       usePrebuiltBinaries: true,
       skipDownload: true,
       progressLogs: false,
@@ -291,6 +295,7 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
         threads,
         gpu: lib.gpu,
         gpu_layers: model.gpuLayers,
+        engine_build: lib.buildType,
         parallel: context.totalSequences,
       };
       const loaded = new LlamaLoadedModel(info, await binding(), lib, model, context);

@@ -12,6 +12,11 @@ export interface ModelInfo {
   /** What node-llama-cpp runs on: "cuda", "vulkan", "metal", or false for CPU only. */
   gpu: string | false;
   gpu_layers: number;
+  /**
+   * Which llama.cpp binary runs it: node-llama-cpp's "prebuilt" one, or a "localBuild" from
+   * `npm run build:engine` (OpenMP threads; see docs/performance.md).
+   */
+  engine_build: string;
   /** Generations that may run at once, each in its own context sequence of context_size tokens. */
   parallel: number;
 }

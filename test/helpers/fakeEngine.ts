@@ -51,6 +51,7 @@ export class FakeEngine implements Engine {
       threads: 1,
       gpu: false,
       gpu_layers: 0,
+      engine_build: "fake",
       parallel: 1,
     };
     this.pendingInfo = info;
