@@ -45,6 +45,7 @@ const EVENTS: RuntimeEvent[] = [
   { type: "LOAD.PREVIOUS_DISPOSED" },
   { type: "LOAD.DONE", model: fakeModel },
   { type: "LOAD.FAILED", error: new KekahydeError("MODEL_INVALID", "x") },
+  { type: "GENERATION.STOPPED", job: JOB, result: { ...RESULT, finishReason: "cancelled" as const } },
   { type: "GENERATION.DONE", job: JOB, result: RESULT },
   { type: "GENERATION.FAILED", job: JOB, error: new KekahydeError("PROMPT_TOO_LONG", "x") },
   { type: "GENERATION.FAILED", job: JOB, error: new KekahydeError("ENGINE_FAILURE", "x") },
@@ -124,6 +125,12 @@ function system() {
       case "GENERATION.PROGRESS":
         actor.send(event);
         break;
+      case "GENERATION.STOPPED": {
+        // The generate actor reports it itself on ABORT; sent here too, for the oldest running job.
+        const job = actor.getSnapshot().context.running[0];
+        if (job) actor.send({ ...event, job: job.ticket });
+        break;
+      }
       case "LOAD.PREVIOUS_DISPOSED":
         engine.passValidation();
         break;
@@ -178,7 +185,9 @@ describe("runtime machine, model-based", () => {
           // Every request that reached a state which is not working on it has been answered.
           const { context } = sut.actor.getSnapshot();
           const open = sut.tickets.filter((t) => !t.settled).length;
-          const held = (context.load ? 1 : 0) + context.running.length + context.queue.length + context.stopTickets.length;
+          // A stopped job is answered before its engine has ended: running, but no longer owed an answer.
+          const owed = context.running.filter((j) => !j.ticket.settled).length;
+          const held = (context.load ? 1 : 0) + owed + context.queue.length + context.stopTickets.length;
           assert.equal(open, held, "no request is left without an answer or an owner");
         } finally {
           sut.actor.stop();
@@ -208,6 +217,29 @@ describe("runtime machine, specific behaviour", () => {
     assert.deepEqual(await stop.promise, { stopped: true, dropped: 0 });
     assert.equal(await sut.tickets[1].promise.then((r) => (r as { finishReason: string }).finishReason), "cancelled");
     assert.equal(stateName(sut.actor.getSnapshot()), "idle");
+    sut.actor.stop();
+  });
+
+  it("answers a stopped generation at once, and starts the next only when the engine has ended", async () => {
+    const sut = system();
+    await sut.exec({ type: "LOAD", path: "/m", settings: {}, ticket: createTicket() });
+    await sut.exec({ type: "LOAD.DONE", model: fakeModel });
+    await sut.exec({ type: "RUN", request: REQUEST, ticket: createTicket() });
+    const running = sut.tickets[1];
+    await sut.exec({ type: "STOP", all: false, ticket: createTicket() });
+    assert.equal(stateName(sut.actor.getSnapshot()), "cancelling", "the engine is still on its last token");
+    assert.equal(running.settled, true, "the requester did not wait for it");
+    const answer = (await running.promise) as typeof RESULT;
+    assert.equal(answer.finishReason, "cancelled");
+    assert.equal(answer.text, "", "what had been sent when it stopped: nothing, from this fake engine");
+
+    await sut.exec({ type: "RUN", request: REQUEST, ticket: createTicket() });
+    assert.equal(sut.actor.getSnapshot().context.queue.length, 1, "a new request waits for the sequence");
+    assert.equal(sut.engine.generations.length, 1);
+    await sut.exec({ type: "GENERATION.DONE", job: JOB, result: RESULT });
+    assert.equal(stateName(sut.actor.getSnapshot()), "generating");
+    assert.equal(sut.actor.getSnapshot().context.running.length, 1, "the next one runs once the engine has ended");
+    assert.equal(sut.tickets[3].settled, false);
     sut.actor.stop();
   });
 

@@ -10,6 +10,7 @@ export type EngineEvent =
   | { type: "LOAD.DONE"; model: LoadedModel }
   | { type: "LOAD.FAILED"; error: KekahydeError }
   | { type: "GENERATION.PROGRESS"; job: Ticket<GenerateResult>; progress: GenerationProgress }
+  | { type: "GENERATION.STOPPED"; job: Ticket<GenerateResult>; result: GenerateResult }
   | { type: "GENERATION.DONE"; job: Ticket<GenerateResult>; result: GenerateResult }
   | { type: "GENERATION.FAILED"; job: Ticket<GenerateResult>; error: KekahydeError };
 
@@ -68,11 +69,37 @@ export interface GenerateInput {
 /** How often, at most, token counts are reported to the machine (the first token always is). */
 const PROGRESS_INTERVAL_MS = 100;
 
-/** Runs one generation. The ABORT event (or stopping the actor) aborts it inside the engine. */
+/**
+ * Runs one generation. The ABORT event (or stopping the actor) aborts it inside the engine.
+ *
+ * On ABORT the actor reports GENERATION.STOPPED at once, with the text the requester has been sent so far:
+ * the requester need not wait for the token in flight (a whole token time on a large model: measured ~70 ms
+ * on a 1.1B model here, hundreds of ms for 7B on CPU). Text decoded after the abort is dropped, so the answer
+ * and the stream agree. GENERATION.DONE still follows when the engine has really ended; only that frees
+ * the slot.
+ */
 export const generateActor = fromCallback<{ type: "ABORT" }, GenerateInput, EngineEvent>(({ input, sendBack, receive }) => {
   const abort = new AbortController();
+  const started = performance.now();
+  let sent = "";
+  let latest: GenerationProgress = { completionTokens: 0, firstTokenMs: null };
+  let stopped = false;
   receive((event) => {
-    if (event.type === "ABORT") abort.abort();
+    if (event.type !== "ABORT" || stopped) return;
+    stopped = true;
+    abort.abort();
+    sendBack({
+      type: "GENERATION.STOPPED",
+      job: input.job,
+      result: {
+        text: sent,
+        finishReason: "cancelled",
+        promptTokens: latest.promptTokens ?? 0,
+        completionTokens: latest.completionTokens,
+        durationMs: performance.now() - started,
+        firstTokenMs: latest.firstTokenMs,
+      },
+    });
   });
   let lastReport = 0;
   let timedOut = false;
@@ -87,8 +114,14 @@ export const generateActor = fromCallback<{ type: "ABORT" }, GenerateInput, Engi
     .generate({
       ...input.request,
       signal: abort.signal,
-      onText: input.onText,
+      onText: (chunk) => {
+        if (stopped) return;
+        sent += chunk;
+        input.onText?.(chunk);
+      },
       onProgress: (progress) => {
+        if (stopped) return;
+        latest = progress;
         const now = performance.now();
         if (progress.completionTokens > 1 && now - lastReport < PROGRESS_INTERVAL_MS) return;
         lastReport = now;

@@ -136,8 +136,9 @@ class LlamaLoadedModel implements LoadedModel {
       const onToken = (tokens: readonly unknown[]) => {
         if (firstTokenMs === null) firstTokenMs = performance.now() - started;
         completionTokens += tokens.length;
-        request.onProgress?.({ completionTokens, firstTokenMs });
+        request.onProgress?.({ promptTokens, completionTokens, firstTokenMs });
       };
+      request.onProgress?.({ promptTokens, completionTokens, firstTokenMs });
       const common = {
         ...samplingFor(request),
         maxTokens: request.maxTokens === undefined ? room : Math.min(request.maxTokens, room),

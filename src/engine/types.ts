@@ -85,6 +85,8 @@ export interface GenerationRequest {
 }
 
 export interface GenerationProgress {
+  /** The prompt's length in tokens, once the engine has counted it. */
+  promptTokens?: number;
   completionTokens: number;
   /** Milliseconds from the start of the generation to its first token. */
   firstTokenMs: number | null;

@@ -286,8 +286,9 @@ export const runtimeMachine = setup({
         return context.running.map((j) => (j.ticket === event.job && j.stats ? { ...j, stats: { ...j.stats, ...event.progress } } : j));
       },
     }),
+    /** Answers a job: at GENERATION.DONE, or earlier at GENERATION.STOPPED (then DONE finds it answered). */
     resolveRun: ({ context, event }) => {
-      assertEvent(event, "GENERATION.DONE");
+      assertEvent(event, ["GENERATION.DONE", "GENERATION.STOPPED"]);
       jobOf(context, event)?.ticket.resolve(event.result);
     },
     rejectRun: ({ context, event }) => {
@@ -412,6 +413,8 @@ export const runtimeMachine = setup({
       always: { guard: "nothingRunning", target: "idle" },
       on: {
         "GENERATION.PROGRESS": { actions: "recordProgress" },
+        // A stopped generation's requester is answered at once; its slot is freed at GENERATION.DONE.
+        "GENERATION.STOPPED": { actions: "resolveRun" },
         RUN: [
           { guard: "queueHasRoom", actions: "enqueueJob" },
           { actions: "refuseQueueFull" },
