@@ -262,7 +262,9 @@ const md: string[] = [];
 const table = (head: string[], rows: Array<Array<string | number>>) => {
   md.push(`| ${head.join(" | ")} |`, `| ${head.map(() => "---").join(" | ")} |`, ...rows.map((r) => `| ${r.join(" | ")} |`), "");
 };
-const ratio = (a: number, b: number | null | undefined) => (b ? `${(a / b).toFixed(2)}×` : "n/a");
+/** A ratio as the tables print it. */
+const times = (x: number | null) => (x === null ? "n/a" : `${x.toFixed(2)}×`);
+const ratio = (a: number, b: number | null | undefined) => times(b ? a / b : null);
 
 async function main(): Promise<void> {
   const model = await modelPath();
@@ -322,7 +324,6 @@ async function main(): Promise<void> {
       return xs.length ? median(xs) : null;
     };
     const cell = (x: number | null, d = 1) => (x === null ? "n/a" : round(x, d));
-    const times = (x: number | null) => (x === null ? "n/a" : `${x.toFixed(2)}×`);
     const summary = {
       daemon: { pp: med((x) => x.daemon.pp), tg: med((x) => x.daemon.tg) },
       binding: { pp: med((x) => x.binding.pp), tg: med((x) => x.binding.tg), decode_only_tg: med((x) => x.binding.decode_only_tg) },

@@ -202,11 +202,17 @@ describe("runtime machine, model-based", () => {
 });
 
 describe("runtime machine, specific behaviour", () => {
-  it("answers STOP only once the generation has really ended", async () => {
+  /** A runtime with a model loaded and one job running on the fake engine (tickets: load, run). */
+  async function generating(): Promise<ReturnType<typeof system>> {
     const sut = system();
     await sut.exec({ type: "LOAD", path: "/m", settings: {}, ticket: createTicket() });
     await sut.exec({ type: "LOAD.DONE", model: fakeModel });
     await sut.exec({ type: "RUN", request: REQUEST, ticket: createTicket() });
+    return sut;
+  }
+
+  it("answers STOP only once the generation has really ended", async () => {
+    const sut = await generating();
     const stop = createTicket<{ stopped: boolean; dropped: number }>();
     sut.actor.send({ type: "STOP", all: false, ticket: stop });
     await settle();
@@ -221,10 +227,7 @@ describe("runtime machine, specific behaviour", () => {
   });
 
   it("answers a stopped generation at once, and starts the next only when the engine has ended", async () => {
-    const sut = system();
-    await sut.exec({ type: "LOAD", path: "/m", settings: {}, ticket: createTicket() });
-    await sut.exec({ type: "LOAD.DONE", model: fakeModel });
-    await sut.exec({ type: "RUN", request: REQUEST, ticket: createTicket() });
+    const sut = await generating();
     const running = sut.tickets[1];
     await sut.exec({ type: "STOP", all: false, ticket: createTicket() });
     assert.equal(stateName(sut.actor.getSnapshot()), "cancelling", "the engine is still on its last token");
@@ -244,10 +247,7 @@ describe("runtime machine, specific behaviour", () => {
   });
 
   it("frees the model and lands in empty with last_error after an engine failure", async () => {
-    const sut = system();
-    await sut.exec({ type: "LOAD", path: "/m", settings: {}, ticket: createTicket() });
-    await sut.exec({ type: "LOAD.DONE", model: fakeModel });
-    await sut.exec({ type: "RUN", request: REQUEST, ticket: createTicket() });
+    const sut = await generating();
     await sut.exec({ type: "GENERATION.FAILED", job: JOB, error: new KekahydeError("ENGINE_FAILURE", "x") });
     const s = sut.actor.getSnapshot();
     assert.equal(stateName(s), "empty");

@@ -133,12 +133,13 @@ class LlamaLoadedModel implements LoadedModel {
       const grammar = request.jsonSchema ? await this.llama.createGrammarForJsonSchema(toGrammarSchema(request.jsonSchema) as never) : undefined;
       let completionTokens = 0;
       let firstTokenMs: number | null = null;
+      const report = () => request.onProgress?.({ promptTokens, completionTokens, firstTokenMs });
       const onToken = (tokens: readonly unknown[]) => {
         if (firstTokenMs === null) firstTokenMs = performance.now() - started;
         completionTokens += tokens.length;
-        request.onProgress?.({ promptTokens, completionTokens, firstTokenMs });
+        report();
       };
-      request.onProgress?.({ promptTokens, completionTokens, firstTokenMs });
+      report(); // the prompt's length, before the first token
       const common = {
         ...samplingFor(request),
         maxTokens: request.maxTokens === undefined ? room : Math.min(request.maxTokens, room),

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 
 /** The CPU feature flags the kernel reports (Linux); empty elsewhere. */
-export function cpuFlags(): string[] {
+function cpuFlags(): string[] {
   try {
     return readFileSync("/proc/cpuinfo", "utf8").match(/^flags\s*:(.*)$/m)?.[1].trim().split(/\s+/) ?? [];
   } catch {

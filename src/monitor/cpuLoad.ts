@@ -1,4 +1,4 @@
-import { cpus, type CpuInfo } from "node:os";
+import { cpus } from "node:os";
 
 /** Cumulative CPU time of the whole machine, in ms, as the kernel counts it since boot. */
 export interface CpuTimes {
@@ -6,10 +6,10 @@ export interface CpuTimes {
   total: number;
 }
 
-export function machineCpuTimes(cores: readonly CpuInfo[] = cpus()): CpuTimes {
+function machineCpuTimes(): CpuTimes {
   let busy = 0;
   let total = 0;
-  for (const { times } of cores) {
+  for (const { times } of cpus()) {
     const all = times.user + times.nice + times.sys + times.irq + times.idle;
     total += all;
     busy += all - times.idle;
