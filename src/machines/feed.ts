@@ -31,12 +31,24 @@ export type FeedEvent =
       /** Models on their way out (evicted, expired), until they have freed their memory. */
       retiring: number;
     }
+  | {
+      type: "supervisor";
+      at: string;
+      /** The event that caused it. */
+      event: string;
+      /** The supervisor's innermost active state before and after ("serving.ready", "stopping"). */
+      from: string;
+      state: string;
+      /** Ids of its active state nodes, outermost first ("supervisor.serving", "supervisor.serving.ready"). */
+      active: string[];
+    }
   | { type: "generation"; at: string; model: string; stats: GenerationStats }
   /** Each quarter of a model's load. */
   | { type: "load_progress"; at: string; model: string; path: string; progress: number }
   | { type: "sample"; at: string; cpu_usage: number; memory_usage: number; system: SupervisorSnapshot["context"]["resources"]["system"] };
 
-export function activeIds(snapshot: RuntimeSnapshot, root = "runtime"): string[] {
+/** Ids of a machine snapshot's active state nodes, outermost first. */
+export function activeIds(snapshot: { value: unknown }, root = "runtime"): string[] {
   const ids: string[] = [];
   let value: unknown = snapshot.value;
   let prefix = root;
@@ -62,6 +74,7 @@ export class RuntimeFeed {
   private listeners = new Set<(e: FeedEvent) => void>();
   private last = new WeakMap<AnyActorRef, { state: RuntimeStateName; queue: number; active: string; generation: GenerationStats | null; quarter: number }>();
   private lastModels = "";
+  private lastSupervisorState: string[] | null = null;
 
   subscribe(listener: (e: FeedEvent) => void): () => void {
     this.listeners.add(listener);
@@ -88,6 +101,12 @@ export class RuntimeFeed {
       this.publish({ type: "sample", at, cpu_usage: r.cpu_usage, memory_usage: r.memory_usage, system: r.system });
       return;
     }
+    const active = activeIds(snapshot, "supervisor");
+    if (this.lastSupervisorState && active.join() !== this.lastSupervisorState.join()) {
+      const inner = (ids: string[]) => ids.at(-1)!.slice("supervisor.".length);
+      this.publish({ type: "supervisor", at, event, from: inner(this.lastSupervisorState), state: inner(active), active });
+    }
+    this.lastSupervisorState = active;
     const models = Object.values(snapshot.context.models).map((m) => ({ name: m.name, phase: m.phase }));
     const key = JSON.stringify([models, snapshot.context.retiring.length]);
     if (key === this.lastModels) return;
