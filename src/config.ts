@@ -3,9 +3,9 @@ import { delimiter, extname } from "node:path";
 import { parseArgs } from "node:util";
 import { parse as parseToml } from "smol-toml";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
-import type { GpuMode } from "./engine/llamaEngine.ts";
+import type { GpuMode, MemoryBudget } from "./domain/models.ts";
 import { DURATION_HELP, parseDuration } from "./duration.ts";
-import { DEFAULT_KEEP_ALIVE_MS, DEFAULT_MEMORY_FRACTION, type MemoryBudget } from "./machines/supervisorMachine.ts";
+import { DEFAULT_CONTEXT_SIZE, DEFAULT_KEEP_ALIVE_MS, DEFAULT_MAX_QUEUE, DEFAULT_MEMORY_FRACTION } from "./domain/defaults.ts";
 
 /** Settings of `kekahyde serve`. Flags win over KEKAHYDE_* environment variables, which win over defaults. */
 export interface ServeConfig {
@@ -52,10 +52,10 @@ export const DEFAULTS: ServeConfig = {
   port: 3000,
   model: null,
   threads: null,
-  contextSize: 2048,
+  contextSize: DEFAULT_CONTEXT_SIZE,
   gpu: "auto",
   logLevel: "info",
-  maxQueue: 16,
+  maxQueue: DEFAULT_MAX_QUEUE,
   maxModels: 1,
   maxMemory: { fraction: DEFAULT_MEMORY_FRACTION },
   keepAliveMs: DEFAULT_KEEP_ALIVE_MS,

@@ -38,7 +38,7 @@ function logTransitions(feed: RuntimeFeed, log: Logger): void {
     if (e.type === "transition") {
       log.info({ event: "state", model: e.model, from: e.from, to: e.state, cause: e.event, queue_length: e.queue_length, last_error: e.last_error ?? undefined }, `${e.model}: state ${e.from} -> ${e.state}`);
     } else if (e.type === "models") {
-      log.info({ event: "models", cause: e.event, models: e.models, retiring: e.retiring }, `models: ${e.models.map((m) => `${m.name} (${m.phase})`).join(", ") || "none"}`);
+      log.info({ event: "models", cause: e.event, models: e.models, departing: e.departing }, `models: ${e.models.map((m) => `${m.name} (${m.phase})`).join(", ") || "none"}`);
     } else if (e.type === "load_progress") {
       log.info({ event: "load_progress", model: e.model, path: e.path, progress: e.progress }, `loading ${e.model}`);
     }

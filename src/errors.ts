@@ -9,6 +9,7 @@ export type ErrorCode =
   | "UNKNOWN_MODEL"
   | "MODEL_INVALID"
   | "MODEL_LOADING"
+  | "MODEL_UNLOADING"
   | "BUSY"
   | "NO_MODEL"
   | "PROMPT_TOO_LONG"

@@ -34,9 +34,9 @@ describe("--inspect", () => {
   it("sends the machine's snapshots and events, without prompts or handles", async () => {
     await d.post("/load_model", { path: await tinyModel() });
     await d.post("/run_prompt", { prompt: "a very private prompt", raw: true, max_tokens: 3 });
-    await waitUntil(() => messages.some((m) => m.type === "@xstate.snapshot" && m.snapshot?.value === "idle" && m.snapshot?.context?.model === "kekahyde-char-tiny"), 10_000, "idle snapshot with the model");
+    await waitUntil(() => messages.some((m) => m.type === "@xstate.snapshot" && m.snapshot?.value?.loaded === "idle" && m.snapshot?.context?.model === "kekahyde-char-tiny"), 10_000, "idle snapshot with the model");
     assert.ok(messages.some((m) => m.type === "@xstate.actor"), "the actor was announced");
-    const generating = messages.find((m) => m.type === "@xstate.snapshot" && JSON.stringify(m.snapshot?.value) === '{"busy":"generating"}');
+    const generating = messages.find((m) => m.type === "@xstate.snapshot" && JSON.stringify(m.snapshot?.value) === '{"loaded":{"busy":"generating"}}');
     assert.ok(generating, "the generating state was reported");
     assert.ok(messages.some((m) => m.type === "@xstate.event" && m.event?.type === "RUN"));
     const all = raw.join("\n");

@@ -1,64 +1,50 @@
 import { fromCallback, fromPromise, type EventObject } from "xstate";
 import { toKekahydeError, type KekahydeError } from "../errors.ts";
-import type { Ticket } from "../machines/ticket.ts";
-import type { Engine, GenerateResult, GenerationProgress, GenerationRequest, LoadedModel, LoadSettings } from "./types.ts";
+import type { GenerateResult, GenerationProgress, GenerationRequest } from "../domain/generation.ts";
+import type { ModelPlan } from "../domain/models.ts";
+import type { Engine, LoadedModel } from "./types.ts";
 
-/** What the engine actors report back to the runtime machine. */
+/**
+ * The engine as actors: what a machine invokes or spawns to load, run and free a model. Each reports by
+ * events; a generation's reports name its job by the id the machine gave it.
+ */
 export type EngineEvent =
   | { type: "LOAD.PROGRESS"; progress: number }
-  | { type: "LOAD.PREVIOUS_DISPOSED" }
   | { type: "LOAD.DONE"; model: LoadedModel }
   | { type: "LOAD.FAILED"; error: KekahydeError }
-  | { type: "GENERATION.PROGRESS"; job: Ticket<GenerateResult>; progress: GenerationProgress }
-  | { type: "GENERATION.STOPPED"; job: Ticket<GenerateResult>; result: GenerateResult }
-  | { type: "GENERATION.DONE"; job: Ticket<GenerateResult>; result: GenerateResult }
-  | { type: "GENERATION.FAILED"; job: Ticket<GenerateResult>; error: KekahydeError };
+  | { type: "GENERATION.PROGRESS"; job: string; progress: GenerationProgress }
+  | { type: "GENERATION.STOPPED"; job: string; result: GenerateResult }
+  | { type: "GENERATION.DONE"; job: string; result: GenerateResult }
+  | { type: "GENERATION.FAILED"; job: string; error: KekahydeError }
+  | { type: "ENGINE.LOST"; error: KekahydeError };
 
 export interface LoadModelInput {
   engine: Engine;
-  path: string;
-  settings: LoadSettings;
-  previous: LoadedModel | null;
+  plan: ModelPlan;
 }
 
 /**
- * Loads a model, replacing `previous`. The new file is validated first, so a bad path or a broken file
- * costs nothing: the previous model is only disposed once the new one is known to be loadable. Stopping this
- * actor (leaving the loading state) aborts the load; a model that finishes loading after that is freed.
+ * Loads a planned model. Stopping this actor (leaving the loading state) aborts the load; a model that
+ * finishes loading after that is freed.
  */
 export const loadModelActor = fromCallback<EventObject, LoadModelInput, EngineEvent>(({ input, sendBack }) => {
   const abort = new AbortController();
-  const { engine, path, settings, previous } = input;
-  (async () => {
-    try {
-      await engine.validate(path, settings);
-    } catch (e) {
-      return sendBack({ type: "LOAD.FAILED", error: toKekahydeError(e, "MODEL_INVALID") });
-    }
-    if (previous) {
-      await previous.dispose().catch(() => {});
-      sendBack({ type: "LOAD.PREVIOUS_DISPOSED" });
-    }
-    try {
-      const model = await engine.load({
-        ...settings,
-        path,
-        signal: abort.signal,
-        onProgress: (progress) => sendBack({ type: "LOAD.PROGRESS", progress }),
-      });
-      if (abort.signal.aborted) return void (await model.dispose().catch(() => {}));
-      sendBack({ type: "LOAD.DONE", model });
-    } catch (e) {
-      sendBack({ type: "LOAD.FAILED", error: toKekahydeError(e, "MODEL_INVALID") });
-    }
-  })();
+  input.engine
+    .load(input.plan, { signal: abort.signal, onProgress: (progress) => sendBack({ type: "LOAD.PROGRESS", progress }) })
+    .then(
+      async (model) => {
+        if (abort.signal.aborted) return void (await model.dispose().catch(() => {}));
+        sendBack({ type: "LOAD.DONE", model });
+      },
+      (e) => sendBack({ type: "LOAD.FAILED", error: toKekahydeError(e, "MODEL_INVALID") }),
+    );
   return () => abort.abort();
 });
 
 export interface GenerateInput {
   model: LoadedModel;
   /** The job this generation serves; every report names it. */
-  job: Ticket<GenerateResult>;
+  job: string;
   request: GenerationRequest;
   /** Receives text as it is decoded. It goes straight to the requester, not through the machine. */
   onText?: (chunk: string) => void;
@@ -139,7 +125,18 @@ export const generateActor = fromCallback<{ type: "ABORT" }, GenerateInput, Engi
   };
 });
 
-/** Frees a model (unload, engine failure, shutdown). Never fails: a dispose error leaves nothing to retry. */
+/** Frees a model (unload, replace, engine failure, shutdown). Never fails: a dispose error leaves nothing to retry. */
 export const disposeModelActor = fromPromise<void, { model: LoadedModel | null }>(async ({ input }) => {
   await input.model?.dispose().catch(() => {});
+});
+
+/** Watches a loaded model's engine: reports ENGINE.LOST if it ends without being asked. */
+export const watchEngineActor = fromCallback<EventObject, { model: LoadedModel | null }, EngineEvent>(({ input, sendBack }) => {
+  let watching = true;
+  void input.model?.lost.then((error) => {
+    if (watching) sendBack({ type: "ENGINE.LOST", error });
+  });
+  return () => {
+    watching = false;
+  };
 });

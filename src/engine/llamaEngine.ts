@@ -1,15 +1,15 @@
-import { basename } from "node:path";
 import type { ChatHistoryItem, Llama, LlamaContext, LlamaContextSequence, LlamaModel } from "node-llama-cpp";
 import { KekahydeError, toKekahydeError } from "../errors.ts";
-import { toGrammarSchema } from "./jsonSchema.ts";
 import si from "systeminformation";
+import { SAMPLING_DEFAULTS } from "../domain/defaults.ts";
+import type { FinishReason, GenerateResult } from "../domain/generation.ts";
+import { defaultModelName, type GpuMode, type LoadSettings, type ModelInfo } from "../domain/models.ts";
+import { toGrammarSchema } from "./jsonSchema.ts";
 import { estimateModelMemory } from "../gguf/memory.ts";
 import type { GgufInfo } from "../gguf/reader.ts";
 import { inspectModelFile } from "./modelFile.ts";
 import { sourceBuildOptions } from "./sourceBuild.ts";
-import type { Engine, FinishReason, GenerateOptions, GenerateResult, LoadedModel, LoadOptions, LoadSettings, ModelInfo } from "./types.ts";
-
-export type GpuMode = "auto" | "off";
+import type { Engine, GenerateOptions, LoadedModel } from "./types.ts";
 
 export interface LlamaEngineOptions {
   gpu: GpuMode;
@@ -34,9 +34,6 @@ const STOP_REASONS: Record<string, FinishReason> = {
   abort: "cancelled",
 };
 
-/** Defaults as llama-server's: what users of local daemons expect when they send no sampling options. */
-export const SAMPLING_DEFAULTS = { temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1.0 } as const;
-
 function samplingFor(request: GenerateOptions) {
   const s = { ...SAMPLING_DEFAULTS, ...request.sampling };
   return {
@@ -60,6 +57,8 @@ const binding = (): Promise<NodeLlamaCpp> => (nodeLlamaCpp ??= import("node-llam
 class LlamaLoadedModel implements LoadedModel {
   private readonly inflight = new Set<{ abort: AbortController; done: Promise<unknown> }>();
   private disposing: Promise<void> | null = null;
+  /** An in-process engine cannot end by itself: if llama.cpp dies, so does the process that would report it. */
+  readonly lost = new Promise<KekahydeError>(() => {});
   /**
    * The context's sequences, one per parallel generation. Each is reused by the generations that follow, so
    * its evaluated prefix can be reused too; node-llama-cpp decodes the busy ones together in one batch.
@@ -203,9 +202,6 @@ class LlamaLoadedModel implements LoadedModel {
 /** The node-llama-cpp engine: prebuilt binaries only; it never downloads or compiles anything at run time. */
 export function createLlamaEngine(options: LlamaEngineOptions): Engine {
   let llama: Promise<Llama> | null = null;
-  const disposals = new Set<Promise<void>>();
-  /** Loaded models and the memory each was estimated to take. */
-  const live = new Map<LoadedModel, number>();
   const policy = { allowedDirs: options.modelsDirs ?? [] };
   const availableMemory = options.availableMemory ?? (async () => (await si.mem()).available);
 
@@ -215,29 +211,6 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
     return Math.max(16, Math.min(requested, gguf.contextLength || requested));
   };
   const sequencesFor = (settings: LoadSettings): number => Math.max(1, settings.parallel ?? options.parallel ?? 1);
-  const onGpu = async (settings: LoadSettings): Promise<boolean> => (await library()).gpu !== false && settings.gpuLayers !== 0;
-  /** Memory free for a new model: VRAM when its layers go to a GPU, else RAM. */
-  async function freeMemory(settings: LoadSettings): Promise<number> {
-    if (await onGpu(settings)) return (await (await library()).getVramState()).free;
-    return availableMemory();
-  }
-
-  /**
-   * Refuses a model that cannot fit in memory on a CPU-only engine, instead of letting the process die or
-   * swap. The memory of loaded models counts as available: the supervisor evicts them to make room.
-   */
-  async function checkMemory(gguf: GgufInfo, need: ReturnType<typeof estimateModelMemory>, contextSize: number, settings: LoadSettings): Promise<void> {
-    if (await onGpu(settings)) return; // weights go to VRAM; llama.cpp sizes that itself
-    const available = (await availableMemory()) + [...live.values()].reduce((a, b) => a + b, 0);
-    if (need.total > available) {
-      const gib = (n: number) => `${(n / 1024 ** 3).toFixed(2)} GiB`;
-      throw new KekahydeError(
-        "INSUFFICIENT_MEMORY",
-        `Not enough memory for ${gguf.name ?? "this model"}: it needs about ${gib(need.total)} (weights ${gib(need.weights)}, KV cache for ${contextSize} tokens ${gib(need.kvCache)}) but ${gib(available)} is available. Use a smaller quantization or context_size, or free memory.`,
-        { needed_bytes: need.total, available_bytes: available },
-      );
-    }
-  }
   const library = (): Promise<Llama> =>
     (llama ??= binding().then(({ getLlama, LlamaLogLevel }) => getLlama({
       gpu: options.gpu === "off" ? false : "auto",
@@ -257,43 +230,60 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
     }));
 
   return {
-    async validate(rawPath, settings) {
+    async plan(rawPath, settings) {
       const { path, gguf } = await inspectModelFile(rawPath, policy);
+      const contextSize = contextFor(gguf, settings);
+      const sequences = sequencesFor(settings);
       // Every sequence has its own KV cache of the context size.
-      const cells = contextFor(gguf, settings) * sequencesFor(settings);
-      const need = estimateModelMemory(gguf, cells);
-      await checkMemory(gguf, need, cells, settings);
-      return { path, bytes: need.total, freeBytes: await freeMemory(settings) };
+      const need = estimateModelMemory(gguf, contextSize * sequences);
+      // Layers go to a GPU when the library found one and the load does not ask for none; then the memory
+      // that matters is the GPU's.
+      const lib = options.gpu === "off" || settings.gpuLayers === 0 ? null : await library();
+      const onGpu = lib !== null && lib.gpu !== false;
+      const freeBytes = onGpu ? (await lib.getVramState()).free : await availableMemory();
+      return {
+        path,
+        name: gguf.name,
+        architecture: gguf.architecture,
+        fileSize: gguf.fileSize,
+        trainContextSize: gguf.contextLength,
+        contextSize,
+        sequences,
+        ...(settings.gpuLayers !== undefined && { gpuLayers: settings.gpuLayers }),
+        ...(settings.threads !== undefined && { threads: settings.threads }),
+        bytes: need.total,
+        weightsBytes: need.weights,
+        kvCacheBytes: need.kvCache,
+        freeBytes,
+        onGpu,
+      };
     },
 
-    async load({ path: rawPath, signal, onProgress, contextSize: wantedContext, gpuLayers, threads: wantedThreads, parallel }: LoadOptions): Promise<LoadedModel> {
-      const { path, gguf } = await inspectModelFile(rawPath, policy);
-      // A model being freed (unload, replaced) must be gone before the next one takes its memory.
-      await Promise.all([...disposals]);
+    async load(plan, { signal, onProgress }) {
       const lib = await library();
-      const threads = wantedThreads ?? options.threads;
+      const { path } = plan;
+      const threads = plan.threads ?? options.threads;
       let model: LlamaModel;
       try {
-        model = await lib.loadModel({ modelPath: path, loadSignal: signal, onLoadProgress: onProgress, gpuLayers: gpuLayers ?? "auto" });
+        model = await lib.loadModel({ modelPath: path, loadSignal: signal, onLoadProgress: onProgress, gpuLayers: plan.gpuLayers ?? "auto" });
       } catch (e) {
         if (signal.aborted) throw new KekahydeError("MODEL_INVALID", `loading ${path} was cancelled`, { path });
         throw toKekahydeError(e, "MODEL_INVALID", `${path} could not be loaded by llama.cpp`);
       }
-      const contextSize = contextFor(gguf, { contextSize: wantedContext });
       let context: LlamaContext;
       try {
-        context = await model.createContext({ contextSize, sequences: sequencesFor({ parallel }), threads: { ideal: threads, min: threads } });
+        context = await model.createContext({ contextSize: plan.contextSize, sequences: plan.sequences, threads: { ideal: threads, min: threads } });
       } catch (e) {
         await model.dispose();
-        throw toKekahydeError(e, "MODEL_INVALID", `could not create a ${contextSize}-token context for ${path}`);
+        throw toKekahydeError(e, "MODEL_INVALID", `could not create a ${plan.contextSize}-token context for ${path}`);
       }
       const info: ModelInfo = {
         path,
-        name: gguf.name ?? basename(path).replace(/\.gguf$/i, ""),
-        architecture: gguf.architecture,
-        size_bytes: gguf.fileSize,
+        name: plan.name ?? defaultModelName(path),
+        architecture: plan.architecture,
+        size_bytes: plan.fileSize,
         context_size: context.contextSize,
-        train_context_size: gguf.contextLength,
+        train_context_size: plan.trainContextSize,
         threads,
         gpu: lib.gpu,
         gpu_layers: model.gpuLayers,
@@ -302,17 +292,6 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
       };
       const loaded = new LlamaLoadedModel(info, await binding(), lib, model, context);
       await loaded.warmUp();
-      const footprint = estimateModelMemory(gguf, context.contextSize * context.totalSequences).total;
-      live.set(loaded, footprint);
-      const dispose = loaded.dispose.bind(loaded);
-      loaded.dispose = () => {
-        const p = dispose();
-        disposals.add(p);
-        return p.finally(() => {
-          disposals.delete(p);
-          live.delete(loaded);
-        });
-      };
       return loaded;
     },
 

@@ -3,28 +3,6 @@ import { resolve, sep } from "node:path";
 import { KekahydeError } from "../errors.ts";
 import { GgufFormatError, readGgufInfo, type GgufInfo } from "../gguf/reader.ts";
 
-/**
- * Checks a model path before any engine sees it: that it exists, is a regular file and carries a sane GGUF
- * header whose tensors all lie inside the file. Everything the native loader could hang or crash on is
- * rejected here with a reason a person can act on.
- */
-/**
- * The last header read, by path, size and modification time: validation and loading both inspect the file,
- * and a 32000-token vocabulary takes tens of milliseconds to walk. A changed file is read again.
- */
-let lastRead: { key: string; info: Promise<GgufInfo> } | null = null;
-function readCached(path: string, size: number, mtimeMs: number): Promise<GgufInfo> {
-  const key = `${path}\0${size}\0${mtimeMs}`;
-  if (lastRead?.key !== key) {
-    const info = readGgufInfo(path);
-    lastRead = { key, info };
-    info.catch(() => {
-      if (lastRead?.key === key) lastRead = null;
-    });
-  }
-  return lastRead.info;
-}
-
 export interface ModelFilePolicy {
   /** When not empty, models must lie inside one of these folders (after resolving symlinks and ".."). */
   allowedDirs: readonly string[];
@@ -49,6 +27,11 @@ async function checkAllowed(path: string, allowedDirs: readonly string[]): Promi
   }
 }
 
+/**
+ * Checks a model path before any engine sees it: that it exists, is a regular file and carries a sane GGUF
+ * header whose tensors all lie inside the file. Everything the native loader could hang or crash on is
+ * rejected here with a reason a person can act on. Read once per load (the plan carries what it found).
+ */
 export async function inspectModelFile(rawPath: string, policy: ModelFilePolicy = { allowedDirs: [] }): Promise<{ path: string; gguf: GgufInfo }> {
   let path = resolve(rawPath);
   await checkAllowed(path, policy.allowedDirs);
@@ -69,7 +52,7 @@ export async function inspectModelFile(rawPath: string, policy: ModelFilePolicy 
     throw new KekahydeError("MODEL_INVALID", `${path} is ${kind}, not a GGUF model file. Pass the path of a .gguf file.`, { path });
   }
   try {
-    return { path, gguf: await readCached(path, st.size, st.mtimeMs) };
+    return { path, gguf: await readGgufInfo(path) };
   } catch (e) {
     if (e instanceof GgufFormatError) {
       throw new KekahydeError("MODEL_INVALID", `${path} is not a loadable GGUF model: ${e.message}. Use a complete .gguf file (re-download or re-convert it).`, { path });

@@ -28,8 +28,8 @@ export type FeedEvent =
       /** The supervisor event that changed the set (LOAD admitted, KEEPALIVE.EXPIRED, MODEL.PHASE, ...). */
       event: string;
       models: Array<{ name: string; phase: string }>;
-      /** Models on their way out (evicted, expired), until they have freed their memory. */
-      retiring: number;
+      /** Models on their way out (evicted, expired, unloaded), until they have freed their memory. */
+      departing: number;
     }
   | {
       type: "supervisor";
@@ -108,10 +108,10 @@ export class RuntimeFeed {
     }
     this.lastSupervisorState = active;
     const models = Object.values(snapshot.context.models).map((m) => ({ name: m.name, phase: m.phase }));
-    const key = JSON.stringify([models, snapshot.context.retiring.length]);
+    const key = JSON.stringify([models, snapshot.context.departing.length]);
     if (key === this.lastModels) return;
     this.lastModels = key;
-    this.publish({ type: "models", at, event, models, retiring: snapshot.context.retiring.length });
+    this.publish({ type: "models", at, event, models, departing: snapshot.context.departing.length });
   }
 
   private runtimeChanged(actor: AnyActorRef, snapshot: RuntimeSnapshot, event: string): void {
@@ -127,7 +127,7 @@ export class RuntimeFeed {
     const load = snapshot.context.load;
     const quarter = load ? Math.floor(load.progress * 4) : -1;
     if (load && quarter > (last?.quarter ?? -1)) {
-      this.publish({ type: "load_progress", at: new Date().toISOString(), model: snapshot.context.name, path: load.path, progress: Math.round(load.progress * 100) / 100 });
+      this.publish({ type: "load_progress", at: new Date().toISOString(), model: snapshot.context.name, path: load.plan.path, progress: Math.round(load.progress * 100) / 100 });
     }
     const unchanged = last ? last.active === key && last.queue === queue : event === "xstate.init";
     if (unchanged) return void this.last.set(actor, { state, queue, active: key, generation, quarter });

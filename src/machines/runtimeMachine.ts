@@ -1,25 +1,29 @@
 import { assertEvent, assign, enqueueActions, setup, type AnyActorRef } from "xstate";
+import { DEFAULT_MAX_QUEUE } from "../domain/defaults.ts";
+import type { FinishReason, GenerateResult, GenerationRequest } from "../domain/generation.ts";
+import type { ModelInfo, ModelPlan } from "../domain/models.ts";
+import { disposeModelActor, generateActor, loadModelActor, watchEngineActor, type EngineEvent } from "../engine/engineActors.ts";
+import type { Engine, LoadedModel } from "../engine/types.ts";
 import { KekahydeError, type ErrorCode } from "../errors.ts";
-import { disposeModelActor, generateActor, loadModelActor, type EngineEvent } from "../engine/engineActors.ts";
-import type { Engine, FinishReason, GenerateResult, GenerationRequest, LoadedModel, LoadSettings, ModelInfo } from "../engine/types.ts";
+import { BUSY, LOADING, NO_MODEL, SHUTTING_DOWN, UNLOADING, type Refusal } from "./refusals.ts";
 import type { Ticket } from "./ticket.ts";
 
 /**
  * The runtime machine: the single source of truth for what one model slot of the daemon is doing. The
  * supervisor (supervisorMachine.ts) spawns one per loaded model.
  *
- *   empty ──LOAD──▶ loading ──LOAD.DONE──▶ idle ──RUN──▶ busy.generating ──STOP / CANCEL──▶ busy.cancelling
- *     ▲               │ LOAD.FAILED          ▲ ◀──GENERATION.DONE / FAILED, queue empty───────────┘
- *     └───────────────┘ (idle if the       ──UNLOAD──▶ empty      (queue not empty: busy again, next job)
- *                         previous model was kept)
+ *   empty ──LOAD──▶ loading ──LOAD.DONE──▶ loaded.idle ──RUN──▶ loaded.busy.generating ──STOP──▶ cancelling
+ *     ▲               │ LOAD.FAILED           │  ▲ ◀──── the last job has ended, none waits ───────────┘
+ *     ├───────────────┘                       │  └─ UNLOAD / LOAD (replace) ──▶ unloading ──(freed)──▶ empty
+ *     └──── ENGINE.LOST (the engine ended by itself) ◀── loaded                    └─ a load waits ─▶ loading
  *
- * Each running job has its own generation actor, spawned under the job's id, so that up to `slots` jobs
- * decode together (llama-server's `-np`); `generating` and `cancelling` are the states users see. Further
- * RUNs wait in a bounded FIFO queue in the context and start, in order, as slots free up. An engine failure
- * frees the model and lands in `empty` with `lastError` set, answering every waiting request. Every request
- * event carries a ticket, and every state says what it does with every request: accept it, or refuse it
- * with a typed error. SHUTDOWN from anywhere ends in `stopped`. Each state tells the supervisor (if there
- * is one) when it is entered, which is how keep-alive and eviction know which models are busy.
+ * `empty` means the model's memory is free: freeing a model is the `unloading` state, which invokes the
+ * disposal. Each running job has its own generation actor, spawned under the job's id, so that up to `slots`
+ * jobs decode together (llama-server's `-np`). Further RUNs wait in a bounded FIFO queue and start, in order,
+ * as slots free up. Every request event carries a ticket, and every state says what it does with every
+ * request: accept it, or refuse it with a typed error. Transitions are pure: `assign` only computes context;
+ * answering a ticket, spawning, sending and freeing are named actions or actors, run after the transition.
+ * SHUTDOWN from anywhere ends in `stopped`. Each state tells the supervisor (if any) when it is entered.
  */
 
 export interface LoadResult {
@@ -34,10 +38,7 @@ export interface UnloadResult {
   unloaded: boolean;
 }
 
-/**
- * One generation request, waiting or running. Its ticket is its identity for CANCEL and for the engine's
- * reports; `id` names its generation actor while it runs.
- */
+/** One generation request, waiting or running. `id` names it in CANCEL, in the engine's reports and as its actor. */
 export interface Job {
   id: string;
   ticket: Ticket<GenerateResult>;
@@ -48,12 +49,12 @@ export interface Job {
 }
 
 export type RuntimeEvent =
-  | { type: "LOAD"; path: string; settings: LoadSettings; ticket: Ticket<LoadResult> }
-  | { type: "RUN"; request: GenerationRequest; onText?: (chunk: string) => void; ticket: Ticket<GenerateResult> }
+  | { type: "LOAD"; plan: ModelPlan; ticket: Ticket<LoadResult> }
+  | { type: "RUN"; id: string; request: GenerationRequest; onText?: (chunk: string) => void; ticket: Ticket<GenerateResult> }
   | { type: "STOP"; all: boolean; ticket: Ticket<StopResult> }
   | { type: "UNLOAD"; ticket: Ticket<UnloadResult> }
   /** The client of a job went away: stop it if it runs, drop it if it waits. */
-  | { type: "CANCEL"; job: Ticket<GenerateResult> }
+  | { type: "CANCEL"; job: string }
   | { type: "SHUTDOWN" }
   | EngineEvent;
 
@@ -75,14 +76,16 @@ export interface GenerationStats {
   finishReason: FinishReason | null;
 }
 
-/** What a runtime tells its supervisor on entering each of its top-level states. */
-export type RuntimePhase = "empty" | "loading" | "idle" | "busy" | "stopping" | "stopped";
+/** What a runtime tells its supervisor on entering each state that matters to it. */
+export type RuntimePhase = "empty" | "loading" | "idle" | "busy" | "unloading" | "stopping" | "stopped";
 export interface ModelPhaseEvent {
   type: "MODEL.PHASE";
   name: string;
   phase: RuntimePhase;
   /** The runtime actor that reports. */
   ref: AnyActorRef;
+  /** Why the model failed, when it did (set on the `empty` that a failed load or a lost engine leads to). */
+  error: LastError | null;
 }
 
 export interface RuntimeContext {
@@ -94,13 +97,16 @@ export interface RuntimeContext {
   /** Jobs that may generate at once. */
   slots: number;
   model: LoadedModel | null;
-  load: { path: string; settings: LoadSettings; ticket: Ticket<LoadResult>; progress: number } | null;
+  /** The load under way, or waiting for the previous model to be freed. */
+  load: { plan: ModelPlan; ticket: Ticket<LoadResult>; progress: number } | null;
   running: Job[];
   queue: Job[];
-  jobCount: number;
   /** Figures of the last job that ended. */
   lastGeneration: GenerationStats | null;
   stopTickets: Array<{ ticket: Ticket<StopResult>; dropped: number }>;
+  /** UNLOADs answered once the model is freed. */
+  unloadTickets: Array<Ticket<UnloadResult>>;
+  /** Why the model last failed (its load, or its engine); cleared by a successful load. */
   lastError: LastError | null;
 }
 
@@ -108,9 +114,9 @@ export interface RuntimeInput {
   engine: Engine;
   /** The model's name under the supervisor (default "default"). */
   name?: string;
-  /** Receives a MODEL.PHASE event on entry to each top-level state. */
+  /** Receives a MODEL.PHASE event on entry to each reported state. */
   supervisor?: AnyActorRef;
-  /** Requests that may wait while the slots are full (default 16). */
+  /** Requests that may wait while the slots are full (default 16; 0: none wait). */
   maxQueue?: number;
   /** Longest any generation may run; null or absent: no limit. */
   maxGenerationMs?: number | null;
@@ -118,24 +124,21 @@ export interface RuntimeInput {
   slots?: number;
 }
 
-export const DEFAULT_MAX_QUEUE = 16;
-
 export const errorRecord = (error: KekahydeError): LastError => ({ code: error.code, message: error.message, at: new Date().toISOString() });
 
-function jobFrom(event: Extract<RuntimeEvent, { type: "RUN" }>, n: number): Job {
-  return { id: `generation-${n}`, ticket: event.ticket, request: event.request, onText: event.onText, enqueuedAt: Date.now(), stats: null };
-}
-
-const jobOf = (context: RuntimeContext, event: RuntimeEvent): Job | undefined =>
-  "job" in event ? context.running.find((j) => j.ticket === event.job) : undefined;
+const jobOf = (context: RuntimeContext, id: string): Job | undefined => context.running.find((j) => j.id === id);
+const jobIdOf = (event: RuntimeEvent): string | null => ("job" in event ? event.job : null);
 
 function freshStats(): GenerationStats {
   return { startedAt: Date.now(), endedAt: null, promptTokens: null, completionTokens: 0, firstTokenMs: null, finishReason: null };
 }
 
-/** Refusals both machines give, word for word. */
-export const SHUTTING_DOWN = { code: "SHUTTING_DOWN", message: "The daemon is shutting down." } as const;
-export const NO_MODEL = { code: "NO_MODEL", message: "No model is loaded. POST /load_model with {\"path\": \"/abs/model.gguf\"} first." } as const;
+/** How long to wait before retrying a refused request: the last generation's length times the queue ahead. */
+function retryAfterSeconds(context: RuntimeContext): number {
+  const g = context.lastGeneration;
+  const lastSeconds = g?.endedAt ? (g.endedAt - g.startedAt) / 1000 : 1;
+  return Math.max(1, Math.ceil((lastSeconds * (context.queue.length + 1)) / context.slots));
+}
 
 export const runtimeMachine = setup({
   types: {
@@ -147,21 +150,28 @@ export const runtimeMachine = setup({
     loadModel: loadModelActor,
     generate: generateActor,
     disposeModel: disposeModelActor,
+    watchEngine: watchEngineActor,
   },
   guards: {
-    hasModel: ({ context }) => context.model !== null,
-    isEngineFailure: ({ event }) => event.type === "GENERATION.FAILED" && event.error.code === "ENGINE_FAILURE",
     hasFreeSlot: ({ context }) => context.running.length < context.slots,
     queueHasRoom: ({ context }) => context.queue.length < context.maxQueue,
-    isRunningJob: ({ context, event }) => event.type === "CANCEL" && context.running.some((j) => j.ticket === event.job),
-    isQueuedJob: ({ context, event }) => event.type === "CANCEL" && context.queue.some((j) => j.ticket === event.job),
     nothingRunning: ({ context }) => context.running.length === 0,
+    isRunningJob: ({ context, event }) => context.running.some((j) => j.id === jobIdOf(event)),
+    isQueuedJob: ({ context, event }) => context.queue.some((j) => j.id === jobIdOf(event)),
+    isEngineFailure: ({ event }) => event.type === "GENERATION.FAILED" && event.error.code === "ENGINE_FAILURE",
+    stopsAll: ({ event }) => event.type === "STOP" && event.all,
+    hasPendingLoad: ({ context }) => context.load !== null,
   },
   actions: {
+    // ── Telling the supervisor ──────────────────────────────────────────────────────────────────────────
     report: enqueueActions(({ context, enqueue, self }, params: { phase: RuntimePhase }) => {
-      if (context.supervisor) enqueue.sendTo(context.supervisor, { type: "MODEL.PHASE", name: context.name, phase: params.phase, ref: self } satisfies ModelPhaseEvent);
+      if (context.supervisor) {
+        enqueue.sendTo(context.supervisor, { type: "MODEL.PHASE", name: context.name, phase: params.phase, ref: self, error: context.lastError } satisfies ModelPhaseEvent);
+      }
     }),
-    refuse: ({ event }, params: { code: ErrorCode; message: string }) => {
+
+    // ── Answers (effects: run after the transition) ─────────────────────────────────────────────────────
+    refuse: ({ event }, params: Refusal) => {
       if ("ticket" in event) event.ticket.reject(new KekahydeError(params.code, params.message));
     },
     answerNothingToStop: ({ event }) => {
@@ -172,33 +182,6 @@ export const runtimeMachine = setup({
       assertEvent(event, "UNLOAD");
       event.ticket.resolve({ unloaded: false });
     },
-
-    acceptLoad: assign({
-      load: ({ event }) => {
-        assertEvent(event, "LOAD");
-        return { path: event.path, settings: event.settings, ticket: event.ticket, progress: 0 };
-      },
-    }),
-    recordLoadProgress: assign({
-      load: ({ context, event }) => {
-        assertEvent(event, "LOAD.PROGRESS");
-        return context.load && { ...context.load, progress: event.progress };
-      },
-    }),
-    forgetModel: assign({ model: null }),
-    /** Frees the model in the background (the engine waits for it before the next load) and forgets it. */
-    discardModel: assign(({ context }) => {
-      void context.model?.dispose().catch(() => {});
-      return { model: null, lastGeneration: null };
-    }),
-    storeModel: assign({
-      model: ({ event }) => {
-        assertEvent(event, "LOAD.DONE");
-        return event.model;
-      },
-      lastError: null,
-      lastGeneration: null,
-    }),
     resolveLoad: ({ context, event }) => {
       assertEvent(event, "LOAD.DONE");
       context.load?.ticket.resolve({ model: event.model.info });
@@ -207,99 +190,91 @@ export const runtimeMachine = setup({
       assertEvent(event, "LOAD.FAILED");
       context.load?.ticket.reject(event.error);
     },
-    recordLoadError: assign({
-      lastError: ({ event }) => {
-        assertEvent(event, "LOAD.FAILED");
-        return errorRecord(event.error);
-      },
-    }),
-    clearLoad: assign({ load: null }),
-    answerUnloaded: ({ event }) => {
-      assertEvent(event, "UNLOAD");
-      event.ticket.resolve({ unloaded: true });
+    answerUnloads: ({ context }) => {
+      for (const ticket of context.unloadTickets) ticket.resolve({ unloaded: true });
     },
-
-    enqueueJob: assign(({ context, event }) => {
-      assertEvent(event, "RUN");
-      return { queue: [...context.queue, jobFrom(event, context.jobCount + 1)], jobCount: context.jobCount + 1 };
-    }),
     refuseQueueFull: ({ context, event }) => {
       assertEvent(event, "RUN");
-      const g = context.lastGeneration;
-      const lastSeconds = g?.endedAt ? (g.endedAt - g.startedAt) / 1000 : 1;
-      const retryAfter = Math.max(1, Math.ceil((lastSeconds * (context.queue.length + 1)) / context.slots));
+      const retryAfter = retryAfterSeconds(context);
+      const waiting = context.maxQueue === 0 ? "--max-queue is 0: no request waits" : `${context.maxQueue} requests waiting`;
       event.ticket.reject(
-        new KekahydeError("QUEUE_FULL", `The queue is full (${context.maxQueue} requests waiting). Retry in about ${retryAfter} s.`, {
+        new KekahydeError("QUEUE_FULL", `All ${context.slots} slot(s) are generating and the queue is full (${waiting}). Retry in about ${retryAfter} s.`, {
           retry_after_s: retryAfter,
           queue_length: context.queue.length,
         }),
       );
     },
+    /** Answers a job: at GENERATION.DONE, or earlier at GENERATION.STOPPED (then DONE finds it answered). */
+    answerJob: ({ context, event }) => {
+      assertEvent(event, ["GENERATION.DONE", "GENERATION.STOPPED"]);
+      jobOf(context, event.job)?.ticket.resolve(event.result);
+    },
+    rejectJob: ({ context, event }) => {
+      assertEvent(event, "GENERATION.FAILED");
+      jobOf(context, event.job)?.ticket.reject(event.error);
+    },
+    refuseCancelledJob: ({ context, event }) => {
+      assertEvent(event, "CANCEL");
+      context.queue.find((j) => j.id === event.job)?.ticket.reject(new KekahydeError("CLIENT_CLOSED", "The client closed the request before it started."));
+    },
+    refuseQueuedJobs: ({ context }) => {
+      const error = new KekahydeError("QUEUE_CLEARED", "Cancelled by POST /stop {\"all\": true} before it started. Send it again if you still want it.");
+      for (const job of context.queue) job.ticket.reject(error);
+    },
+    answerStops: ({ context }) => {
+      for (const { ticket, dropped } of context.stopTickets) ticket.resolve({ stopped: true, dropped });
+    },
+    /** After an engine failure nothing can run on this model: the failed job gets its error, every other job one that says why. */
+    failAllJobs: ({ context, event }) => {
+      assertEvent(event, "GENERATION.FAILED");
+      const error = new KekahydeError("ENGINE_FAILURE", `The engine failed: ${event.error.message}`);
+      for (const job of [...context.running, ...context.queue]) job.ticket.reject(job.id === event.job ? event.error : error);
+    },
+    failJobsOnEngineLoss: ({ context, event }) => {
+      assertEvent(event, "ENGINE.LOST");
+      for (const job of [...context.running, ...context.queue]) job.ticket.reject(event.error);
+    },
+    refusePendingWork: ({ context }) => {
+      const error = new KekahydeError(SHUTTING_DOWN.code, SHUTTING_DOWN.message);
+      context.load?.ticket.reject(error);
+      for (const job of [...context.running, ...context.queue]) job.ticket.reject(error);
+      for (const { ticket, dropped } of context.stopTickets) ticket.resolve({ stopped: true, dropped });
+      for (const ticket of context.unloadTickets) ticket.resolve({ unloaded: true });
+    },
+
+    // ── Jobs and their generation actors ────────────────────────────────────────────────────────────────
     /** Moves waiting jobs into free slots, oldest first, each with its own generation actor. */
-    fillSlots: assign(({ context, spawn }) => {
+    startJobs: enqueueActions(({ context, enqueue }) => {
       const free = Math.max(0, context.slots - context.running.length);
       const starting = context.queue.slice(0, free).map((job) => ({ ...job, stats: freshStats() }));
       for (const job of starting) {
-        spawn("generate", {
+        enqueue.spawnChild("generate", {
           id: job.id,
           input: {
             model: context.model!,
-            job: job.ticket,
+            job: job.id,
             request: job.request,
             onText: job.onText,
             timeLimitMs: Math.min(job.request.timeLimitMs ?? Infinity, context.maxGenerationMs ?? Infinity),
           },
         });
       }
-      return { running: [...context.running, ...starting], queue: context.queue.slice(starting.length) };
+      enqueue.assign({ running: [...context.running, ...starting], queue: context.queue.slice(starting.length) });
     }),
-    dropCancelledJob: assign({
-      queue: ({ context, event }) => {
-        assertEvent(event, "CANCEL");
-        const gone = context.queue.find((j) => j.ticket === event.job);
-        gone?.ticket.reject(new KekahydeError("CLIENT_CLOSED", "The client closed the request before it started."));
-        return context.queue.filter((j) => j !== gone);
-      },
+    abortJob: enqueueActions(({ event, enqueue }) => {
+      assertEvent(event, "CANCEL");
+      enqueue.sendTo(event.job, { type: "ABORT" });
     }),
-    abortCancelledJob: enqueueActions(({ context, event, enqueue }) => {
-      const job = jobOf(context, event);
-      if (job) enqueue.sendTo(job.id, { type: "ABORT" });
-    }),
-    /** Holds the STOP's answer until the generations have ended; with `all`, drops the queue first. */
-    acceptStop: assign(({ context, event }) => {
-      assertEvent(event, "STOP");
-      const dropped = event.all ? context.queue : [];
-      for (const job of dropped) {
-        job.ticket.reject(new KekahydeError("QUEUE_CLEARED", "Cancelled by POST /stop {\"all\": true} before it started. Send it again if you still want it."));
-      }
-      return {
-        queue: event.all ? [] : context.queue,
-        stopTickets: [...context.stopTickets, { ticket: event.ticket, dropped: dropped.length }],
-      };
-    }),
-    abortAllJobs: enqueueActions(({ context, enqueue }) => {
+    abortRunningJobs: enqueueActions(({ context, enqueue }) => {
       for (const job of context.running) enqueue.sendTo(job.id, { type: "ABORT" });
     }),
-    recordProgress: assign({
-      running: ({ context, event }) => {
-        assertEvent(event, "GENERATION.PROGRESS");
-        return context.running.map((j) => (j.ticket === event.job && j.stats ? { ...j, stats: { ...j.stats, ...event.progress } } : j));
-      },
+    stopJobActors: enqueueActions(({ context, enqueue }) => {
+      for (const job of context.running) enqueue.stopChild(job.id);
     }),
-    /** Answers a job: at GENERATION.DONE, or earlier at GENERATION.STOPPED (then DONE finds it answered). */
-    resolveRun: ({ context, event }) => {
-      assertEvent(event, ["GENERATION.DONE", "GENERATION.STOPPED"]);
-      jobOf(context, event)?.ticket.resolve(event.result);
-    },
-    rejectRun: ({ context, event }) => {
-      assertEvent(event, "GENERATION.FAILED");
-      jobOf(context, event)?.ticket.reject(event.error);
-    },
     /** Ends a job's generation actor and keeps its figures as the last generation's. */
     releaseJob: enqueueActions(({ context, event, enqueue }) => {
       assertEvent(event, ["GENERATION.DONE", "GENERATION.FAILED"]);
-      const job = jobOf(context, event);
-      if (!job) return;
+      const job = jobOf(context, event.job)!;
       enqueue.stopChild(job.id);
       const r = event.type === "GENERATION.DONE" ? event.result : null;
       const ended: GenerationStats | null = job.stats && {
@@ -309,41 +284,77 @@ export const runtimeMachine = setup({
       };
       enqueue.assign({ running: context.running.filter((j) => j !== job), lastGeneration: ended ?? context.lastGeneration });
     }),
-    /** After an engine failure nothing can run on this model: every job, running or waiting, is answered. */
-    failAllJobs: enqueueActions(({ context, event, enqueue }) => {
-      assertEvent(event, "GENERATION.FAILED");
-      const error = new KekahydeError("ENGINE_FAILURE", `The engine failed: ${event.error.message}`);
-      for (const job of context.running) {
-        job.ticket.reject(job.ticket === event.job ? event.error : error);
-        enqueue.stopChild(job.id);
-      }
-      for (const job of context.queue) job.ticket.reject(error);
-      enqueue.assign({ running: [], queue: [] });
+
+    // ── Context ─────────────────────────────────────────────────────────────────────────────────────────
+    acceptLoad: assign({
+      load: ({ event }) => {
+        assertEvent(event, "LOAD");
+        return { plan: event.plan, ticket: event.ticket, progress: 0 };
+      },
     }),
-    recordEngineError: assign({
+    recordLoadProgress: assign({
+      load: ({ context, event }) => {
+        assertEvent(event, "LOAD.PROGRESS");
+        return context.load && { ...context.load, progress: event.progress };
+      },
+    }),
+    storeModel: assign({
+      model: ({ event }) => {
+        assertEvent(event, "LOAD.DONE");
+        return event.model;
+      },
+      lastError: null,
+      lastGeneration: null,
+    }),
+    clearLoad: assign({ load: null }),
+    recordLoadError: assign({
       lastError: ({ event }) => {
-        assertEvent(event, "GENERATION.FAILED");
+        assertEvent(event, "LOAD.FAILED");
         return errorRecord(event.error);
       },
     }),
-    answerStops: assign({
-      stopTickets: ({ context }) => {
-        for (const { ticket, dropped } of context.stopTickets) ticket.resolve({ stopped: true, dropped });
-        return [];
+    forgetModel: assign({ model: null, lastGeneration: null }),
+    acceptUnload: assign({
+      unloadTickets: ({ context, event }) => {
+        assertEvent(event, "UNLOAD");
+        return [...context.unloadTickets, event.ticket];
       },
     }),
-
-    failPendingWork: enqueueActions(({ context, enqueue }) => {
-      const error = new KekahydeError(SHUTTING_DOWN.code, SHUTTING_DOWN.message);
-      context.load?.ticket.reject(error);
-      for (const job of context.running) {
-        job.ticket.reject(error);
-        enqueue.stopChild(job.id);
-      }
-      for (const job of context.queue) job.ticket.reject(error);
-      for (const { ticket, dropped } of context.stopTickets) ticket.resolve({ stopped: true, dropped });
-      enqueue.assign({ load: null, running: [], queue: [], stopTickets: [] });
+    clearUnloads: assign({ unloadTickets: [] }),
+    enqueueJob: assign(({ context, event }) => {
+      assertEvent(event, "RUN");
+      const job: Job = { id: event.id, ticket: event.ticket, request: event.request, onText: event.onText, enqueuedAt: Date.now(), stats: null };
+      return { queue: [...context.queue, job] };
     }),
+    dropCancelledJob: assign({
+      queue: ({ context, event }) => {
+        assertEvent(event, "CANCEL");
+        return context.queue.filter((j) => j.id !== event.job);
+      },
+    }),
+    /** Holds the STOP's answer until the generations have ended. */
+    acceptStop: assign({
+      stopTickets: ({ context, event }) => {
+        assertEvent(event, "STOP");
+        return [...context.stopTickets, { ticket: event.ticket, dropped: event.all ? context.queue.length : 0 }];
+      },
+    }),
+    clearQueue: assign({ queue: [] }),
+    clearStops: assign({ stopTickets: [] }),
+    recordProgress: assign({
+      running: ({ context, event }) => {
+        assertEvent(event, "GENERATION.PROGRESS");
+        return context.running.map((j) => (j.id === event.job && j.stats ? { ...j, stats: { ...j.stats, ...event.progress } } : j));
+      },
+    }),
+    clearJobs: assign({ running: [], queue: [] }),
+    recordEngineError: assign({
+      lastError: ({ event }) => {
+        assertEvent(event, ["GENERATION.FAILED", "ENGINE.LOST"]);
+        return errorRecord(event.error);
+      },
+    }),
+    clearPendingWork: assign({ load: null, running: [], queue: [], stopTickets: [], unloadTickets: [] }),
   },
 }).createMachine({
   id: "runtime",
@@ -358,13 +369,13 @@ export const runtimeMachine = setup({
     load: null,
     running: [],
     queue: [],
-    jobCount: 0,
     lastGeneration: null,
     stopTickets: [],
+    unloadTickets: [],
     lastError: null,
   }),
   on: {
-    SHUTDOWN: { target: ".stopping", actions: "failPendingWork" },
+    SHUTDOWN: { target: ".stopping", actions: ["refusePendingWork", "stopJobActors", "clearPendingWork"] },
   },
   initial: "empty",
   states: {
@@ -382,84 +393,122 @@ export const runtimeMachine = setup({
       invoke: {
         id: "loader",
         src: "loadModel",
-        input: ({ context }) => ({ engine: context.engine, path: context.load!.path, settings: context.load!.settings, previous: context.model }),
+        input: ({ context }) => ({ engine: context.engine, plan: context.load!.plan }),
       },
       on: {
         "LOAD.PROGRESS": { actions: "recordLoadProgress" },
-        "LOAD.PREVIOUS_DISPOSED": { actions: "forgetModel" },
-        "LOAD.DONE": { target: "idle", actions: ["storeModel", "resolveLoad", "clearLoad"] },
-        "LOAD.FAILED": [
-          { guard: "hasModel", target: "idle", actions: ["rejectLoad", "recordLoadError", "clearLoad"] },
-          { target: "empty", actions: ["rejectLoad", "recordLoadError", "clearLoad"] },
-        ],
-        LOAD: { actions: { type: "refuse", params: { code: "MODEL_LOADING", message: "A model is already loading. Wait until GET /status shows state \"idle\", then retry." } } },
-        RUN: { actions: { type: "refuse", params: { code: "MODEL_LOADING", message: "A model is loading. Wait until GET /status shows state \"idle\", then retry." } } },
-        UNLOAD: { actions: { type: "refuse", params: { code: "MODEL_LOADING", message: "A model is loading. Wait until it is loaded, then unload it." } } },
+        "LOAD.DONE": { target: "loaded", actions: ["storeModel", "resolveLoad", "clearLoad"] },
+        "LOAD.FAILED": { target: "empty", actions: ["rejectLoad", "recordLoadError", "clearLoad"] },
+        LOAD: { actions: { type: "refuse", params: LOADING.load } },
+        RUN: { actions: { type: "refuse", params: LOADING.run } },
+        UNLOAD: { actions: { type: "refuse", params: LOADING.unload } },
         STOP: { actions: "answerNothingToStop" },
       },
     },
-    idle: {
-      entry: { type: "report", params: { phase: "idle" } },
+    loaded: {
+      // The engine may end by itself (its process crashed): then nothing is left to free.
+      invoke: { id: "engineWatch", src: "watchEngine", input: ({ context }) => ({ model: context.model }) },
       on: {
-        LOAD: { target: "loading", actions: "acceptLoad" },
-        RUN: { target: "busy", actions: ["enqueueJob", "fillSlots"] },
-        STOP: { actions: "answerNothingToStop" },
-        UNLOAD: { target: "empty", actions: ["discardModel", "answerUnloaded"] },
+        "ENGINE.LOST": { target: "empty", actions: ["failJobsOnEngineLoss", "answerStops", "stopJobActors", "clearJobs", "clearStops", "recordEngineError", "forgetModel"] },
       },
-    },
-    busy: {
-      entry: { type: "report", params: { phase: "busy" } },
-      // Checked after every event: the last job has ended and none waits.
-      always: { guard: "nothingRunning", target: "idle" },
-      on: {
-        "GENERATION.PROGRESS": { actions: "recordProgress" },
-        // A stopped generation's requester is answered at once; its slot is freed at GENERATION.DONE.
-        "GENERATION.STOPPED": { actions: "resolveRun" },
-        RUN: [
-          { guard: "queueHasRoom", actions: "enqueueJob" },
-          { actions: "refuseQueueFull" },
-        ],
-        CANCEL: [
-          { guard: "isRunningJob", actions: "abortCancelledJob" },
-          { guard: "isQueuedJob", actions: "dropCancelledJob" },
-        ],
-        LOAD: { actions: { type: "refuse", params: { code: "BUSY", message: "A generation is running. POST /stop first (with {\"all\": true} to drop the queue too), then load the model." } } },
-        UNLOAD: { actions: { type: "refuse", params: { code: "BUSY", message: "A generation is running. POST /stop first (with {\"all\": true} to drop the queue too), then unload." } } },
-      },
-      initial: "generating",
+      initial: "idle",
       states: {
-        generating: {
+        idle: {
+          entry: { type: "report", params: { phase: "idle" } },
           on: {
-            RUN: [
-              { guard: "queueHasRoom", actions: ["enqueueJob", "fillSlots"] },
-              { actions: "refuseQueueFull" },
-            ],
-            STOP: { target: "cancelling", actions: ["acceptStop", "abortAllJobs"] },
-            "GENERATION.DONE": { actions: ["resolveRun", "releaseJob", "fillSlots"] },
-            "GENERATION.FAILED": [
-              { guard: "isEngineFailure", target: "#runtime.empty", actions: ["failAllJobs", "recordEngineError", "answerStops", "discardModel"] },
-              { actions: ["rejectRun", "releaseJob", "fillSlots"] },
-            ],
+            // Replacing the model: the old one is freed before the new one takes its memory.
+            LOAD: { target: "#runtime.unloading", actions: "acceptLoad" },
+            RUN: { target: "busy", actions: ["enqueueJob", "startJobs"] },
+            STOP: { actions: "answerNothingToStop" },
+            UNLOAD: { target: "#runtime.unloading", actions: "acceptUnload" },
           },
         },
-        cancelling: {
-          // Once every stopped generation has ended, the stops are answered and waiting jobs may start.
-          always: { guard: "nothingRunning", target: "generating", actions: ["answerStops", "fillSlots"] },
+        busy: {
+          entry: { type: "report", params: { phase: "busy" } },
+          // Checked after every event: the last job has ended and none waits.
+          always: { guard: "nothingRunning", target: "idle" },
           on: {
-            STOP: { actions: "acceptStop" },
-            "GENERATION.DONE": { actions: ["resolveRun", "releaseJob"] },
-            "GENERATION.FAILED": [
-              { guard: "isEngineFailure", target: "#runtime.empty", actions: ["failAllJobs", "recordEngineError", "answerStops", "discardModel"] },
-              { actions: ["rejectRun", "releaseJob"] },
+            "GENERATION.PROGRESS": { guard: "isRunningJob", actions: "recordProgress" },
+            // A stopped generation's requester is answered at once; its slot is freed at GENERATION.DONE.
+            "GENERATION.STOPPED": { guard: "isRunningJob", actions: "answerJob" },
+            RUN: [{ guard: "queueHasRoom", actions: "enqueueJob" }, { actions: "refuseQueueFull" }],
+            CANCEL: [
+              { guard: "isRunningJob", actions: "abortJob" },
+              { guard: "isQueuedJob", actions: ["refuseCancelledJob", "dropCancelledJob"] },
             ],
+            LOAD: { actions: { type: "refuse", params: BUSY.load } },
+            UNLOAD: { actions: { type: "refuse", params: BUSY.unload } },
+          },
+          initial: "generating",
+          states: {
+            generating: {
+              on: {
+                RUN: [
+                  // A free slot starts the request at once, whatever --max-queue allows to wait.
+                  { guard: "hasFreeSlot", actions: ["enqueueJob", "startJobs"] },
+                  { guard: "queueHasRoom", actions: "enqueueJob" },
+                  { actions: "refuseQueueFull" },
+                ],
+                STOP: [
+                  { guard: "stopsAll", target: "cancelling", actions: ["refuseQueuedJobs", "acceptStop", "clearQueue", "abortRunningJobs"] },
+                  { target: "cancelling", actions: ["acceptStop", "abortRunningJobs"] },
+                ],
+                "GENERATION.DONE": { guard: "isRunningJob", actions: ["answerJob", "releaseJob", "startJobs"] },
+                "GENERATION.FAILED": [
+                  {
+                    guard: "isEngineFailure",
+                    target: "#runtime.unloading",
+                    actions: ["failAllJobs", "stopJobActors", "clearJobs", "recordEngineError"],
+                  },
+                  { guard: "isRunningJob", actions: ["rejectJob", "releaseJob", "startJobs"] },
+                ],
+              },
+            },
+            cancelling: {
+              // Once every stopped generation has ended, the stops are answered and waiting jobs may start.
+              always: { guard: "nothingRunning", target: "generating", actions: ["answerStops", "clearStops", "startJobs"] },
+              on: {
+                STOP: [
+                  { guard: "stopsAll", actions: ["refuseQueuedJobs", "acceptStop", "clearQueue"] },
+                  { actions: "acceptStop" },
+                ],
+                "GENERATION.DONE": { guard: "isRunningJob", actions: ["answerJob", "releaseJob"] },
+                "GENERATION.FAILED": [
+                  {
+                    guard: "isEngineFailure",
+                    target: "#runtime.unloading",
+                    actions: ["failAllJobs", "answerStops", "clearStops", "stopJobActors", "clearJobs", "recordEngineError"],
+                  },
+                  { guard: "isRunningJob", actions: ["rejectJob", "releaseJob"] },
+                ],
+              },
+            },
           },
         },
+      },
+    },
+    unloading: {
+      entry: { type: "report", params: { phase: "unloading" } },
+      invoke: {
+        id: "disposer",
+        src: "disposeModel",
+        input: ({ context }) => ({ model: context.model }),
+        onDone: [
+          { guard: "hasPendingLoad", target: "loading", actions: ["forgetModel", "answerUnloads", "clearUnloads"] },
+          { target: "empty", actions: ["forgetModel", "answerUnloads", "clearUnloads"] },
+        ],
+      },
+      on: {
+        RUN: { actions: { type: "refuse", params: UNLOADING.run } },
+        LOAD: { actions: { type: "refuse", params: UNLOADING.load } },
+        UNLOAD: [{ guard: "hasPendingLoad", actions: { type: "refuse", params: UNLOADING.replacing } }, { actions: "acceptUnload" }],
+        STOP: { actions: "answerNothingToStop" },
       },
     },
     stopping: {
       entry: { type: "report", params: { phase: "stopping" } },
       invoke: {
-        id: "disposer",
+        id: "finalDisposer",
         src: "disposeModel",
         input: ({ context }) => ({ model: context.model }),
         onDone: { target: "stopped", actions: "forgetModel" },

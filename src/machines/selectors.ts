@@ -1,5 +1,5 @@
 import type { SnapshotFrom } from "xstate";
-import type { ModelInfo } from "../engine/types.ts";
+import type { ModelInfo } from "../domain/models.ts";
 import type { GenerationStats, LastError, RuntimeContext, RuntimeMachine } from "./runtimeMachine.ts";
 import { defaultModel, type ModelEntry, type SupervisorMachine } from "./supervisorMachine.ts";
 

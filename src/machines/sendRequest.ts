@@ -1,6 +1,6 @@
 import type { Actor } from "xstate";
 import { KekahydeError } from "../errors.ts";
-import { SHUTTING_DOWN } from "./runtimeMachine.ts";
+import { SHUTTING_DOWN } from "./refusals.ts";
 import type { SupervisorMachine, SupervisorRequestEvent } from "./supervisorMachine.ts";
 
 type TicketValue<E> = E extends { ticket: { promise: Promise<infer T> } } ? T : never;

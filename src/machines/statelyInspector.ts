@@ -83,8 +83,8 @@ function sanitizeContext(context: unknown): Record<string, unknown> {
     const c = context as Partial<SupervisorContext>;
     return {
       models: Object.values(c.models ?? {}).map((m) => ({ name: m.name, phase: m.phase, expires_at: m.expiresAt })),
-      retiring: c.retiring?.length ?? 0,
-      admitting: c.admission?.path ?? null,
+      departing: c.departing?.length ?? 0,
+      admitting: c.admission?.request.path ?? null,
     };
   }
   // Engine and monitor actors have no context at all.
@@ -92,7 +92,7 @@ function sanitizeContext(context: unknown): Record<string, unknown> {
   const c = context as Partial<RuntimeContext>;
   return {
     model: c.model?.info.name ?? null,
-    loading: c.load?.path ?? null,
+    loading: c.load?.plan.path ?? null,
     queue_length: c.queue?.length ?? 0,
     running: c.running?.length ?? 0,
     last_generation: c.lastGeneration ?? null,

@@ -1,25 +1,32 @@
-import { basename } from "node:path";
 import { assertEvent, assign, enqueueActions, fromPromise, setup, type ActorRefFrom } from "xstate";
-import { KekahydeError } from "../errors.ts";
-import type { Engine, GenerateResult, GenerationRequest, LoadSettings, ModelPlan } from "../engine/types.ts";
+import { DEFAULT_KEEP_ALIVE_MS, DEFAULT_MEMORY_FRACTION } from "../domain/defaults.ts";
+import type { GenerateResult, GenerationRequest } from "../domain/generation.ts";
+import { defaultModelName, type LoadSettings, type MemoryBudget, type ModelPlan } from "../domain/models.ts";
+import type { Engine } from "../engine/types.ts";
+import { KekahydeError, toKekahydeError } from "../errors.ts";
 import { monitorActor, type MonitorEvent } from "../monitor/monitorActor.ts";
 import { EMPTY_SAMPLE, type ResourceSample, type ResourceSampler } from "../monitor/resourceSampler.ts";
 import { place, type Placement } from "./placement.ts";
-import { errorRecord, NO_MODEL, runtimeMachine, SHUTTING_DOWN, type LastError, type LoadResult, type ModelPhaseEvent, type RuntimePhase, type StopResult, type UnloadResult } from "./runtimeMachine.ts";
-import { createTicket, gather, type Ticket } from "./ticket.ts";
+import { NO_MODEL, SHUTTING_DOWN, type Refusal } from "./refusals.ts";
+import { errorRecord, runtimeMachine, type LastError, type LoadResult, type ModelPhaseEvent, type RuntimePhase, type StopResult, type UnloadResult } from "./runtimeMachine.ts";
+import { createTicket, type Outcome, type Ticket } from "./ticket.ts";
 
 /**
  * The supervisor: owns the loaded models, one runtime-machine actor each, and decides which model a request
- * goes to, which models make room for a new one (least recently used idle ones first, within
- * `maxModels` and the memory budget), and when an idle model's keep-alive has run out.
+ * goes to, which models make room for a new one (least recently used idle ones first, within `maxModels`,
+ * the memory budget and the machine's memory), and when an idle model's keep-alive has run out.
  *
- *   serving.ready ──LOAD──▶ serving.admitting ──(the file's plan fits)──▶ evict, spawn/reload ──▶ ready
- *                           (checks the file, estimates its memory) └─(does not fit)──▶ 409 / 507 ──▶ ready
+ *   serving.ready ──LOAD──▶ admitting ──(file read once: the plan)──▶ placing ──(fits)──▶ evicting ──▶ ready
+ *                  (checks the file)  └─(bad file)─▶ ready           │                 (evicted models freed;
+ *                                                                     └─(no room: one guard per reason)─▶ ready
  *   SHUTDOWN ──▶ stopping (every model shuts down) ──▶ stopped
  *
- * Requests for a model are forwarded to its runtime actor with their ticket, so the runtime answers them.
- * Each runtime reports the phase it enters (MODEL.PHASE); that is how the supervisor knows which models are
- * busy, when keep-alive starts counting, and when a model has gone (unloaded, failed, evicted).
+ * Every decision is a guarded transition: which refusal a load gets, what each phase a runtime reports means,
+ * whether an UNLOAD retires an idle model or goes to a working one, when keep-alive ends a model. Requests
+ * for a model are forwarded to its runtime with their ticket, so the runtime answers them; a STOP or UNLOAD
+ * for every model is fanned out as one event per model and its answers are gathered as FANOUT.ANSWER events.
+ * A model that leaves the set (evicted, expired, unloaded) is `departing` until its runtime reports that its
+ * memory is free; a new load waits for that in `evicting`.
  */
 
 export type RuntimeRef = ActorRefFrom<typeof runtimeMachine>;
@@ -30,7 +37,7 @@ export interface ModelEntry {
   ref: RuntimeRef;
   /** The real path of the file. */
   path: string;
-  /** "new": spawned, its load not yet under way. */
+  /** The runtime's last reported phase; "new": spawned, its load not yet under way. */
   phase: RuntimePhase | "new";
   bytes: number;
   /** When its load was accepted: the most recent one is the default model. */
@@ -43,9 +50,6 @@ export interface ModelEntry {
   expiresAt: number | null;
 }
 
-/** `--max-memory`: a number of bytes, or a fraction of the memory free for models at each load. */
-export type MemoryBudget = { bytes: number } | { fraction: number };
-
 export interface LoadRequest {
   path: string;
   name?: string;
@@ -54,14 +58,27 @@ export interface LoadRequest {
   ticket: Ticket<LoadResult>;
 }
 
+/** The load being admitted: its request, then the plan the engine made of the file, then where it goes. */
+export interface Admission {
+  request: LoadRequest;
+  plan: ModelPlan | null;
+  placement: Placement | null;
+}
+
+/** A STOP or UNLOAD sent to every model, answered once each model has answered its part. */
+export type FanOut =
+  | { kind: "stop"; ticket: Ticket<StopResult>; waiting: number; stopped: boolean; dropped: number; error: KekahydeError | null }
+  | { kind: "unload"; ticket: Ticket<UnloadResult>; waiting: number; unloaded: boolean; error: KekahydeError | null };
+
 export type SupervisorEvent =
   | ({ type: "LOAD" } & LoadRequest)
-  | { type: "RUN"; model?: string; request: GenerationRequest; onText?: (chunk: string) => void; keepAliveMs?: number; ticket: Ticket<GenerateResult> }
+  | { type: "RUN"; id: string; model?: string; request: GenerationRequest; onText?: (chunk: string) => void; keepAliveMs?: number; ticket: Ticket<GenerateResult> }
   | { type: "STOP"; model?: string; all: boolean; ticket: Ticket<StopResult> }
   | { type: "UNLOAD"; model?: string; ticket: Ticket<UnloadResult> }
-  | { type: "CANCEL"; job: Ticket<GenerateResult> }
+  | { type: "CANCEL"; job: string }
   | { type: "SHUTDOWN" }
-  | { type: "KEEPALIVE.EXPIRED"; name: string; expiresAt: number }
+  | { type: "KEEPALIVE.EXPIRED"; name: string }
+  | { type: "FANOUT.ANSWER"; fanOut: string; outcome: Outcome<StopResult> | Outcome<UnloadResult> }
   | ModelPhaseEvent
   | MonitorEvent;
 
@@ -78,12 +95,16 @@ export interface SupervisorContext {
   maxQueue?: number;
   maxGenerationMs: number | null;
   models: Record<string, ModelEntry>;
-  /** Models evicted, expired or unloaded, until their runtime has freed the model and stopped. */
-  retiring: RuntimeRef[];
-  /** The load being checked, and those that wait for it. */
-  admission: LoadRequest | null;
+  /** Models that have left the set, until their runtime reports their memory free (or stopped). */
+  departing: ModelEntry[];
+  admission: Admission | null;
+  /** Loads that wait for the one being admitted, in order. */
   waitingLoads: LoadRequest[];
-  /** The last load refused before it reached a model (bad file, no room). */
+  fanOuts: Record<string, FanOut>;
+  fanOutCount: number;
+  /** Uses so far: the source of `useOrder`. */
+  uses: number;
+  /** The last load that failed: refused before it reached a model (bad file, no room), or failed in its runtime. */
   lastError: LastError | null;
   resources: ResourceSample;
 }
@@ -104,42 +125,31 @@ export interface SupervisorInput {
   maxGenerationMs?: number | null;
 }
 
-export const DEFAULT_KEEP_ALIVE_MS = 5 * 60_000;
-export const DEFAULT_MEMORY_FRACTION = 0.9;
-
-/** A model's default name: its file name without `.gguf`. */
-export const defaultModelName = (path: string): string => basename(path).replace(/\.gguf$/i, "");
-
 const entries = (context: SupervisorContext): ModelEntry[] => Object.values(context.models);
-const nextUse = (context: SupervisorContext): number => Math.max(0, ...entries(context).map((m) => m.useOrder)) + 1;
 
 /** The model requests without a `model` go to: the one loaded most recently. */
 export function defaultModel(context: SupervisorContext): ModelEntry | null {
   return entries(context).reduce<ModelEntry | null>((best, m) => (best === null || m.loadedAt > best.loadedAt ? m : best), null);
 }
 
-const entryOf = (context: SupervisorContext, ref: RuntimeRef): ModelEntry | undefined => entries(context).find((m) => m.ref === ref);
+const entryOf = (context: SupervisorContext, ref: unknown): ModelEntry | undefined => entries(context).find((m) => m.ref === ref);
+const departingOf = (context: SupervisorContext, ref: unknown): ModelEntry | undefined => context.departing.find((m) => m.ref === ref);
+const targetOf = (context: SupervisorContext, model: string | undefined): ModelEntry | null => (model !== undefined ? (context.models[model] ?? null) : defaultModel(context));
+/** The id of a model's keep-alive timer: one per model, cancelled when it leaves idle. */
+const keepAliveId = (name: string) => `keepalive:${name}`;
+const without = (models: Record<string, ModelEntry>, names: readonly string[]) => Object.fromEntries(Object.entries(models).filter(([name]) => !names.includes(name)));
+const departed = (m: ModelEntry): ModelEntry => ({ ...m, phase: "unloading", expiresAt: null });
+const modelNamed = (event: SupervisorEvent): string | undefined => ("model" in event ? event.model : undefined);
 
-function budgetBytes(context: SupervisorContext, plan: ModelPlan): number {
-  if ("bytes" in context.maxMemory) return context.maxMemory.bytes;
-  const held = entries(context).reduce((sum, m) => sum + m.bytes, 0);
-  return Math.floor(context.maxMemory.fraction * (plan.freeBytes + held));
-}
-
-/**
- * A model's phase as of now, read from its runtime's snapshot: a report (MODEL.PHASE) arrives after the
- * runtime has moved, and eviction must not act on a model that has just started work.
- */
-export function livePhase(entry: ModelEntry): ModelEntry["phase"] {
-  const value = entry.ref.getSnapshot().value;
-  const phase = (typeof value === "string" ? value : Object.keys(value)[0]) as RuntimePhase;
-  return entry.phase === "new" && phase === "empty" ? "new" : phase;
-}
-
-function placementOf(context: SupervisorContext, plan: ModelPlan): Placement {
-  const name = context.admission!.name ?? defaultModelName(context.admission!.path);
-  const loaded = entries(context).map((m) => ({ ...m, phase: livePhase(m), lastUsed: m.useOrder }));
-  return place(loaded, { name, bytes: plan.bytes }, { maxModels: context.maxModels, budgetBytes: budgetBytes(context, plan) });
+/** Where the admitted model goes: computed once, when its plan arrives. */
+function placementOf(context: SupervisorContext, request: LoadRequest, plan: ModelPlan): Placement {
+  const name = request.name ?? defaultModelName(request.path);
+  const held = [...entries(context), ...context.departing].reduce((sum, m) => sum + m.bytes, 0);
+  const budgetBytes = "bytes" in context.maxMemory ? context.maxMemory.bytes : Math.floor(context.maxMemory.fraction * (plan.freeBytes + held));
+  // Layers on a GPU: llama.cpp sizes VRAM itself; only the budget applies.
+  const machineBytes = plan.onGpu ? Infinity : plan.freeBytes + held;
+  const loaded = entries(context).map((m) => ({ name: m.name, phase: m.phase, bytes: m.bytes, lastUsed: m.useOrder }));
+  return place(loaded, { name, bytes: plan.bytes }, { maxModels: context.maxModels, budgetBytes, machineBytes });
 }
 
 const gib = (n: number) => `${(n / 1024 ** 3).toFixed(2)} GiB`;
@@ -153,8 +163,50 @@ function unknownModel(context: SupervisorContext, name: string): KekahydeError {
   );
 }
 
-/** Checks a file and estimates its memory before anything is evicted for it. */
-const admitModel = fromPromise<ModelPlan, { engine: Engine; path: string; settings: LoadSettings }>(({ input }) => input.engine.validate(input.path, input.settings));
+/** The refusal for each reason a placement can fail, word for word. */
+const refusals = {
+  loading: (context: SupervisorContext): KekahydeError => {
+    const p = context.admission!.placement as Extract<Placement, { reason: "loading" }>;
+    return new KekahydeError(
+      "MODEL_LOADING",
+      `A model is already loading (${p.busy.join(", ")}) and no other can make room (--max-models ${context.maxModels}). Wait until GET /status shows it "idle", then retry.`,
+      { busy: p.busy, max_models: context.maxModels },
+    );
+  },
+  busy: (context: SupervisorContext): KekahydeError => {
+    const p = context.admission!.placement as Extract<Placement, { reason: "busy" }>;
+    return new KekahydeError(
+      "BUSY",
+      `${context.maxModels} model(s) are loaded (--max-models) and none can be unloaded to make room: ${p.busy.join(", ")} ${p.busy.length === 1 ? "is" : "are"} busy. POST /stop first (with {"model": "<name>"} for one model), or wait, then retry.`,
+      { busy: p.busy, max_models: context.maxModels },
+    );
+  },
+  budget: (context: SupervisorContext): KekahydeError => {
+    const p = context.admission!.placement as Extract<Placement, { reason: "budget" }>;
+    return new KekahydeError(
+      "INSUFFICIENT_MEMORY",
+      `Not enough memory budget for this model: it needs about ${gib(p.neededBytes)} but ${gib(p.availableBytes)} of the --max-memory budget is left after unloading every idle model. Unload or stop a model, raise --max-memory, or load with a smaller context_size.`,
+      { needed_bytes: p.neededBytes, available_bytes: p.availableBytes },
+    );
+  },
+  machine: (context: SupervisorContext): KekahydeError => {
+    const p = context.admission!.placement as Extract<Placement, { reason: "machine" }>;
+    const plan = context.admission!.plan!;
+    return new KekahydeError(
+      "INSUFFICIENT_MEMORY",
+      `Not enough memory for ${plan.name ?? "this model"}: it needs about ${gib(p.neededBytes)} (weights ${gib(plan.weightsBytes)}, KV cache for ${plan.contextSize * plan.sequences} tokens ${gib(plan.kvCacheBytes)}) but ${gib(p.availableBytes)} is available after unloading every idle model. Use a smaller quantization or context_size, or free memory.`,
+      { needed_bytes: p.neededBytes, available_bytes: p.availableBytes },
+    );
+  },
+};
+const refusalParams = (reason: keyof typeof refusals) => ({ context }: { context: SupervisorContext }) => ({ error: refusals[reason](context) });
+const placementIs = (context: SupervisorContext, reason: Exclude<Placement, { ok: true }>["reason"]): boolean => {
+  const p = context.admission?.placement;
+  return p !== null && p !== undefined && !p.ok && p.reason === reason;
+};
+
+/** Reads the file once and plans the load before anything is evicted for it. */
+const admitModel = fromPromise<ModelPlan, { engine: Engine; path: string; settings: LoadSettings }>(({ input }) => input.engine.plan(input.path, input.settings));
 
 export const supervisorMachine = setup({
   types: {
@@ -168,95 +220,151 @@ export const supervisorMachine = setup({
     monitor: monitorActor,
   },
   guards: {
-    namesUnknownModel: ({ context, event }) => "model" in event && event.model !== undefined && !(event.model in context.models),
+    namesUnknownModel: ({ context, event }) => {
+      const name = modelNamed(event);
+      return name !== undefined && !(name in context.models);
+    },
+    namesModel: ({ event }) => modelNamed(event) !== undefined,
+    namesIdleModel: ({ context, event }) => context.models[modelNamed(event) ?? ""]?.phase === "idle",
     hasNoModels: ({ context }) => entries(context).length === 0,
     hasWaitingLoads: ({ context }) => context.waitingLoads.length > 0,
-    planFits: ({ context, event }) => placementOf(context, (event as unknown as { output: ModelPlan }).output).ok,
-    isCurrentExpiry: ({ context, event }) => {
-      assertEvent(event, "KEEPALIVE.EXPIRED");
-      const m = context.models[event.name];
-      return m !== undefined && m.phase === "idle" && m.expiresAt === event.expiresAt;
+
+    placementFits: ({ context }) => context.admission?.placement?.ok === true,
+    blockedByLoadingModels: ({ context }) => placementIs(context, "loading"),
+    blockedByBusyModels: ({ context }) => placementIs(context, "busy"),
+    overMachineMemory: ({ context }) => placementIs(context, "machine"),
+    overMemoryBudget: ({ context }) => placementIs(context, "budget"),
+    noneDeparting: ({ context }) => context.departing.length === 0,
+
+    // What a runtime's MODEL.PHASE report means, tried in this order.
+    isDepartedReport: ({ context, event }) => event.type === "MODEL.PHASE" && departingOf(context, event.ref) !== undefined && (event.phase === "empty" || event.phase === "stopped"),
+    isDepartingReport: ({ context, event }) => event.type === "MODEL.PHASE" && departingOf(context, event.ref) !== undefined,
+    isFreshRuntimeReport: ({ context, event }) => event.type === "MODEL.PHASE" && event.phase === "empty" && entryOf(context, event.ref)?.phase === "new",
+    reportsIdleUnloadingAtOnce: ({ context, event }) => event.type === "MODEL.PHASE" && event.phase === "idle" && entryOf(context, event.ref)?.keepAliveMs === 0,
+    reportsIdleKeptForever: ({ context, event }) => event.type === "MODEL.PHASE" && event.phase === "idle" && (entryOf(context, event.ref)?.keepAliveMs ?? 0) < 0,
+    reportsIdle: ({ context, event }) => event.type === "MODEL.PHASE" && event.phase === "idle" && entryOf(context, event.ref) !== undefined,
+    reportsEmpty: ({ context, event }) => event.type === "MODEL.PHASE" && event.phase === "empty" && entryOf(context, event.ref) !== undefined,
+    reportsWork: ({ context, event }) => event.type === "MODEL.PHASE" && entryOf(context, event.ref) !== undefined,
+    reportsStopped: ({ event }) => event.type === "MODEL.PHASE" && event.phase === "stopped",
+
+    isIdleModel: ({ context, event }) => event.type === "KEEPALIVE.EXPIRED" && context.models[event.name]?.phase === "idle",
+    completesFanOutWithError: ({ context, event }) => {
+      if (event.type !== "FANOUT.ANSWER") return false;
+      const f = context.fanOuts[event.fanOut];
+      return f !== undefined && f.waiting === 1 && (f.error !== null || !event.outcome.ok);
     },
-    isRetiring: ({ context, event }) => {
-      assertEvent(event, "MODEL.PHASE");
-      return context.retiring.includes(event.ref);
-    },
-    allStopped: ({ context }) => entries(context).length === 0 && context.retiring.length === 0,
+    completesFanOut: ({ context, event }) => event.type === "FANOUT.ANSWER" && context.fanOuts[event.fanOut]?.waiting === 1,
+    allStopped: ({ context }) => entries(context).length === 0 && context.departing.length === 0,
   },
   actions: {
-    storeSample: assign({
-      resources: ({ event }) => {
-        assertEvent(event, "MONITOR.SAMPLE");
-        return event.sample;
-      },
-    }),
-    refuse: ({ event }, params: { code: "SHUTTING_DOWN" | "NO_MODEL"; message: string }) => {
+    // ── Answers (effects: run after the transition) ─────────────────────────────────────────────────────
+    refuse: ({ event }, params: Refusal) => {
       if ("ticket" in event) event.ticket.reject(new KekahydeError(params.code, params.message));
     },
     refuseUnknownModel: ({ context, event }) => {
-      if ("ticket" in event && "model" in event && event.model !== undefined) event.ticket.reject(unknownModel(context, event.model));
+      const name = modelNamed(event);
+      if ("ticket" in event && name !== undefined) event.ticket.reject(unknownModel(context, name));
+    },
+    answerNothingStopped: ({ event }) => {
+      assertEvent(event, "STOP");
+      event.ticket.resolve({ stopped: false, dropped: 0 });
+    },
+    answerNothingUnloaded: ({ event }) => {
+      assertEvent(event, "UNLOAD");
+      event.ticket.resolve({ unloaded: false });
+    },
+    refuseAdmission: ({ context }, params: { error: KekahydeError }) => {
+      context.admission?.request.ticket.reject(params.error);
+    },
+    refusePendingLoads: ({ context }) => {
+      const error = new KekahydeError(SHUTTING_DOWN.code, SHUTTING_DOWN.message);
+      context.admission?.request.ticket.reject(error);
+      for (const load of context.waitingLoads) load.ticket.reject(error);
+    },
+    resolveFanOut: ({ context, event }) => {
+      assertEvent(event, "FANOUT.ANSWER");
+      const f = context.fanOuts[event.fanOut];
+      if (f.kind === "stop") f.ticket.resolve({ stopped: f.stopped, dropped: f.dropped });
+      else f.ticket.resolve({ unloaded: f.unloaded });
+    },
+    rejectFanOut: ({ context, event }) => {
+      assertEvent(event, "FANOUT.ANSWER");
+      const f = context.fanOuts[event.fanOut];
+      f.ticket.reject(f.error!);
     },
 
-    queueLoad: assign({
-      waitingLoads: ({ context, event }) => {
-        assertEvent(event, "LOAD");
-        const { type: _, ...load } = event;
-        return [...context.waitingLoads, load];
-      },
+    // ── Sending to runtimes ─────────────────────────────────────────────────────────────────────────────
+    forwardRun: enqueueActions(({ context, event, enqueue }) => {
+      assertEvent(event, "RUN");
+      const target = targetOf(context, event.model)!;
+      enqueue.cancel(keepAliveId(target.name));
+      enqueue.sendTo(target.ref, { type: "RUN", id: event.id, request: event.request, onText: event.onText, ticket: event.ticket });
     }),
-    takeNextLoad: assign(({ context }) => ({ admission: context.waitingLoads[0], waitingLoads: context.waitingLoads.slice(1) })),
-    rejectAdmission: assign(({ context, event }) => {
-      const raw = (event as unknown as { error: unknown }).error;
-      const error = raw instanceof KekahydeError ? raw : new KekahydeError("MODEL_INVALID", String(raw));
-      context.admission?.ticket.reject(error);
-      return { admission: null, lastError: errorRecord(error) };
+    forwardCancel: enqueueActions(({ context, event, enqueue }) => {
+      assertEvent(event, "CANCEL");
+      for (const m of entries(context)) enqueue.sendTo(m.ref, event);
     }),
-    refusePlacement: assign(({ context, event }) => {
-      const placement = placementOf(context, (event as unknown as { output: ModelPlan }).output);
-      let error: KekahydeError | null = null;
-      const loading = (name: string) => ["new", "loading"].includes(context.models[name] ? livePhase(context.models[name]) : "");
-      if (!placement.ok && placement.reason === "busy" && placement.busy.length > 0 && placement.busy.every(loading)) {
-        error = new KekahydeError(
-          "MODEL_LOADING",
-          `A model is already loading (${placement.busy.join(", ")}) and no other can make room (--max-models ${context.maxModels}). Wait until GET /status shows it "idle", then retry.`,
-          { busy: placement.busy, max_models: context.maxModels },
-        );
-      } else if (!placement.ok && placement.reason === "busy") {
-        error = new KekahydeError(
-            "BUSY",
-            `${context.maxModels} model(s) are loaded (--max-models) and none can be unloaded to make room: ${placement.busy.join(", ")} ${placement.busy.length === 1 ? "is" : "are"} busy. POST /stop first (with {"model": "<name>"} for one model), or wait, then retry.`,
-            { busy: placement.busy, max_models: context.maxModels },
-          );
-      } else if (!placement.ok) {
-        error = new KekahydeError(
-            "INSUFFICIENT_MEMORY",
-            `Not enough memory budget for this model: it needs about ${gib(placement.neededBytes)} but ${gib(placement.availableBytes)} of the --max-memory budget is left after unloading every idle model. Unload or stop a model, raise --max-memory, or load with a smaller context_size.`,
-            { needed_bytes: placement.neededBytes, available_bytes: placement.availableBytes },
-          );
+    forwardStop: enqueueActions(({ context, event, enqueue }) => {
+      assertEvent(event, "STOP");
+      enqueue.sendTo(context.models[event.model!].ref, { type: "STOP", all: event.all, ticket: event.ticket });
+    }),
+    forwardUnload: enqueueActions(({ context, event, enqueue }) => {
+      assertEvent(event, "UNLOAD");
+      enqueue.sendTo(context.models[event.model!].ref, { type: "UNLOAD", ticket: event.ticket });
+    }),
+    /** One STOP per model, raised so that each takes the same transitions as a STOP for that model. */
+    fanOutStop: enqueueActions(({ context, event, enqueue, self }) => {
+      assertEvent(event, "STOP");
+      const id = `fanout-${context.fanOutCount + 1}`;
+      const models = entries(context);
+      enqueue.assign({
+        fanOuts: { ...context.fanOuts, [id]: { kind: "stop", ticket: event.ticket, waiting: models.length, stopped: false, dropped: 0, error: null } },
+        fanOutCount: context.fanOutCount + 1,
+      });
+      for (const m of models) {
+        const part = createTicket<StopResult>((outcome) => self.send({ type: "FANOUT.ANSWER", fanOut: id, outcome }));
+        enqueue.raise({ type: "STOP", model: m.name, all: event.all, ticket: part });
       }
-      if (error) context.admission?.ticket.reject(error);
-      return { admission: null, lastError: error ? errorRecord(error) : context.lastError };
     }),
-    /** Unloads the models the placement chose, least recently used first; they retire until they stop. */
-    evictForPlacement: enqueueActions(({ context, event, enqueue }) => {
-      const placement = placementOf(context, (event as unknown as { output: ModelPlan }).output);
-      if (!placement.ok) return;
-      const models = { ...context.models };
-      const retiring = [...context.retiring];
-      for (const name of placement.evict) {
-        enqueue.sendTo(models[name].ref, { type: "UNLOAD", ticket: createTicket<UnloadResult>() });
-        retiring.push(models[name].ref);
-        delete models[name];
+    fanOutUnload: enqueueActions(({ context, event, enqueue, self }) => {
+      assertEvent(event, "UNLOAD");
+      const id = `fanout-${context.fanOutCount + 1}`;
+      const models = entries(context);
+      enqueue.assign({
+        fanOuts: { ...context.fanOuts, [id]: { kind: "unload", ticket: event.ticket, waiting: models.length, unloaded: false, error: null } },
+        fanOutCount: context.fanOutCount + 1,
+      });
+      for (const m of models) {
+        const part = createTicket<UnloadResult>((outcome) => self.send({ type: "FANOUT.ANSWER", fanOut: id, outcome }));
+        enqueue.raise({ type: "UNLOAD", model: m.name, ticket: part });
       }
-      enqueue.assign({ models, retiring });
     }),
-    /** Hands the load to the model's runtime: a new one, or the one of that name, which replaces its model. */
-    startLoad: enqueueActions(({ context, event, enqueue, self }) => {
-      const plan = (event as unknown as { output: ModelPlan }).output;
-      const load = context.admission!;
-      const name = load.name ?? defaultModelName(load.path);
+    /**
+     * A model leaves the set: unknown to routing from now on, departing until its runtime has freed its
+     * memory. `ticket` is the UNLOAD's that asked for it, if a client did.
+     */
+    retireModel: enqueueActions(({ context, enqueue }, params: { name: string; ticket?: Ticket<UnloadResult> }) => {
+      const m = context.models[params.name];
+      enqueue.cancel(keepAliveId(m.name));
+      enqueue.sendTo(m.ref, { type: "UNLOAD", ticket: params.ticket ?? createTicket<UnloadResult>() });
+      enqueue.assign({ models: without(context.models, [m.name]), departing: [...context.departing, departed(m)] });
+    }),
+    /** Evicts the models the placement chose, least recently used first, as retireModel does each. */
+    retireEvicted: enqueueActions(({ context, enqueue }) => {
+      const { evict } = context.admission!.placement as Extract<Placement, { ok: true }>;
+      for (const name of evict) {
+        enqueue.cancel(keepAliveId(name));
+        enqueue.sendTo(context.models[name].ref, { type: "UNLOAD", ticket: createTicket<UnloadResult>() });
+      }
+      enqueue.assign({ models: without(context.models, evict), departing: [...context.departing, ...evict.map((name) => departed(context.models[name]))] });
+    }),
+    /** Hands the load to the model's runtime: a new one, or the idle one of that name, which replaces its model. */
+    startLoad: enqueueActions(({ context, enqueue, self }) => {
+      const { request, plan } = context.admission! as Admission & { plan: ModelPlan };
+      const name = request.name ?? defaultModelName(request.path);
       const now = Date.now();
       const existing = context.models[name];
+      if (existing) enqueue.cancel(keepAliveId(name));
       // Spawned inside assign, not with spawnChild, because the entry keeps the reference.
       enqueue.assign(({ spawn }) => {
         const runtime =
@@ -276,118 +384,136 @@ export const supervisorMachine = setup({
           name,
           ref: runtime,
           path: plan.path,
-          phase: existing?.phase ?? "new",
+          phase: existing ? "unloading" : "new",
           bytes: plan.bytes,
           loadedAt: now,
           lastUsed: now,
-          useOrder: nextUse(context),
-          keepAliveMs: load.keepAliveMs ?? existing?.keepAliveMs ?? context.keepAliveMs,
+          useOrder: context.uses + 1,
+          keepAliveMs: request.keepAliveMs ?? existing?.keepAliveMs ?? context.keepAliveMs,
           expiresAt: null,
         };
-        return { models: { ...context.models, [name]: entry }, admission: null, lastError: null };
+        return { models: { ...context.models, [name]: entry }, uses: context.uses + 1, lastError: null };
       });
-      enqueue.sendTo(
-        ({ context: c }) => c.models[name].ref,
-        { type: "LOAD", path: plan.path, settings: { ...load.settings, parallel: context.parallel }, ticket: load.ticket },
-      );
-    }),
-
-    forwardRun: enqueueActions(({ context, event, enqueue }) => {
-      assertEvent(event, "RUN");
-      const target = event.model !== undefined ? context.models[event.model] : defaultModel(context);
-      if (!target) return;
-      enqueue.assign({
-        models: {
-          ...context.models,
-          [target.name]: { ...target, lastUsed: Date.now(), useOrder: nextUse(context), keepAliveMs: event.keepAliveMs ?? target.keepAliveMs },
-        },
-      });
-      enqueue.sendTo(target.ref, { type: "RUN", request: event.request, onText: event.onText, ticket: event.ticket });
-    }),
-    forwardCancel: enqueueActions(({ context, event, enqueue }) => {
-      assertEvent(event, "CANCEL");
-      for (const m of entries(context)) enqueue.sendTo(m.ref, event);
-    }),
-    /** STOP for one model goes to it; without a model, to all, answered once all have stopped. */
-    forwardStop: enqueueActions(({ context, event, enqueue }) => {
-      assertEvent(event, "STOP");
-      const targets = event.model !== undefined ? [context.models[event.model]] : entries(context);
-      const parts = targets.map((m) => {
-        const ticket = createTicket<StopResult>();
-        enqueue.sendTo(m.ref, { type: "STOP", all: event.all, ticket });
-        return ticket;
-      });
-      gather(parts, event.ticket, (results) => ({ stopped: results.some((r) => r.stopped), dropped: results.reduce((n, r) => n + r.dropped, 0) }));
-    }),
-    forwardUnload: enqueueActions(({ context, event, enqueue }) => {
-      assertEvent(event, "UNLOAD");
-      const targets = event.model !== undefined ? [context.models[event.model]] : entries(context);
-      const parts = targets.map((m) => {
-        const ticket = createTicket<UnloadResult>();
-        enqueue.sendTo(m.ref, { type: "UNLOAD", ticket });
-        return ticket;
-      });
-      gather(parts, event.ticket, (results) => ({ unloaded: results.some((r) => r.unloaded) }));
-    }),
-
-    /** Keeps the phase a model reports; idle starts its keep-alive, anything else stops it. */
-    recordPhase: assign({
-      models: ({ context, event }) => {
-        assertEvent(event, "MODEL.PHASE");
-        const m = entryOf(context, event.ref);
-        if (!m) return context.models;
-        // A fresh runtime's first report is its initial `empty`, before its load starts: not a departure.
-        const phase = m.phase === "new" && event.phase === "empty" ? "new" : event.phase;
-        const expiresAt = phase === "idle" && m.keepAliveMs > 0 ? Date.now() + m.keepAliveMs : null;
-        const used = phase === "idle" ? { lastUsed: Date.now(), useOrder: nextUse(context) } : {};
-        return { ...context.models, [m.name]: { ...m, phase, expiresAt, ...used } };
-      },
+      enqueue.sendTo(({ context: c }) => c.models[name].ref, { type: "LOAD", plan, ticket: request.ticket });
     }),
     armKeepAlive: enqueueActions(({ context, event, enqueue }) => {
       assertEvent(event, "MODEL.PHASE");
-      const m = entryOf(context, event.ref);
-      if (!m || m.phase !== "idle") return;
-      if (m.keepAliveMs === 0) {
-        enqueue.raise({ type: "KEEPALIVE.EXPIRED", name: m.name, expiresAt: m.expiresAt! });
-        return;
-      }
-      if (m.expiresAt !== null) enqueue.raise({ type: "KEEPALIVE.EXPIRED", name: m.name, expiresAt: m.expiresAt }, { delay: m.keepAliveMs });
+      const m = entryOf(context, event.ref)!;
+      enqueue.cancel(keepAliveId(m.name));
+      enqueue.raise({ type: "KEEPALIVE.EXPIRED", name: m.name }, { id: keepAliveId(m.name), delay: m.keepAliveMs });
     }),
-    /**
-     * A model whose runtime reports `phase` leaves the set and its actor is stopped: `empty` (unloaded, its load
-     * failed, its engine failed; not a fresh runtime's first report) while serving, `stopped` at shutdown.
-     */
-    dropModel: enqueueActions(({ context, event, enqueue }, params: { phase: "empty" | "stopped" }) => {
+    cancelKeepAlive: enqueueActions(({ context, event, enqueue }) => {
       assertEvent(event, "MODEL.PHASE");
       const m = entryOf(context, event.ref);
-      if (!m || event.phase !== params.phase || (params.phase === "empty" && m.phase === "new")) return;
-      const { [m.name]: _, ...models } = context.models;
-      enqueue.assign({ models });
+      if (m) enqueue.cancel(keepAliveId(m.name));
+    }),
+    cancelAllKeepAlives: enqueueActions(({ context, enqueue }) => {
+      for (const m of entries(context)) enqueue.cancel(keepAliveId(m.name));
+    }),
+    /** The model's runtime has ended up empty (its load failed, its engine failed or was lost): it leaves. */
+    dropModel: enqueueActions(({ context, event, enqueue }) => {
+      assertEvent(event, "MODEL.PHASE");
+      const m = entryOf(context, event.ref)!;
+      enqueue.cancel(keepAliveId(m.name));
       enqueue.stopChild(m.ref);
+      enqueue.assign({ models: without(context.models, [m.name]) });
     }),
-    retireExpired: enqueueActions(({ context, event, enqueue }) => {
-      assertEvent(event, "KEEPALIVE.EXPIRED");
-      const m = context.models[event.name];
-      const { [m.name]: _, ...models } = context.models;
-      enqueue.sendTo(m.ref, { type: "UNLOAD", ticket: createTicket<UnloadResult>() });
-      enqueue.assign({ models, retiring: [...context.retiring, m.ref] });
-    }),
-    /** A retired runtime has freed its model (empty) or shut down (stopped): it is stopped and forgotten. */
-    releaseRetired: enqueueActions(({ context, event, enqueue }) => {
+    /** A departing runtime has freed its model (or shut down): it is stopped and forgotten. */
+    releaseDeparted: enqueueActions(({ context, event, enqueue }) => {
       assertEvent(event, "MODEL.PHASE");
-      if (event.phase !== "empty" && event.phase !== "stopped") return;
       enqueue.stopChild(event.ref);
-      enqueue.assign({ retiring: context.retiring.filter((r) => r !== event.ref) });
+      enqueue.assign({ departing: context.departing.filter((m) => m.ref !== event.ref) });
     }),
-
-    failPendingLoads: assign(({ context }) => {
-      const error = new KekahydeError(SHUTTING_DOWN.code, SHUTTING_DOWN.message);
-      context.admission?.ticket.reject(error);
-      for (const load of context.waitingLoads) load.ticket.reject(error);
-      return { admission: null, waitingLoads: [] };
+    dropStopped: enqueueActions(({ context, event, enqueue }) => {
+      assertEvent(event, "MODEL.PHASE");
+      enqueue.stopChild(event.ref);
+      enqueue.assign({
+        models: Object.fromEntries(entries(context).filter((m) => m.ref !== event.ref).map((m) => [m.name, m])),
+        departing: context.departing.filter((m) => m.ref !== event.ref),
+      });
     }),
     shutDownModels: enqueueActions(({ context, enqueue }) => {
-      for (const ref of [...entries(context).map((m) => m.ref), ...context.retiring]) enqueue.sendTo(ref, { type: "SHUTDOWN" });
+      for (const m of [...entries(context), ...context.departing]) enqueue.sendTo(m.ref, { type: "SHUTDOWN" });
+    }),
+
+    // ── Context ─────────────────────────────────────────────────────────────────────────────────────────
+    storeSample: assign({
+      resources: ({ event }) => {
+        assertEvent(event, "MONITOR.SAMPLE");
+        return event.sample;
+      },
+    }),
+    /** A request is on its way to a model: it was used now, and an idle one is about to work. */
+    markUsed: assign({
+      models: ({ context, event }) => {
+        assertEvent(event, "RUN");
+        const target = targetOf(context, event.model)!;
+        const used: ModelEntry = {
+          ...target,
+          phase: target.phase === "idle" ? "busy" : target.phase,
+          expiresAt: null,
+          lastUsed: Date.now(),
+          useOrder: context.uses + 1,
+          keepAliveMs: event.keepAliveMs ?? target.keepAliveMs,
+        };
+        return { ...context.models, [target.name]: used };
+      },
+      uses: ({ context }) => context.uses + 1,
+    }),
+    queueLoad: assign({
+      waitingLoads: ({ context, event }) => {
+        assertEvent(event, "LOAD");
+        const { type: _, ...load } = event;
+        return [...context.waitingLoads, load];
+      },
+    }),
+    takeNextLoad: assign(({ context }) => ({ admission: { request: context.waitingLoads[0], plan: null, placement: null }, waitingLoads: context.waitingLoads.slice(1) })),
+    recordPlan: assign({
+      admission: ({ context }, params: { plan: ModelPlan }) => ({
+        ...context.admission!,
+        plan: params.plan,
+        placement: placementOf(context, context.admission!.request, params.plan),
+      }),
+    }),
+    clearAdmission: assign({ admission: null }),
+    clearLoads: assign({ admission: null, waitingLoads: [] }),
+    recordError: assign({ lastError: (_, params: { error: KekahydeError }) => errorRecord(params.error) }),
+    recordModelError: assign({
+      lastError: ({ context, event }) => {
+        assertEvent(event, "MODEL.PHASE");
+        return event.error ?? context.lastError;
+      },
+    }),
+    /** Keeps the phase a model reports; idle starts its keep-alive clock, anything else stops it. */
+    recordPhase: assign({
+      models: ({ context, event }) => {
+        assertEvent(event, "MODEL.PHASE");
+        const m = entryOf(context, event.ref)!;
+        const idle = event.phase === "idle";
+        const expiresAt = idle && m.keepAliveMs > 0 ? Date.now() + m.keepAliveMs : null;
+        return { ...context.models, [m.name]: { ...m, phase: event.phase, expiresAt, ...(idle && { lastUsed: Date.now(), useOrder: context.uses + 1 }) } };
+      },
+      uses: ({ context, event }) => context.uses + (event.type === "MODEL.PHASE" && event.phase === "idle" ? 1 : 0),
+    }),
+    recordFanOutAnswer: assign({
+      fanOuts: ({ context, event }) => {
+        assertEvent(event, "FANOUT.ANSWER");
+        const f = context.fanOuts[event.fanOut];
+        const o = event.outcome;
+        const error = f.error ?? (o.ok ? null : o.error);
+        const next: FanOut =
+          f.kind === "stop"
+            ? { ...f, waiting: f.waiting - 1, error, ...(o.ok && "stopped" in o.value && { stopped: f.stopped || o.value.stopped, dropped: f.dropped + o.value.dropped }) }
+            : { ...f, waiting: f.waiting - 1, error, ...(o.ok && "unloaded" in o.value && { unloaded: f.unloaded || o.value.unloaded }) };
+        return { ...context.fanOuts, [event.fanOut]: next };
+      },
+    }),
+    closeFanOut: assign({
+      fanOuts: ({ context, event }) => {
+        assertEvent(event, "FANOUT.ANSWER");
+        const { [event.fanOut]: _, ...rest } = context.fanOuts;
+        return rest;
+      },
     }),
   },
 }).createMachine({
@@ -403,9 +529,12 @@ export const supervisorMachine = setup({
     maxQueue: input.maxQueue,
     maxGenerationMs: input.maxGenerationMs ?? null,
     models: {},
-    retiring: [],
+    departing: [],
     admission: null,
     waitingLoads: [],
+    fanOuts: {},
+    fanOutCount: 0,
+    uses: 0,
     lastError: null,
     resources: EMPTY_SAMPLE,
   }),
@@ -416,25 +545,49 @@ export const supervisorMachine = setup({
   },
   on: {
     "MONITOR.SAMPLE": { actions: "storeSample" },
+    // Answers of fanned-out parts may arrive after shutdown has begun: gathered in any state.
+    "FANOUT.ANSWER": [
+      { guard: "completesFanOutWithError", actions: ["recordFanOutAnswer", "rejectFanOut", "closeFanOut"] },
+      { guard: "completesFanOut", actions: ["recordFanOutAnswer", "resolveFanOut", "closeFanOut"] },
+      { actions: "recordFanOutAnswer" },
+    ],
   },
   initial: "serving",
   states: {
     serving: {
       on: {
-        SHUTDOWN: { target: "stopping", actions: ["failPendingLoads", "shutDownModels"] },
+        SHUTDOWN: { target: "stopping", actions: ["refusePendingLoads", "clearLoads", "cancelAllKeepAlives", "shutDownModels"] },
         RUN: [
           { guard: "namesUnknownModel", actions: "refuseUnknownModel" },
           { guard: "hasNoModels", actions: { type: "refuse", params: NO_MODEL } },
-          { actions: "forwardRun" },
+          { actions: ["forwardRun", "markUsed"] },
         ],
-        STOP: [{ guard: "namesUnknownModel", actions: "refuseUnknownModel" }, { actions: "forwardStop" }],
-        UNLOAD: [{ guard: "namesUnknownModel", actions: "refuseUnknownModel" }, { actions: "forwardUnload" }],
+        STOP: [
+          { guard: "namesUnknownModel", actions: "refuseUnknownModel" },
+          { guard: "namesModel", actions: "forwardStop" },
+          { guard: "hasNoModels", actions: "answerNothingStopped" },
+          { actions: "fanOutStop" },
+        ],
+        UNLOAD: [
+          { guard: "namesUnknownModel", actions: "refuseUnknownModel" },
+          { guard: "namesIdleModel", actions: { type: "retireModel", params: ({ event }) => ({ name: event.model!, ticket: event.ticket }) } },
+          { guard: "namesModel", actions: "forwardUnload" },
+          { guard: "hasNoModels", actions: "answerNothingUnloaded" },
+          { actions: "fanOutUnload" },
+        ],
         CANCEL: { actions: "forwardCancel" },
         "MODEL.PHASE": [
-          { guard: "isRetiring", actions: "releaseRetired" },
-          { actions: ["recordPhase", "armKeepAlive", { type: "dropModel", params: { phase: "empty" } }] },
+          { guard: "isDepartedReport", actions: "releaseDeparted" },
+          { guard: "isDepartingReport" },
+          // A fresh runtime's first report is its initial `empty`, before its load starts: not a departure.
+          { guard: "isFreshRuntimeReport" },
+          { guard: "reportsIdleUnloadingAtOnce", actions: ["recordPhase", { type: "retireModel", params: ({ context, event }) => ({ name: entryOf(context, event.ref)!.name }) }] },
+          { guard: "reportsIdleKeptForever", actions: "recordPhase" },
+          { guard: "reportsIdle", actions: ["recordPhase", "armKeepAlive"] },
+          { guard: "reportsEmpty", actions: ["recordModelError", "dropModel"] },
+          { guard: "reportsWork", actions: ["recordPhase", "cancelKeepAlive"] },
         ],
-        "KEEPALIVE.EXPIRED": { guard: "isCurrentExpiry", actions: "retireExpired" },
+        "KEEPALIVE.EXPIRED": { guard: "isIdleModel", actions: { type: "retireModel", params: ({ event }) => ({ name: event.name }) } },
       },
       initial: "ready",
       states: {
@@ -448,13 +601,33 @@ export const supervisorMachine = setup({
           invoke: {
             id: "admission",
             src: "admitModel",
-            input: ({ context }) => ({ engine: context.engine, path: context.admission!.path, settings: { ...context.admission!.settings, parallel: context.parallel } }),
-            onDone: [
-              { guard: "planFits", target: "ready", actions: ["evictForPlacement", "startLoad"] },
-              { target: "ready", actions: "refusePlacement" },
-            ],
-            onError: { target: "ready", actions: "rejectAdmission" },
+            input: ({ context }) => ({ engine: context.engine, path: context.admission!.request.path, settings: { ...context.admission!.request.settings, parallel: context.parallel } }),
+            onDone: { target: "placing", actions: { type: "recordPlan", params: ({ event }) => ({ plan: event.output }) } },
+            onError: {
+              target: "ready",
+              actions: [
+                { type: "refuseAdmission", params: ({ event }) => ({ error: toKekahydeError(event.error, "MODEL_INVALID") }) },
+                { type: "recordError", params: ({ event }) => ({ error: toKekahydeError(event.error, "MODEL_INVALID") }) },
+                "clearAdmission",
+              ],
+            },
           },
+          on: {
+            LOAD: { actions: "queueLoad" },
+          },
+        },
+        placing: {
+          always: [
+            { guard: "placementFits", target: "evicting", actions: "retireEvicted" },
+            { guard: "blockedByLoadingModels", target: "ready", actions: [{ type: "refuseAdmission", params: refusalParams("loading") }, { type: "recordError", params: refusalParams("loading") }, "clearAdmission"] },
+            { guard: "blockedByBusyModels", target: "ready", actions: [{ type: "refuseAdmission", params: refusalParams("busy") }, { type: "recordError", params: refusalParams("busy") }, "clearAdmission"] },
+            { guard: "overMachineMemory", target: "ready", actions: [{ type: "refuseAdmission", params: refusalParams("machine") }, { type: "recordError", params: refusalParams("machine") }, "clearAdmission"] },
+            { guard: "overMemoryBudget", target: "ready", actions: [{ type: "refuseAdmission", params: refusalParams("budget") }, { type: "recordError", params: refusalParams("budget") }, "clearAdmission"] },
+          ],
+        },
+        evicting: {
+          // The new model takes memory only once every departing model has freed its own.
+          always: { guard: "noneDeparting", target: "ready", actions: ["startLoad", "clearAdmission"] },
           on: {
             LOAD: { actions: "queueLoad" },
           },
@@ -468,7 +641,7 @@ export const supervisorMachine = setup({
         RUN: { actions: { type: "refuse", params: SHUTTING_DOWN } },
         STOP: { actions: { type: "refuse", params: SHUTTING_DOWN } },
         UNLOAD: { actions: { type: "refuse", params: SHUTTING_DOWN } },
-        "MODEL.PHASE": [{ guard: "isRetiring", actions: "releaseRetired" }, { actions: { type: "dropModel", params: { phase: "stopped" } } }],
+        "MODEL.PHASE": { guard: "reportsStopped", actions: "dropStopped" },
       },
     },
     stopped: { type: "final" },

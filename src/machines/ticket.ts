@@ -12,7 +12,14 @@ export interface Ticket<T> {
   readonly settled: boolean;
 }
 
-export function createTicket<T>(): Ticket<T> {
+/** How a ticket was settled, as an event can carry it. */
+export type Outcome<T> = { ok: true; value: T } | { ok: false; error: KekahydeError };
+
+/**
+ * A ticket that also tells `onSettle`, synchronously, how it was settled: the supervisor gives one to each
+ * model it fans a request out to, and gathers the answers as events.
+ */
+export function createTicket<T>(onSettle?: (outcome: Outcome<T>) => void): Ticket<T> {
   let resolve!: (v: T) => void;
   let reject!: (e: KekahydeError) => void;
   const promise = new Promise<T>((res, rej) => {
@@ -28,24 +35,14 @@ export function createTicket<T>(): Ticket<T> {
       if (ticket.settled) return;
       ticket.settled = true;
       resolve(value);
+      onSettle?.({ ok: true, value });
     },
     reject(error: KekahydeError) {
       if (ticket.settled) return;
       ticket.settled = true;
       reject(error);
+      onSettle?.({ ok: false, error });
     },
   };
   return ticket;
-}
-
-/**
- * Answers `ticket` once every part has settled: with `combine` of the values, or with the first error if
- * any part failed. For requests that a supervisor fans out to several models (stop all, unload all).
- */
-export function gather<P, T>(parts: Array<Ticket<P>>, ticket: Ticket<T>, combine: (values: P[]) => T): void {
-  void Promise.allSettled(parts.map((p) => p.promise)).then((results) => {
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-    if (failed) ticket.reject(failed.reason as KekahydeError);
-    else ticket.resolve(combine(results.map((r) => (r as PromiseFulfilledResult<P>).value)));
-  });
 }

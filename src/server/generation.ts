@@ -1,6 +1,7 @@
+import { randomUUID } from "node:crypto";
 import { PassThrough } from "node:stream";
 import type { Context } from "koa";
-import type { GenerateResult, GenerationRequest } from "../engine/types.ts";
+import type { GenerateResult, GenerationRequest } from "../domain/generation.ts";
 import type { KekahydeError } from "../errors.ts";
 import { sendRequest } from "../machines/sendRequest.ts";
 import { createTicket, type Ticket } from "../machines/ticket.ts";
@@ -18,18 +19,22 @@ export interface StreamFormat {
   beforeEnd?(ctx: Context, result: GenerateResult): void;
 }
 
-/** A client that goes away cancels its own request: stopped if it runs, dropped if it waits. */
-function cancelOnDisconnect(ctx: Context, { supervisor }: RouteDeps, job: Ticket<GenerateResult>): void {
+/**
+ * A new request's identity: the job id the machines know it by (CANCEL names it, the engine reports by it)
+ * and its ticket. A client that goes away cancels its own request: stopped if it runs, dropped if it waits.
+ */
+function newJob(ctx: Context, { supervisor }: RouteDeps): { id: string; ticket: Ticket<GenerateResult> } {
+  const id = randomUUID();
+  const ticket = createTicket<GenerateResult>();
   ctx.res.once("close", () => {
-    if (!ctx.res.writableFinished && !job.settled && supervisor.getSnapshot().status === "active") supervisor.send({ type: "CANCEL", job });
+    if (!ctx.res.writableFinished && !ticket.settled && supervisor.getSnapshot().status === "active") supervisor.send({ type: "CANCEL", job: id });
   });
+  return { id, ticket };
 }
 
 /** Runs one generation for a route and returns its result (non-streaming). */
 export function generate(ctx: Context, deps: RouteDeps, request: GenerationRequest, routing: Routing): Promise<GenerateResult> {
-  const ticket = createTicket<GenerateResult>();
-  cancelOnDisconnect(ctx, deps, ticket);
-  return sendRequest(deps.supervisor, { type: "RUN", ...routing, request, ticket });
+  return sendRequest(deps.supervisor, { type: "RUN", ...routing, ...newJob(ctx, deps), request });
 }
 
 /**
@@ -38,8 +43,6 @@ export function generate(ctx: Context, deps: RouteDeps, request: GenerationReque
  * never a broken 200 stream.
  */
 export async function generateStreaming(ctx: Context, deps: RouteDeps, request: GenerationRequest, routing: Routing, format: StreamFormat): Promise<void> {
-  const ticket = createTicket<GenerateResult>();
-  cancelOnDisconnect(ctx, deps, ticket);
   const early: string[] = [];
   let write: ((text: string) => void) | null = null;
   let firstText!: () => void;
@@ -51,7 +54,7 @@ export async function generateStreaming(ctx: Context, deps: RouteDeps, request: 
       firstText();
     }
   };
-  const done = sendRequest(deps.supervisor, { type: "RUN", ...routing, request, onText, ticket });
+  const done = sendRequest(deps.supervisor, { type: "RUN", ...routing, ...newJob(ctx, deps), request, onText });
   await Promise.race([textStarted, done]);
 
   const out = new PassThrough();

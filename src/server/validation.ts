@@ -1,7 +1,8 @@
 import { DURATION_HELP, parseDuration } from "../duration.ts";
 import { KekahydeError } from "../errors.ts";
-import { checkJsonSchema } from "../engine/jsonSchema.ts";
-import type { GenerationRequest, LoadSettings, SamplingOptions } from "../engine/types.ts";
+import type { GenerationRequest, SamplingOptions } from "../domain/generation.ts";
+import type { LoadSettings } from "../domain/models.ts";
+import { checkJsonSchema } from "./jsonSchema.ts";
 
 /**
  * Request bodies to typed requests. Each check names the field and the accepted range, so a client can fix
@@ -124,7 +125,7 @@ export function parseRunPrompt(body: Body): RunPromptRequest {
     system: optionalString(body, "system"),
     maxTokens: optionalNumber(body, "max_tokens", { min: 1, max: 1 << 24, integer: true }),
     stop: optionalStopList(body, "stop"),
-    jsonSchema: schema === undefined || schema === null ? undefined : checkJsonSchema(schema),
+    jsonSchema: schema === undefined || schema === null ? undefined : checkJsonSchema(schema, "json_schema"),
     sampling,
     timeLimitMs: toMs(optionalNumber(body, "timeout_s", { min: 0, max: 86_400, exclusiveMin: true })),
     stream: optionalBoolean(body, "stream") ?? false,

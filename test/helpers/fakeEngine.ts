@@ -1,5 +1,7 @@
 import { KekahydeError, type ErrorCode } from "../../src/errors.ts";
-import type { Engine, GenerateOptions, GenerateResult, LoadedModel, LoadOptions, ModelInfo, ModelPlan } from "../../src/engine/types.ts";
+import type { GenerateResult } from "../../src/domain/generation.ts";
+import type { ModelInfo, ModelPlan } from "../../src/domain/models.ts";
+import type { Engine, GenerateOptions, LoadedModel } from "../../src/engine/types.ts";
 
 interface Deferred<T> {
   promise: Promise<T>;
@@ -32,13 +34,13 @@ export class FakeEngine implements Engine {
     return this.generations[0] ?? null;
   }
 
-  validate(path: string): Promise<ModelPlan> {
+  plan(path: string): Promise<ModelPlan> {
     this.validation = deferred();
     this.validatedPath = path;
     return this.validation.promise;
   }
 
-  load({ path }: LoadOptions): Promise<LoadedModel> {
+  load({ path }: ModelPlan): Promise<LoadedModel> {
     this.loading = deferred();
     this.loading.promise.catch(() => {});
     const info: ModelInfo = {
@@ -60,7 +62,7 @@ export class FakeEngine implements Engine {
   private pendingInfo: ModelInfo | null = null;
 
   passValidation(): void {
-    this.validation?.resolve({ path: this.validatedPath, bytes: this.modelBytes, freeBytes: 1e12 });
+    this.validation?.resolve(fakePlan(this.validatedPath, this.modelBytes));
     this.validation = null;
   }
   failValidation(code: ErrorCode = "MODEL_INVALID"): void {
@@ -81,6 +83,7 @@ export class FakeEngine implements Engine {
       async dispose() {
         engine.disposedModels += 1;
       },
+      lost: new Promise(() => {}),
     };
     this.loading?.resolve(model);
     this.loading = null;
@@ -105,6 +108,24 @@ export class FakeEngine implements Engine {
     this.generations.shift()?.reject(new KekahydeError(code, `fake ${code}`));
   }
   async dispose(): Promise<void> {}
+}
+
+/** What the fake engine plans for a file: `bytes` of memory, on a machine with plenty free. */
+export function fakePlan(path: string, bytes = 1000): ModelPlan {
+  return {
+    path,
+    name: null,
+    architecture: "llama",
+    fileSize: 1,
+    trainContextSize: 64,
+    contextSize: 64,
+    sequences: 1,
+    bytes,
+    weightsBytes: bytes,
+    kvCacheBytes: 0,
+    freeBytes: 1e12,
+    onGpu: false,
+  };
 }
 
 /** Lets promise callbacks and actor events settle. */

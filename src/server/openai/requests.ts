@@ -1,5 +1,5 @@
-import { checkJsonSchema } from "../../engine/jsonSchema.ts";
-import type { ChatMessage, GenerationRequest, SamplingOptions } from "../../engine/types.ts";
+import type { ChatMessage, GenerationRequest, SamplingOptions } from "../../domain/generation.ts";
+import { checkJsonSchema } from "../jsonSchema.ts";
 import { bad, optionalBoolean, optionalNumber } from "../validation.ts";
 
 /**
@@ -79,7 +79,7 @@ function responseFormat(body: Body): Record<string, unknown> | undefined {
   if (rf.type === "json_schema") {
     const js = rf.json_schema as Body | undefined;
     if (!js || typeof js !== "object" || typeof js.schema !== "object" || js.schema === null) bad("response_format", "json_schema needs a \"schema\" object");
-    return checkJsonSchema(js.schema);
+    return checkJsonSchema(js.schema, "response_format");
   }
   bad("response_format", 'type must be "text", "json_object" or "json_schema"');
 }

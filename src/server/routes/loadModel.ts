@@ -1,6 +1,6 @@
 import type Router from "@koa/router";
 import type { LoadResult } from "../../machines/runtimeMachine.ts";
-import { defaultModelName } from "../../machines/supervisorMachine.ts";
+import { defaultModelName } from "../../domain/models.ts";
 import { sendRequest } from "../../machines/sendRequest.ts";
 import { createTicket } from "../../machines/ticket.ts";
 import { requireBody } from "../middleware/jsonBody.ts";

@@ -1,5 +1,5 @@
 import type Router from "@koa/router";
-import type { GenerateResult } from "../../engine/types.ts";
+import type { GenerateResult } from "../../domain/generation.ts";
 import { generate, generateStreaming, sseEvent, type StreamFormat } from "../generation.ts";
 import { requireBody } from "../middleware/jsonBody.ts";
 import type { RouteDeps } from "../runtime.ts";

@@ -1,0 +1,16 @@
+/**
+ * The daemon's defaults, in one place that the CLI, the config parser, the machines and the engine all read
+ * (no XState or engine import here, so `kekahyde status` stays light).
+ */
+
+/** Requests that may wait per model while its slots are busy. */
+export const DEFAULT_MAX_QUEUE = 16;
+/** How long an idle model stays loaded. */
+export const DEFAULT_KEEP_ALIVE_MS = 5 * 60_000;
+/** `--max-memory` when not given: this fraction of the memory free for models. */
+export const DEFAULT_MEMORY_FRACTION = 0.9;
+/** Context size per sequence, capped at the model's trained length. */
+export const DEFAULT_CONTEXT_SIZE = 2048;
+
+/** Sampling as llama-server's defaults: what users of local daemons expect when they send no options. */
+export const SAMPLING_DEFAULTS = { temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1.0 } as const;

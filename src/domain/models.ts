@@ -1,0 +1,72 @@
+import { basename } from "node:path";
+
+/** Models as the daemon plans, loads and describes them: shared by the routes, the machines and the engine. */
+
+/** `--gpu`: use a GPU if the engine finds one, or CPU only. */
+export type GpuMode = "auto" | "off";
+
+/** `--max-memory`: a number of bytes, or a fraction of the memory free for models at each load. */
+export type MemoryBudget = { bytes: number } | { fraction: number };
+
+/** Per-load settings; each left out takes the daemon's default. */
+export interface LoadSettings {
+  contextSize?: number;
+  gpuLayers?: number;
+  threads?: number;
+  /** Context sequences, one per parallel generation (default 1). */
+  parallel?: number;
+}
+
+/**
+ * Everything a load will take, known before loading: read once from the file's GGUF header (and the
+ * machine) when the load is admitted, then carried with the load, so the file is not inspected again.
+ */
+export interface ModelPlan {
+  /** The real path that will be loaded (symlinks resolved). */
+  path: string;
+  /** `general.name`, when the file has one. */
+  name: string | null;
+  architecture: string;
+  fileSize: number;
+  /** The context length the model was trained with. */
+  trainContextSize: number | null;
+  /** Tokens of context per sequence: the requested size capped at the trained length. */
+  contextSize: number;
+  /** Context sequences: generations that may run at once. */
+  sequences: number;
+  gpuLayers?: number;
+  threads?: number;
+  /** Estimated memory: weights + KV cache for every sequence + working buffers. */
+  bytes: number;
+  /** The parts of that estimate a refusal names. */
+  weightsBytes: number;
+  kvCacheBytes: number;
+  /** Memory free for models now (RAM, or VRAM when layers go to a GPU), loaded models not counted. */
+  freeBytes: number;
+  /** Whether its layers go to a GPU (then llama.cpp sizes VRAM itself and only the budget applies). */
+  onGpu: boolean;
+}
+
+export interface ModelInfo {
+  path: string;
+  name: string;
+  architecture: string;
+  size_bytes: number;
+  context_size: number;
+  /** The context length the model was trained with, from its GGUF metadata. */
+  train_context_size: number | null;
+  threads: number;
+  /** What node-llama-cpp runs on: "cuda", "vulkan", "metal", or false for CPU only. */
+  gpu: string | false;
+  gpu_layers: number;
+  /**
+   * Which llama.cpp binary runs it: node-llama-cpp's "prebuilt" one, or a "localBuild" from
+   * `npm run build:engine` (OpenMP threads; see docs/performance.md).
+   */
+  engine_build: string;
+  /** Generations that may run at once, each in its own context sequence of context_size tokens. */
+  parallel: number;
+}
+
+/** A model's default name: its file name without `.gguf`. */
+export const defaultModelName = (path: string): string => basename(path).replace(/\.gguf$/i, "");
