@@ -1,3 +1,4 @@
+import type { IncomingMessage } from "node:http";
 import type { Context, Middleware } from "koa";
 import { KekahydeError } from "../../errors.ts";
 
@@ -8,12 +9,28 @@ declare module "koa" {
   }
 }
 
+/** The longest the daemon goes on reading a refused body before it closes the connection. */
+export const DISCARD_MAX_MS = 5_000;
+
+/** The most bytes of a refused body the daemon reads before it closes the connection: 8 × the limit, at least 16 MiB. */
+export function discardMaxBytes(limit: number): number {
+  return Math.max(8 * limit, 16 * 1024 * 1024);
+}
+
 /**
  * Reads POST bodies in one place: a body must be `application/json` (else 415: this blocks cross-site
- * form and text/plain posts), at most `limit` bytes (else 413, checked on Content-Length before reading),
- * and a JSON object (else 400). A POST with no body passes with `ctx.state.body` undefined.
+ * form and text/plain posts), at most `limit` bytes (else 413), and a JSON object (else 400). A POST with
+ * no body passes with `ctx.state.body` undefined.
+ *
+ * A body over the limit (by its Content-Length, or once a chunked body passes it) is still read, and
+ * discarded, before the 413 goes out with `Connection: close`, as nginx's lingering close does: closing a
+ * socket with unread data resets the connection, and a client still sending would get that reset instead
+ * of the answer. Reading is bounded: at most discardMaxBytes(limit) bytes of body (a Content-Length
+ * beyond that is not read at all) and DISCARD_MAX_MS after the limit was passed; past either, the 413 is
+ * sent and the connection closed at once.
  */
 export function jsonBody(limit: number): Middleware {
+  const discardBytes = discardMaxBytes(limit);
   return async (ctx, next) => {
     if (ctx.method !== "POST") return next();
     const length = ctx.get("Content-Length");
@@ -22,30 +39,61 @@ export function jsonBody(limit: number): Middleware {
     if (!ctx.is("application/json")) {
       throw new KekahydeError("UNSUPPORTED_MEDIA_TYPE", `Send the body as JSON with 'Content-Type: application/json' (got '${ctx.get("Content-Type") || "none"}').`);
     }
-    if (length !== "" && Number(length) > limit) {
-      ctx.set("Connection", "close");
-      throw tooLarge(limit);
+    const declared = length === "" ? null : Number(length);
+    if (declared !== null && declared > limit) {
+      if (declared <= discardBytes) await receive(ctx.req, -1, discardBytes);
+      throw tooLarge(ctx, limit);
     }
-    ctx.state.body = parse(await read(ctx, limit));
+    const body = await receive(ctx.req, limit, discardBytes);
+    if (body === null) throw tooLarge(ctx, limit);
+    ctx.state.body = parse(body.toString("utf8"));
     await next();
   };
 }
 
-const tooLarge = (limit: number) => new KekahydeError("PAYLOAD_TOO_LARGE", `The request body is larger than ${limit} bytes (--max-body).`);
+function tooLarge(ctx: Context, limit: number): KekahydeError {
+  ctx.set("Connection", "close");
+  return new KekahydeError("PAYLOAD_TOO_LARGE", `The request body is larger than ${limit} bytes (--max-body).`);
+}
 
-async function read(ctx: Context, limit: number): Promise<string> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of ctx.req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) {
-      // Stop reading; the connection is closed after the 413 rather than drained of an unbounded body.
-      ctx.set("Connection", "close");
-      throw tooLarge(limit);
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks).toString("utf8");
+/**
+ * The body, or null once it passed `limit` bytes (-1: it is already known to be too large). Past the limit
+ * nothing is kept, but reading goes on until the body ends, `discardBytes` have been read in all, or
+ * DISCARD_MAX_MS have passed; then reading stops (the request is paused, so the rest stays unread and the
+ * connection is closed after the answer). A client that goes away before the end rejects it, as before.
+ */
+function receive(req: IncomingMessage, limit: number, discardBytes: number): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    let timer: NodeJS.Timeout | undefined;
+    const settle = (outcome: Buffer | null | Error) => {
+      clearTimeout(timer);
+      req.off("data", onData).off("end", onEnd).off("error", onError).off("close", onClose);
+      if (!req.complete) req.pause();
+      if (outcome instanceof Error) reject(outcome);
+      else resolve(outcome);
+    };
+    const passLimit = () => {
+      over = true;
+      chunks.length = 0;
+      timer = setTimeout(() => settle(null), DISCARD_MAX_MS);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (!over) {
+        if (size <= limit) return void chunks.push(chunk);
+        passLimit();
+      }
+      if (size > discardBytes) settle(null);
+    };
+    const onEnd = () => settle(over ? null : Buffer.concat(chunks));
+    const onError = (e: Error) => settle(over ? null : e);
+    const onClose = () => settle(over ? null : new Error("the client closed the connection before the body ended"));
+    if (limit < 0) passLimit();
+    req.on("data", onData).on("end", onEnd).on("error", onError).on("close", onClose);
+  });
 }
 
 function parse(text: string): Record<string, unknown> {
