@@ -215,3 +215,26 @@ describe("parallel slots (--parallel)", () => {
     assert.deepEqual(await Promise.all(runs), prompts.map((p) => expectedContinuation(p, 120)));
   });
 });
+
+describe("parallel slots with no waiting (--parallel 2 --max-queue 0)", () => {
+  let d: TestDaemon;
+  before(async () => {
+    d = await startTestDaemon({ parallel: 2, maxQueue: 0 });
+  });
+  after(() => d?.close());
+
+  it("serves two requests at once, and refuses only a third while both slots generate", async () => {
+    await load(d, await slowModel(), "slow");
+    const first = d.post("/run_prompt", { prompt: "a", raw: true, max_tokens: 150 });
+    await waitUntil(async () => (await d.status()).models[0].running === 1, 10_000, "the first running");
+    const second = d.post("/run_prompt", { prompt: "K", raw: true, max_tokens: 150 });
+    await waitUntil(async () => (await d.status()).models[0].running === 2, 10_000, "the second running beside it");
+    const third = await d.post("/run_prompt", { prompt: "3", raw: true, max_tokens: 5 });
+    assert.equal(third.status, 503);
+    assert.match(((await third.json()) as { message: string }).message, /All 2 slot\(s\) are generating .*--max-queue is 0/);
+    const [a, k] = await Promise.all([first, second]);
+    assert.equal(a.status, 200, "the second request did not cost the first");
+    assert.equal(k.status, 200, "a free slot is not a full queue");
+    assert.equal(await k.text(), expectedContinuation("K", 150));
+  });
+});

@@ -1,247 +1,358 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { createActor, fromPromise, type InspectionEvent } from "xstate";
-import type { GenerateResult } from "../src/engine/types.ts";
+import { createActor, fromCallback, SimulatedClock } from "xstate";
+import type { GenerateResult } from "../src/domain/generation.ts";
 import { place } from "../src/machines/placement.ts";
+import type { LoadResult, StopResult, UnloadResult } from "../src/machines/runtimeMachine.ts";
 import { sendRequest } from "../src/machines/sendRequest.ts";
 import { stateName } from "../src/machines/selectors.ts";
-import { supervisorMachine, type SupervisorInput } from "../src/machines/supervisorMachine.ts";
-import { createTicket, type Ticket } from "../src/machines/ticket.ts";
+import { defaultModel, supervisorMachine, type SupervisorInput } from "../src/machines/supervisorMachine.ts";
+import { createTicket, type Outcome, type Ticket } from "../src/machines/ticket.ts";
 import { EMPTY_SAMPLE } from "../src/monitor/resourceSampler.ts";
 import { FakeEngine, settle } from "./helpers/fakeEngine.ts";
+import { TransitionCoverage } from "./helpers/machineCoverage.ts";
+import { Reply } from "./oracles/runtimeOracle.ts";
+import { SupervisorOracle, type SupervisorLimits } from "./oracles/supervisorOracle.ts";
 
 /**
- * Model-based tests of the supervisor: every sequence of up to three operations from the alphabet below
- * (and long random ones) runs against a live supervisor whose runtimes drive a fake engine, and after every
- * step the supervisor must keep its promises: never more than --max-models models, never over the memory
- * budget, a model that is working is never evicted, and, once the system is drained and shut down, every
- * request has been answered. A coverage check makes sure the walks visit every state and event of the
- * supervisor's definition. The fake engine is allowed here because it lets each outcome happen on cue.
+ * Model-based tests of the supervisor against a reference model of its own (test/oracles/
+ * supervisorOracle.ts, which runs one runtime reference model per model): every operation is applied to
+ * both, and after every step the supervisor's state, the models loaded (in order, each with its runtime's
+ * state, jobs running and waiting), the models still departing, the default model, the last error and the
+ * answer of every request so far must agree. Keep-alive runs on XState's SimulatedClock, so no test waits
+ * for real time. Walks: every sequence of up to two operations, every sequence of three from a smaller
+ * alphabet, and long random ones, over four configurations; a coverage check proves that together they took
+ * every transition of the supervisor's definition. The fake engine is allowed here because it lets each
+ * engine outcome happen on cue.
  */
 
-const REQUEST = { prompt: "p", raw: true, sampling: {} };
 const MODEL_BYTES = 1000;
+const KEEP_ALIVE_MS = 10;
+const REQUEST = { prompt: "p", raw: true, sampling: {} };
 
 type Op =
   | "loadA"
   | "loadB"
   | "loadC"
-  | "loadBad"
+  | "loadBig"
+  | "loadHuge"
+  | "admitOk"
+  | "admitBad"
+  | "loaded"
+  | "loadFailed"
   | "runA"
+  | "runB"
   | "runDefault"
   | "runUnknown"
   | "finish"
   | "fail"
+  | "engineFail"
+  | "loseA"
   | "cancel"
   | "stopAll"
   | "stopA"
   | "unloadA"
   | "unloadAll"
-  | "wait"
+  | "disposed"
+  | "tick"
+  | "sample"
   | "shutdown";
-const OPS: Op[] = ["loadA", "loadB", "loadC", "loadBad", "runA", "runDefault", "runUnknown", "finish", "fail", "cancel", "stopAll", "stopA", "unloadA", "unloadAll", "wait", "shutdown"];
+const OPS: Op[] = ["loadA", "loadB", "loadC", "loadBig", "loadHuge", "sample", "admitOk", "admitBad", "loaded", "loadFailed", "runA", "runB", "runDefault", "runUnknown", "finish", "fail", "engineFail", "loseA", "cancel", "stopAll", "stopA", "unloadA", "unloadAll", "disposed", "tick", "shutdown"];
+/** The operations that change most: the three-step walks use these. */
+const CORE: Op[] = ["loadB", "admitOk", "loaded", "runA", "runDefault", "finish", "engineFail", "stopAll", "unloadA", "disposed", "tick", "shutdown"];
+/** Where the walks start: the rules differ most with nothing loaded, a model loading, idle, or working. */
+const PREFIXES: Record<string, Op[]> = {
+  "nothing loaded": [],
+  "a loading": ["loadA", "admitOk"],
+  "a idle": ["loadA", "admitOk", "loaded"],
+  "a working": ["loadA", "admitOk", "loaded", "runA"],
+};
+/** Sizes of the models by name; "big" fits no budget beside another model, "huge" no machine. */
+const BYTES: Record<string, number> = { big: 1500, huge: 2e12 };
+const bytesOf = (name: string) => BYTES[name] ?? MODEL_BYTES;
+const FREE_BYTES = 1e12;
 
-function system(input: Partial<SupervisorInput>) {
+const CONFIGS: Array<{ label: string; limits: SupervisorLimits; input: Partial<SupervisorInput> }> = [
+  { label: "one model (the seed's replace-on-load)", limits: { maxModels: 1, budgetBytes: Infinity, keepAliveMs: -1, slots: 1, maxQueue: 1, bytesOf, freeBytes: FREE_BYTES }, input: { maxModels: 1, keepAliveMs: -1, maxQueue: 1, maxMemory: { fraction: 1 } } },
+  {
+    label: "two models, keep-alive 10 ms",
+    limits: { maxModels: 2, budgetBytes: Infinity, keepAliveMs: KEEP_ALIVE_MS, slots: 1, maxQueue: 1, bytesOf, freeBytes: FREE_BYTES },
+    input: { maxModels: 2, keepAliveMs: KEEP_ALIVE_MS, maxQueue: 1, maxMemory: { fraction: 1 } },
+  },
+  {
+    label: "three models, memory for two, two slots each, no queue",
+    limits: { maxModels: 3, budgetBytes: 2 * MODEL_BYTES, keepAliveMs: -1, slots: 2, maxQueue: 0, bytesOf, freeBytes: FREE_BYTES },
+    input: { maxModels: 3, maxMemory: { bytes: 2 * MODEL_BYTES }, keepAliveMs: -1, parallel: 2, maxQueue: 0 },
+  },
+  {
+    label: "two models, keep-alive 0 (unload when idle)",
+    limits: { maxModels: 2, budgetBytes: Infinity, keepAliveMs: 0, slots: 1, maxQueue: 1, bytesOf, freeBytes: FREE_BYTES },
+    input: { maxModels: 2, keepAliveMs: 0, maxQueue: 1, maxMemory: { fraction: 1 } },
+  },
+];
+
+const answerOf = (o: Outcome<unknown>): string => {
+  if (!o.ok) return `err:${o.error.code}`;
+  const v = o.value as Partial<GenerateResult & LoadResult & StopResult & UnloadResult>;
+  if ("finishReason" in v) return `ok:${v.finishReason}`;
+  if ("stopped" in v) return `ok:stopped=${v.stopped},dropped=${v.dropped}`;
+  if ("unloaded" in v) return `ok:unloaded=${v.unloaded}`;
+  return "ok:loaded";
+};
+
+const noMonitor = fromCallback(() => {});
+const machine = supervisorMachine.provide({ actors: { monitor: noMonitor as never } });
+const coverage = new TransitionCoverage(machine);
+
+function system({ limits, input }: (typeof CONFIGS)[number]) {
   const engine = new FakeEngine();
   engine.modelBytes = MODEL_BYTES;
-  const seen = { states: new Set<string>(), events: new Set<string>() };
-  const inspect = (e: InspectionEvent) => {
-    if (e.type !== "@xstate.snapshot" || e.actorRef !== actor) return;
-    seen.events.add(e.event.type);
-    const v = (e.snapshot as unknown as { value: unknown }).value;
-    seen.states.add(typeof v === "string" ? v : Object.entries(v as Record<string, string>).map(([k, s]) => `${k}.${s}`)[0]);
-  };
-  const machine = supervisorMachine.provide({ actors: { monitor: fromPromise(async () => {}) as never } });
-  const actor = createActor(machine, { inspect, input: { engine, sampleResources: async () => EMPTY_SAMPLE, ...input } });
+  for (const [name, bytes] of Object.entries(BYTES)) engine.bytesByPath.set(`/models/${name}.gguf`, bytes);
+  const clock = new SimulatedClock();
+  const actor = createActor(machine, { clock, inspect: coverage.inspect, input: { engine, sampleResources: async () => EMPTY_SAMPLE, ...input } });
   actor.start();
-  const tickets: Array<Ticket<unknown>> = [];
-  const ticket = <T,>() => {
-    const t = createTicket<T>();
-    tickets.push(t as Ticket<unknown>);
-    return t;
-  };
-  let lastRun: Ticket<GenerateResult> | null = null;
+  const oracle = new SupervisorOracle(limits);
+  const live: string[] = [];
+  const expected: Reply[] = [];
+  let jobs = 0;
+  let lastJob: string | null = null;
 
-  const models = () => Object.values(actor.getSnapshot().context.models);
-  const working = () => models().filter((m) => ["generating", "cancelling"].includes(stateName(m.ref.getSnapshot()))).map((m) => m.name);
+  function request<T>(): { ticket: Ticket<T>; reply: Reply } {
+    const i = live.length;
+    live.push("pending");
+    const reply = new Reply();
+    expected.push(reply);
+    return { ticket: createTicket<T>((o) => (live[i] = answerOf(o))), reply };
+  }
 
-  async function load(name: string, valid = true) {
-    sendRequest(actor, { type: "LOAD", path: `/models/${name}.gguf`, settings: {}, ticket: ticket() });
-    await settle();
-    if (!valid) return void engine.failValidation();
-    engine.passValidation(); // the supervisor's admission
-    await settle();
-    engine.passValidation(); // the runtime's own check before it loads
-    await settle();
-    engine.finishLoad();
+  function run(model: string | undefined) {
+    const { ticket, reply } = request<GenerateResult>();
+    const id = `job-${++jobs}`;
+    lastJob = id;
+    sendRequest(actor, { type: "RUN", id, request: REQUEST, ticket, ...(model !== undefined && { model }) });
+    oracle.run(id, model, reply);
   }
 
   async function exec(op: Op): Promise<void> {
-    const before = working();
     switch (op) {
       case "loadA":
-        await load("a");
-        break;
       case "loadB":
-        await load("b");
-        break;
       case "loadC":
-        await load("c");
+      case "loadBig":
+      case "loadHuge": {
+        const name = op.slice(4).toLowerCase();
+        const { ticket, reply } = request<LoadResult>();
+        sendRequest(actor, { type: "LOAD", path: `/models/${name}.gguf`, settings: {}, ticket });
+        oracle.load(name, reply);
         break;
-      case "loadBad":
-        await load("bad", false);
+      }
+      case "admitOk":
+        engine.passValidation();
+        oracle.admitted(true);
+        break;
+      case "admitBad":
+        engine.failValidation();
+        oracle.admitted(false);
+        break;
+      case "loaded":
+        engine.finishLoad();
+        oracle.loadDone(true);
+        break;
+      case "loadFailed":
+        engine.failLoad();
+        oracle.loadDone(false);
         break;
       case "runA":
+        run("a");
+        break;
+      case "runB":
+        run("b");
+        break;
       case "runDefault":
+        run(undefined);
+        break;
       case "runUnknown":
-        lastRun = ticket<GenerateResult>();
-        sendRequest(actor, { type: "RUN", request: REQUEST, ticket: lastRun, ...(op === "runA" ? { model: "a" } : op === "runUnknown" ? { model: "zzz" } : {}) });
+        run("zzz");
         break;
       case "finish":
         engine.finishGeneration();
+        oracle.finishGeneration();
         break;
       case "fail":
         engine.failGeneration("PROMPT_TOO_LONG");
+        oracle.finishGeneration("PROMPT_TOO_LONG");
+        break;
+      case "engineFail":
+        engine.failGeneration("ENGINE_FAILURE");
+        oracle.finishGeneration("ENGINE_FAILURE");
+        break;
+      case "loseA":
+        engine.loseEngine("/models/a.gguf");
+        oracle.loseEngine("a");
         break;
       case "cancel":
-        if (lastRun && actor.getSnapshot().status === "active") actor.send({ type: "CANCEL", job: lastRun });
+        if (lastJob) {
+          if (actor.getSnapshot().status === "active") actor.send({ type: "CANCEL", job: lastJob });
+          oracle.cancel(lastJob);
+        }
         break;
       case "stopAll":
-        sendRequest(actor, { type: "STOP", all: true, ticket: ticket() });
+      case "stopA": {
+        const { ticket, reply } = request<StopResult>();
+        const model = op === "stopA" ? "a" : undefined;
+        sendRequest(actor, { type: "STOP", all: true, ticket, ...(model && { model }) });
+        oracle.stop(model, true, reply);
         break;
-      case "stopA":
-        sendRequest(actor, { type: "STOP", all: false, model: "a", ticket: ticket() });
-        break;
+      }
       case "unloadA":
-        sendRequest(actor, { type: "UNLOAD", model: "a", ticket: ticket() });
+      case "unloadAll": {
+        const { ticket, reply } = request<UnloadResult>();
+        const model = op === "unloadA" ? "a" : undefined;
+        sendRequest(actor, { type: "UNLOAD", ticket, ...(model && { model }) });
+        oracle.unload(model, reply);
         break;
-      case "unloadAll":
-        sendRequest(actor, { type: "UNLOAD", ticket: ticket() });
+      }
+      case "disposed":
+        engine.finishDisposals();
+        oracle.disposed();
         break;
-      case "wait":
-        await new Promise((r) => setTimeout(r, 15));
+      case "sample":
+        if (actor.getSnapshot().status === "active") actor.send({ type: "MONITOR.SAMPLE", sample: { ...EMPTY_SAMPLE, cpu_usage: 1 } });
+        break;
+      case "tick":
+        clock.increment(KEEP_ALIVE_MS);
+        oracle.tick(KEEP_ALIVE_MS);
         break;
       case "shutdown":
         if (actor.getSnapshot().status === "active") actor.send({ type: "SHUTDOWN" });
+        oracle.shutdown();
         break;
     }
     await settle();
-    const snapshot = actor.getSnapshot();
-    if (snapshot.status !== "active") return;
-    const maxModels = input.maxModels ?? 1;
-    assert.ok(models().length <= maxModels, `${models().length} models loaded, at most ${maxModels} allowed`);
-    if (input.maxMemory && "bytes" in input.maxMemory) {
-      assert.ok(models().reduce((n, m) => n + m.bytes, 0) <= input.maxMemory.bytes, "within the memory budget");
-    }
-    if (op.startsWith("load")) {
-      for (const name of before) assert.ok(models().some((m) => m.name === name), `${name} was working and must not be evicted by ${op}`);
-    }
   }
 
-  /** Ends every generation, shuts down, and checks that nothing was left unanswered. */
-  async function drain(): Promise<void> {
-    for (let i = 0; i < 20 && engine.generations.length > 0; i++) {
-      engine.finishGeneration();
-      await settle();
-    }
-    if (actor.getSnapshot().status === "active") actor.send({ type: "SHUTDOWN" });
-    await settle();
-    assert.equal(actor.getSnapshot().status, "done", `the supervisor stopped (state ${JSON.stringify(actor.getSnapshot().value)})`);
-    const open = tickets.filter((t) => !t.settled).length;
-    assert.equal(open, 0, `${open} request(s) left without an answer`);
+  function observed() {
+    const s = actor.getSnapshot();
+    const value = s.value;
+    const state = typeof value === "string" ? value : Object.entries(value).map(([k, v]) => `${k}.${v}`)[0];
+    return {
+      state,
+      models: Object.values(s.context.models).map((m) => {
+        const r = m.ref.getSnapshot();
+        return `${m.name}:${stateName(r)}:${r.context.running.length}+${r.context.queue.length}`;
+      }),
+      departing: s.context.departing.length,
+      default: defaultModel(s.context)?.name ?? null,
+      lastError: s.context.lastError?.code ?? null,
+      answers: [...live],
+    };
   }
-
-  return { actor, engine, exec, drain, seen, models };
+  function predicted() {
+    return {
+      state: oracle.phase,
+      models: [...oracle.models.values()].map((m) => `${m.name}:${m.runtime.phase}:${m.runtime.running.length}+${m.runtime.queue.length}`),
+      departing: oracle.departing.length,
+      default: oracle.defaultModel?.name ?? null,
+      lastError: oracle.lastError,
+      answers: expected.map((r) => r.answer),
+    };
+  }
+  return { actor, engine, clock, oracle, exec, observed, predicted };
 }
 
-const CONFIGS: Array<{ label: string; input: Partial<SupervisorInput> }> = [
-  { label: "one model (the seed's replace-on-load)", input: { maxModels: 1, keepAliveMs: -1 } },
-  { label: "two models, 10 ms keep-alive", input: { maxModels: 2, keepAliveMs: 10 } },
-  { label: "three models, memory for two, two slots each", input: { maxModels: 3, maxMemory: { bytes: 2 * MODEL_BYTES }, keepAliveMs: -1, parallel: 2 } },
-];
-
-function* sequences(depth: number): Generator<Op[]> {
-  if (depth === 0) return yield [];
-  for (const rest of sequences(depth - 1)) {
-    yield rest;
-    if (rest.length === depth - 1) for (const op of OPS) yield [...rest, op];
+async function replay(config: (typeof CONFIGS)[number], ops: readonly Op[]): Promise<void> {
+  const sut = system(config);
+  try {
+    for (const [i, op] of ops.entries()) {
+      await sut.exec(op);
+      assert.deepEqual(sut.observed(), sut.predicted(), `${config.label}, after [${ops.slice(0, i + 1).join(", ")}]`);
+    }
+  } finally {
+    sut.actor.stop();
   }
 }
 
-describe("supervisor machine, model-based", () => {
-  const states = new Set<string>();
-  const events = new Set<string>();
-
-  for (const { label, input } of CONFIGS) {
-    it(`${label}: every sequence of up to 3 operations keeps the invariants`, async () => {
-      const unique = new Map<string, Op[]>();
-      for (const seq of sequences(3)) unique.set(seq.join(","), seq);
-      for (const seq of unique.values()) {
-        const sut = system(input);
-        try {
-          for (const op of seq) await sut.exec(op);
-          await sut.drain();
-        } catch (e) {
-          throw new Error(`after [${seq.join(", ")}]: ${(e as Error).message}`);
-        } finally {
-          sut.actor.stop();
-          for (const s of sut.seen.states) states.add(s);
-          for (const e of sut.seen.events) events.add(e);
-        }
-      }
+describe("supervisor machine, model-based against a reference model", () => {
+  for (const config of CONFIGS) {
+    it(`${config.label}: every pair of operations from each start, and every three core ones from an idle model`, async () => {
+      for (const prefix of Object.values(PREFIXES)) for (const a of OPS) for (const b of OPS) await replay(config, [...prefix, a, b]);
+      for (const a of CORE) for (const b of CORE) for (const c of CORE) await replay(config, [...PREFIXES["a idle"], a, b, c]);
     });
 
-    it(`${label}: long random sequences keep the invariants`, async () => {
+    it(`${config.label}: long random sequences`, async () => {
       await fc.assert(
-        fc.asyncProperty(fc.array(fc.constantFrom(...OPS), { minLength: 4, maxLength: 14 }), async (seq) => {
-          const sut = system(input);
-          try {
-            for (const op of seq) await sut.exec(op);
-            await sut.drain();
-          } finally {
-            sut.actor.stop();
-          }
-        }),
-        { numRuns: 40, seed: 7 },
+        fc.asyncProperty(fc.array(fc.constantFrom(...OPS), { minLength: 6, maxLength: 40 }), async (ops) => replay(config, ops)),
+        { numRuns: 120, seed: 7 },
       );
     });
   }
 
-  it("visited every state and every event of the supervisor's definition", () => {
-    assert.deepEqual([...states].sort(), ["serving.admitting", "serving.ready", "stopped", "stopping"]);
-    for (const e of ["LOAD", "RUN", "STOP", "UNLOAD", "CANCEL", "SHUTDOWN", "MODEL.PHASE", "KEEPALIVE.EXPIRED", "xstate.done.actor.admission", "xstate.error.actor.admission"]) {
-      assert.ok(events.has(e), `event ${e} was exercised`);
-    }
+  it("took every transition of the supervisor's definition", () => {
+    assert.deepEqual(coverage.missing(), []);
   });
 });
 
 describe("supervisor machine, specific behaviour", () => {
+  const twoModels = CONFIGS[1];
+
   it("evicts the least recently used idle model, and keeps the one just used", async () => {
-    const sut = system({ maxModels: 2, keepAliveMs: -1 });
-    await sut.exec("loadA");
-    await sut.exec("loadB");
-    await sut.exec("runA");
+    const sut = system({ ...CONFIGS[2], input: { ...CONFIGS[2].input, maxModels: 2 }, limits: { ...CONFIGS[2].limits, maxModels: 2 } });
+    for (const op of ["loadA", "admitOk", "loaded", "loadB", "admitOk", "loaded", "runA", "finish", "loadC", "admitOk"] as Op[]) await sut.exec(op);
+    assert.deepEqual(Object.keys(sut.actor.getSnapshot().context.models), ["a"], "b is departing: the least recently used");
+    assert.equal(sut.actor.getSnapshot().context.departing[0].name, "b");
+    await sut.exec("disposed");
+    assert.deepEqual(Object.keys(sut.actor.getSnapshot().context.models), ["a", "c"], "c loads once b's memory is free");
+    sut.actor.stop();
+  });
+
+  it("keeps one keep-alive timer per model, cancelled when the model leaves idle", async () => {
+    const sut = system({ ...twoModels, input: { ...twoModels.input, keepAliveMs: 5 * 60_000 } });
+    for (const op of ["loadA", "admitOk", "loaded"] as Op[]) await sut.exec(op);
+    const timers = () => (sut.clock as unknown as { timeouts: Map<unknown, unknown> }).timeouts.size;
+    assert.equal(timers(), 1, "idle: its keep-alive runs");
+    for (let i = 0; i < 20; i++) {
+      await sut.exec("runA");
+      assert.equal(timers(), 0, "working: no keep-alive timer");
+      await sut.exec("finish");
+    }
+    assert.equal(timers(), 1, "after 20 requests, still one timer");
+    sut.actor.stop();
+  });
+
+  it("an engine failure frees that model, records why and answers everyone; the other model serves on", async () => {
+    const sut = system(twoModels);
+    for (const op of ["loadA", "admitOk", "loaded", "loadB", "admitOk", "loaded", "runA", "runA", "runB", "engineFail"] as Op[]) await sut.exec(op);
+    let s = sut.actor.getSnapshot();
+    assert.deepEqual(sut.observed().answers.slice(2), ["err:ENGINE_FAILURE", "err:ENGINE_FAILURE", "pending"]);
+    assert.equal(stateName(s.context.models.a.ref.getSnapshot()), "unloading");
+    await sut.exec("disposed");
+    s = sut.actor.getSnapshot();
+    assert.deepEqual(Object.keys(s.context.models), ["b"]);
+    assert.equal(s.context.lastError?.code, "ENGINE_FAILURE", "the failure stays visible in /status");
     await sut.exec("finish");
-    await sut.exec("loadC");
-    assert.deepEqual(sut.models().map((m) => m.name).sort(), ["a", "c"]);
-    await sut.drain();
+    assert.deepEqual(sut.observed().answers.at(-1), "ok:stop");
+    sut.actor.stop();
   });
 
   it("answers a request sent after shutdown at once, instead of leaving it hanging", async () => {
-    const sut = system({});
+    const sut = system(twoModels);
     await sut.exec("shutdown");
     assert.equal(sut.actor.getSnapshot().status, "done");
-    await assert.rejects(sendRequest(sut.actor, { type: "RUN", request: REQUEST, ticket: createTicket() }), /shutting down/);
+    await assert.rejects(sendRequest(sut.actor, { type: "RUN", id: "late", request: REQUEST, ticket: createTicket() }), /shutting down/);
   });
 
-  it("places by count and budget, least recently used first, and never evicts a busy model", () => {
+  it("places by count, budget and the machine's memory, least recently used first, and never evicts a busy model", () => {
     const m = (name: string, phase: "idle" | "busy" | "loading", lastUsed: number, bytes = 10) => ({ name, phase, lastUsed, bytes });
-    assert.deepEqual(place([m("a", "idle", 2), m("b", "idle", 1)], { name: "c", bytes: 10 }, { maxModels: 2, budgetBytes: 100 }), { ok: true, evict: ["b"] });
-    assert.deepEqual(place([m("a", "busy", 1), m("b", "idle", 2)], { name: "c", bytes: 10 }, { maxModels: 2, budgetBytes: 100 }), { ok: true, evict: ["b"] });
-    assert.deepEqual(place([m("a", "busy", 1), m("b", "loading", 2)], { name: "c", bytes: 10 }, { maxModels: 2, budgetBytes: 100 }), { ok: false, reason: "busy", busy: ["a", "b"] });
-    assert.deepEqual(place([m("a", "idle", 1, 60), m("b", "idle", 2, 30)], { name: "c", bytes: 50 }, { maxModels: 5, budgetBytes: 100 }), { ok: true, evict: ["a"] });
-    assert.deepEqual(place([m("a", "busy", 1, 60)], { name: "c", bytes: 50 }, { maxModels: 5, budgetBytes: 100 }), { ok: false, reason: "memory", neededBytes: 50, availableBytes: 40 });
-    assert.deepEqual(place([m("a", "idle", 1, 60)], { name: "a", bytes: 90 }, { maxModels: 1, budgetBytes: 100 }), { ok: true, evict: [] }, "a reload replaces itself");
+    const limits = (maxModels: number, budgetBytes: number, machineBytes = Infinity) => ({ maxModels, budgetBytes, machineBytes });
+    assert.deepEqual(place([m("a", "idle", 2), m("b", "idle", 1)], { name: "c", bytes: 10 }, limits(2, 100)), { ok: true, evict: ["b"] });
+    assert.deepEqual(place([m("a", "busy", 1), m("b", "idle", 2)], { name: "c", bytes: 10 }, limits(2, 100)), { ok: true, evict: ["b"] });
+    assert.deepEqual(place([m("a", "busy", 1), m("b", "loading", 2)], { name: "c", bytes: 10 }, limits(2, 100)), { ok: false, reason: "busy", busy: ["a", "b"] });
+    assert.deepEqual(place([m("a", "loading", 1)], { name: "c", bytes: 10 }, limits(1, 100)), { ok: false, reason: "loading", busy: ["a"] });
+    assert.deepEqual(place([m("a", "idle", 1, 60), m("b", "idle", 2, 30)], { name: "c", bytes: 50 }, limits(5, 100)), { ok: true, evict: ["a"] });
+    assert.deepEqual(place([m("a", "busy", 1, 60)], { name: "c", bytes: 50 }, limits(5, 100)), { ok: false, reason: "budget", neededBytes: 50, availableBytes: 40 });
+    assert.deepEqual(place([m("a", "busy", 1, 60)], { name: "c", bytes: 50 }, limits(5, 1000, 100)), { ok: false, reason: "machine", neededBytes: 50, availableBytes: 40 });
+    assert.deepEqual(place([m("a", "idle", 1, 60)], { name: "a", bytes: 90 }, limits(1, 100)), { ok: true, evict: [] }, "a reload replaces itself");
+    assert.deepEqual(place([m("a", "busy", 1, 60)], { name: "a", bytes: 90 }, limits(1, 100)), { ok: false, reason: "busy", busy: ["a"] }, "a busy model is not replaced");
   });
 });

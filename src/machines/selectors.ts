@@ -145,7 +145,7 @@ export function statusView(snapshot: SupervisorSnapshot, startedAt: number, defa
   const { context } = snapshot;
   const first = defaultModel(context);
   const views = Object.values(context.models)
-    .sort((a, b) => (a === first ? -1 : b === first ? 1 : b.loadedAt - a.loadedAt))
+    .sort((a, b) => (a === first ? -1 : b === first ? 1 : b.loadOrder - a.loadOrder))
     .map(modelView);
   const main = first ? views[0] : null;
   const info = main?.info ?? null;

@@ -40,8 +40,10 @@ export interface ModelEntry {
   /** The runtime's last reported phase; "new": spawned, its load not yet under way. */
   phase: RuntimePhase | "new";
   bytes: number;
-  /** When its load was accepted: the most recent one is the default model. */
+  /** When its load was accepted. */
   loadedAt: number;
+  /** Order of loads (a counter: several fall in one millisecond): the most recent is the default model. */
+  loadOrder: number;
   lastUsed: number;
   /** Order of last use (a counter: many uses fall in one millisecond); eviction takes the lowest first. */
   useOrder: number;
@@ -129,7 +131,7 @@ const entries = (context: SupervisorContext): ModelEntry[] => Object.values(cont
 
 /** The model requests without a `model` go to: the one loaded most recently. */
 export function defaultModel(context: SupervisorContext): ModelEntry | null {
-  return entries(context).reduce<ModelEntry | null>((best, m) => (best === null || m.loadedAt > best.loadedAt ? m : best), null);
+  return entries(context).reduce<ModelEntry | null>((best, m) => (best === null || m.loadOrder > best.loadOrder ? m : best), null);
 }
 
 const entryOf = (context: SupervisorContext, ref: unknown): ModelEntry | undefined => entries(context).find((m) => m.ref === ref);
@@ -387,6 +389,7 @@ export const supervisorMachine = setup({
           phase: existing ? "unloading" : "new",
           bytes: plan.bytes,
           loadedAt: now,
+          loadOrder: context.uses + 1,
           lastUsed: now,
           useOrder: context.uses + 1,
           keepAliveMs: request.keepAliveMs ?? existing?.keepAliveMs ?? context.keepAliveMs,

@@ -1,7 +1,7 @@
 import { KekahydeError, type ErrorCode } from "../../src/errors.ts";
 import type { GenerateResult } from "../../src/domain/generation.ts";
 import type { ModelInfo, ModelPlan } from "../../src/domain/models.ts";
-import type { Engine, GenerateOptions, LoadedModel } from "../../src/engine/types.ts";
+import type { Engine, GenerateOptions, LoadedModel, LoadOptions } from "../../src/engine/types.ts";
 
 interface Deferred<T> {
   promise: Promise<T>;
@@ -12,25 +12,39 @@ function deferred<T>(): Deferred<T> {
   let resolve!: (v: T) => void;
   let reject!: (e: unknown) => void;
   const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  promise.catch(() => {});
   return { promise, resolve, reject };
 }
 
+export interface FakeGeneration extends Deferred<GenerateResult> {
+  signal: AbortSignal;
+  /** The path of the model it runs on. */
+  path: string;
+}
+
 /**
- * An engine whose every step waits for the test to say how it ends. Only for the machine's model-based
- * tests, where timing must be controlled; never for tests that claim the daemon works.
+ * An engine whose every step waits for the test to say how it ends: plans, loads, generations, disposals
+ * and the loss of a model's engine. Only for the machines' model-based tests, where timing must be
+ * controlled; never for tests that claim the daemon works.
  */
 export class FakeEngine implements Engine {
+  /** The plan being made (the supervisor admits one load at a time). */
   validation: Deferred<ModelPlan> | null = null;
   private validatedPath = "";
-  loading: Deferred<LoadedModel> | null = null;
-  /** Running generations, oldest first; each ends when the test says. */
-  generations: Array<Deferred<GenerateResult> & { signal: AbortSignal }> = [];
+  /** Loads under way, oldest first. */
+  loadings: Array<Deferred<LoadedModel> & { path: string }> = [];
+  /** Running generations, oldest first, across all models; each ends when the test says. */
+  generations: FakeGeneration[] = [];
+  /** Models being freed, until finishDisposals(). */
+  disposals: Array<Deferred<void>> = [];
   disposedModels = 0;
   private models = 0;
-  /** What validate() says a model needs (bytes). */
+  private losses = new Map<string, Deferred<KekahydeError>>();
+  /** What plan() says a model needs (bytes), unless `bytesByPath` names its file. */
   modelBytes = 1000;
+  bytesByPath = new Map<string, number>();
 
-  get generation(): (Deferred<GenerateResult> & { signal: AbortSignal }) | null {
+  get generation(): FakeGeneration | null {
     return this.generations[0] ?? null;
   }
 
@@ -40,11 +54,27 @@ export class FakeEngine implements Engine {
     return this.validation.promise;
   }
 
-  load({ path }: ModelPlan): Promise<LoadedModel> {
-    this.loading = deferred();
-    this.loading.promise.catch(() => {});
+  load({ path }: ModelPlan, options: LoadOptions): Promise<LoadedModel> {
+    options.onProgress?.(0.5);
+    const loading = { ...deferred<LoadedModel>(), path };
+    this.loadings.push(loading);
+    return loading.promise;
+  }
+
+  passValidation(): void {
+    this.validation?.resolve(fakePlan(this.validatedPath, this.bytesByPath.get(this.validatedPath) ?? this.modelBytes));
+    this.validation = null;
+  }
+  failValidation(code: ErrorCode = "MODEL_INVALID"): void {
+    this.validation?.reject(new KekahydeError(code, "fake validation failure"));
+    this.validation = null;
+  }
+  finishLoad(): void {
+    const loading = this.loadings.shift();
+    if (!loading) return;
+    const engine = this;
     const info: ModelInfo = {
-      path,
+      path: loading.path,
       name: `fake-${++this.models}`,
       architecture: "llama",
       size_bytes: 1,
@@ -56,44 +86,47 @@ export class FakeEngine implements Engine {
       engine_build: "fake",
       parallel: 1,
     };
-    this.pendingInfo = info;
-    return this.loading.promise;
-  }
-  private pendingInfo: ModelInfo | null = null;
-
-  passValidation(): void {
-    this.validation?.resolve(fakePlan(this.validatedPath, this.modelBytes));
-    this.validation = null;
-  }
-  failValidation(code: ErrorCode = "MODEL_INVALID"): void {
-    this.validation?.reject(new KekahydeError(code, "fake validation failure"));
-    this.validation = null;
-  }
-  finishLoad(): void {
-    const engine = this;
-    const info = this.pendingInfo!;
+    const lost = deferred<KekahydeError>();
+    this.losses.set(loading.path, lost);
+    let disposal: Deferred<void> | null = null;
     const model: LoadedModel = {
       info,
       generate(options: GenerateOptions) {
         const d = deferred<GenerateResult>();
+        options.onProgress?.({ promptTokens: 1, completionTokens: 0, firstTokenMs: null });
         // An abort is only noticed when the test lets the generation end, as a real engine ends after a token.
-        engine.generations.push({ ...d, signal: options.signal });
+        engine.generations.push({ ...d, signal: options.signal, path: loading.path });
         return d.promise;
       },
-      async dispose() {
-        engine.disposedModels += 1;
+      dispose() {
+        if (!disposal) {
+          disposal = deferred<void>();
+          engine.disposals.push(disposal);
+          void disposal.promise.then(() => {
+            engine.disposedModels += 1;
+            // A freed model's generations end with it, as a real engine aborts them before freeing.
+            engine.generations = engine.generations.filter((g) => g.path !== loading.path);
+          });
+        }
+        return disposal.promise;
       },
-      lost: new Promise(() => {}),
+      lost: lost.promise,
     };
-    this.loading?.resolve(model);
-    this.loading = null;
+    loading.resolve(model);
   }
   failLoad(): void {
-    this.loading?.reject(new KekahydeError("MODEL_INVALID", "fake load failure"));
-    this.loading = null;
+    this.loadings.shift()?.reject(new KekahydeError("MODEL_INVALID", "fake load failure"));
   }
-  finishGeneration(): void {
-    const generation = this.generations.shift();
+  /** The engine behind the model loaded from `path` ends by itself (its process died). */
+  loseEngine(path: string): void {
+    this.losses.get(path)?.resolve(new KekahydeError("ENGINE_FAILURE", "fake engine lost"));
+  }
+  finishDisposals(): void {
+    for (const d of this.disposals.splice(0)) d.resolve();
+  }
+  /** Ends the oldest generation, or the oldest one on the model from `path`. */
+  finishGeneration(path?: string): void {
+    const generation = this.take(path);
     const cancelled = generation?.signal.aborted;
     generation?.resolve({
       text: cancelled ? "partial" : "done",
@@ -104,8 +137,12 @@ export class FakeEngine implements Engine {
       firstTokenMs: 1,
     });
   }
-  failGeneration(code: ErrorCode): void {
-    this.generations.shift()?.reject(new KekahydeError(code, `fake ${code}`));
+  failGeneration(code: ErrorCode, path?: string): void {
+    this.take(path)?.reject(new KekahydeError(code, `fake ${code}`));
+  }
+  private take(path?: string): FakeGeneration | undefined {
+    const i = path === undefined ? 0 : this.generations.findIndex((g) => g.path === path);
+    return i < 0 ? undefined : this.generations.splice(i, 1)[0];
   }
   async dispose(): Promise<void> {}
 }
@@ -128,7 +165,7 @@ export function fakePlan(path: string, bytes = 1000): ModelPlan {
   };
 }
 
-/** Lets promise callbacks and actor events settle. */
+/** Lets promise callbacks and actor events settle: one turn of the event loop runs every chain of microtasks. */
 export async function settle(): Promise<void> {
-  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setImmediate(r));
 }

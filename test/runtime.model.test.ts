@@ -1,0 +1,310 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import fc from "fast-check";
+import { createActor } from "xstate";
+import type { GenerateResult } from "../src/domain/generation.ts";
+import { runtimeMachine, type LoadResult, type StopResult, type UnloadResult } from "../src/machines/runtimeMachine.ts";
+import { stateName } from "../src/machines/selectors.ts";
+import { createTicket, type Outcome, type Ticket } from "../src/machines/ticket.ts";
+import { FakeEngine, fakePlan, settle } from "./helpers/fakeEngine.ts";
+import { TransitionCoverage } from "./helpers/machineCoverage.ts";
+import { finishOldest, Reply, RuntimeOracle, type EngineGeneration } from "./oracles/runtimeOracle.ts";
+
+/**
+ * Model-based tests of the runtime machine against a reference model of its own (test/oracles/
+ * runtimeOracle.ts): every operation below is applied to both, and after every step the state users see,
+ * the jobs running and waiting, whether the model is held, and the answer of every request so far must
+ * agree. The walks: every edge of the reference model's state graph (each from a shortest path), every
+ * sequence of up to three operations, and long random sequences. A coverage check proves that the walks
+ * took every transition of the machine's definition. The fake engine is allowed here, and only here,
+ * because it lets each engine outcome happen on cue.
+ */
+
+const SLOTS = 2;
+const MAX_QUEUE = 2;
+const REQUEST = { prompt: "p", raw: true, sampling: {} };
+
+type Op = "load" | "loadDone" | "loadFailed" | "run" | "stop" | "stopAll" | "unload" | "cancel" | "cancelNewest" | "finish" | "fail" | "engineFail" | "lose" | "disposed" | "shutdown";
+const OPS: Op[] = ["load", "loadDone", "loadFailed", "run", "stop", "stopAll", "unload", "cancel", "cancelNewest", "finish", "fail", "engineFail", "lose", "disposed", "shutdown"];
+
+const answerOf = (o: Outcome<unknown>): string => {
+  if (!o.ok) return `err:${o.error.code}`;
+  const v = o.value as Partial<GenerateResult & LoadResult & StopResult & UnloadResult>;
+  if ("finishReason" in v) return `ok:${v.finishReason}`;
+  if ("stopped" in v) return `ok:stopped=${v.stopped},dropped=${v.dropped}`;
+  if ("unloaded" in v) return `ok:unloaded=${v.unloaded}`;
+  return "ok:loaded";
+};
+
+const coverage = new TransitionCoverage(runtimeMachine);
+
+const pickCancelled = (op: "cancel" | "cancelNewest", oracle: RuntimeOracle) =>
+  op === "cancel" ? (oracle.running[0] ?? oracle.queue[0]) : (oracle.queue.at(-1) ?? oracle.running.at(-1));
+
+/** The real machine (over the fake engine) and the reference model, driven by the same operations. */
+function system(limits = { slots: SLOTS, maxQueue: MAX_QUEUE }) {
+  const engine = new FakeEngine();
+  const actor = createActor(runtimeMachine, { inspect: coverage.inspect, input: { engine, slots: limits.slots, maxQueue: limits.maxQueue } });
+  actor.start();
+  const generations: EngineGeneration[] = [];
+  const oracle = new RuntimeOracle(limits, generations);
+  const live: string[] = [];
+  const expected: Reply[] = [];
+  let loads = 0;
+  let jobs = 0;
+
+  /** A ticket for the machine and its reply in the reference model, side by side. */
+  function request<T>(): { ticket: Ticket<T>; reply: Reply } {
+    const i = live.length;
+    live.push("pending");
+    const reply = new Reply();
+    expected.push(reply);
+    return { ticket: createTicket<T>((o) => (live[i] = answerOf(o))), reply };
+  }
+  /** As sendRequest does: a stopped machine takes no events, so the request is answered at once. */
+  function send(event: Parameters<typeof actor.send>[0] & { ticket?: Ticket<never> }): void {
+    if (actor.getSnapshot().status === "active") actor.send(event);
+    else event.ticket?.reject(new (class extends Error { code = "SHUTTING_DOWN"; })("shut down") as never);
+  }
+
+  async function exec(op: Op): Promise<void> {
+    switch (op) {
+      case "load": {
+        const { ticket, reply } = request<LoadResult>();
+        const path = `/models/m${++loads}.gguf`;
+        send({ type: "LOAD", plan: fakePlan(path), ticket });
+        oracle.loadModel(path, reply);
+        break;
+      }
+      case "loadDone":
+        engine.finishLoad();
+        oracle.loadDone();
+        break;
+      case "loadFailed":
+        engine.failLoad();
+        oracle.loadFailed();
+        break;
+      case "run": {
+        const { ticket, reply } = request<GenerateResult>();
+        const id = `job-${++jobs}`;
+        send({ type: "RUN", id, request: REQUEST, ticket });
+        oracle.run(id, reply);
+        break;
+      }
+      case "stop":
+      case "stopAll": {
+        const { ticket, reply } = request<StopResult>();
+        send({ type: "STOP", all: op === "stopAll", ticket });
+        oracle.stop(op === "stopAll", reply);
+        break;
+      }
+      case "unload": {
+        const { ticket, reply } = request<UnloadResult>();
+        send({ type: "UNLOAD", ticket });
+        oracle.unload(reply);
+        break;
+      }
+      case "cancel":
+      case "cancelNewest": {
+        // The oldest running job, else the first waiting one; or the newest, waiting or running.
+        const job = pickCancelled(op, oracle);
+        if (job) {
+          send({ type: "CANCEL", job: job.id });
+          oracle.cancel(job.id);
+        }
+        break;
+      }
+      case "finish":
+        engine.finishGeneration();
+        finishOldest(generations);
+        break;
+      case "fail":
+        engine.failGeneration("PROMPT_TOO_LONG");
+        finishOldest(generations, { failed: "PROMPT_TOO_LONG" });
+        break;
+      case "engineFail":
+        engine.failGeneration("ENGINE_FAILURE");
+        finishOldest(generations, { failed: "ENGINE_FAILURE" });
+        break;
+      case "lose":
+        if (oracle.path) engine.loseEngine(oracle.path);
+        oracle.engineLost();
+        break;
+      case "disposed":
+        engine.finishDisposals();
+        oracle.disposed();
+        break;
+      case "shutdown":
+        send({ type: "SHUTDOWN" });
+        oracle.shutdown();
+        break;
+    }
+    await settle();
+  }
+
+  /** What the machine shows, in the reference model's terms. */
+  function observed() {
+    const s = actor.getSnapshot();
+    return { state: stateName(s), holdsModel: s.context.model !== null, running: s.context.running.length, queue: s.context.queue.length, answers: [...live] };
+  }
+  function predicted() {
+    return { state: oracle.phase, holdsModel: oracle.holdsModel, running: oracle.running.length, queue: oracle.queue.length, answers: expected.map((r) => r.answer) };
+  }
+  return { actor, engine, oracle, exec, observed, predicted };
+}
+
+async function replay(ops: readonly Op[]): Promise<void> {
+  const sut = system();
+  try {
+    for (const [i, op] of ops.entries()) {
+      await sut.exec(op);
+      assert.deepEqual(sut.observed(), sut.predicted(), `after [${ops.slice(0, i + 1).join(", ")}]`);
+    }
+  } finally {
+    sut.actor.stop();
+  }
+}
+
+/** The reference model's state graph, breadth first from the start: each state with a shortest path to it. */
+function explore(maxDepth: number): Map<string, Op[]> {
+  const paths = new Map<string, Op[]>();
+  const keyAfter = (ops: Op[]): string => {
+    const generations: EngineGeneration[] = [];
+    const oracle = new RuntimeOracle({ slots: SLOTS, maxQueue: MAX_QUEUE }, generations);
+    let n = 0;
+    for (const op of ops) {
+      const reply = new Reply();
+      if (op === "load") oracle.loadModel(`/models/m${++n}.gguf`, reply);
+      else if (op === "loadDone") oracle.loadDone();
+      else if (op === "loadFailed") oracle.loadFailed();
+      else if (op === "run") oracle.run(`job-${++n}`, reply);
+      else if (op === "stop" || op === "stopAll") oracle.stop(op === "stopAll", reply);
+      else if (op === "unload") oracle.unload(reply);
+      else if (op === "cancel" || op === "cancelNewest") {
+        const job = pickCancelled(op, oracle);
+        if (job) oracle.cancel(job.id);
+      } else if (op === "finish") finishOldest(generations);
+      else if (op === "fail") finishOldest(generations, { failed: "PROMPT_TOO_LONG" });
+      else if (op === "engineFail") finishOldest(generations, { failed: "ENGINE_FAILURE" });
+      else if (op === "lose") oracle.engineLost();
+      else if (op === "disposed") oracle.disposed();
+      else oracle.shutdown();
+    }
+    return oracle.key() + JSON.stringify(generations.map((g) => (g.job ? "job" : "orphan")));
+  };
+  let frontier: Op[][] = [[]];
+  paths.set(keyAfter([]), []);
+  for (let depth = 0; depth < maxDepth && frontier.length > 0; depth++) {
+    const next: Op[][] = [];
+    for (const path of frontier) {
+      for (const op of OPS) {
+        const k = keyAfter([...path, op]);
+        if (!paths.has(k)) {
+          paths.set(k, [...path, op]);
+          next.push([...path, op]);
+        }
+      }
+    }
+    frontier = next;
+  }
+  return paths;
+}
+
+describe("runtime machine, model-based against a reference model", () => {
+  const states = explore(9);
+
+  it(`every edge of the reference model's state graph (${states.size} states × ${OPS.length} operations)`, async () => {
+    let edges = 0;
+    for (const path of states.values()) {
+      for (const op of OPS) {
+        await replay([...path, op]);
+        edges++;
+      }
+    }
+    assert.ok(edges > 500, `${edges} edges`);
+  });
+
+  it("every sequence of up to three operations", async () => {
+    for (const a of OPS) for (const b of OPS) for (const c of OPS) await replay([a, b, c]);
+  });
+
+  it("long random sequences", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.constantFrom(...OPS), { minLength: 5, maxLength: 40 }), async (ops) => replay(ops)),
+      { numRuns: 150, seed: 12 },
+    );
+  });
+
+  it("took every transition of the machine's definition", () => {
+    assert.deepEqual(coverage.missing(), []);
+  });
+});
+
+describe("runtime machine, specific behaviour", () => {
+  /** A runtime with a model loaded and one job running on the fake engine. */
+  async function generating(limits = { slots: 1, maxQueue: MAX_QUEUE }) {
+    const sut = system(limits);
+    await sut.exec("load");
+    await sut.exec("loadDone");
+    await sut.exec("run");
+    return sut;
+  }
+
+  it("answers STOP only once the generation has really ended", async () => {
+    const sut = await generating();
+    const stop = createTicket<StopResult>();
+    sut.actor.send({ type: "STOP", all: false, ticket: stop });
+    await settle();
+    assert.equal(stateName(sut.actor.getSnapshot()), "cancelling");
+    assert.equal(sut.engine.generation?.signal.aborted, true, "the abort reached the engine");
+    assert.equal(stop.settled, false, "no answer while the engine is still on its last token");
+    sut.engine.finishGeneration();
+    await settle();
+    assert.deepEqual(await stop.promise, { stopped: true, dropped: 0 });
+    assert.equal(stateName(sut.actor.getSnapshot()), "idle");
+    sut.actor.stop();
+  });
+
+  it("starts a request in a free slot at once even with --max-queue 0, and refuses only when every slot is taken", async () => {
+    const sut = await generating({ slots: 2, maxQueue: 0 });
+    const second = createTicket<GenerateResult>();
+    sut.actor.send({ type: "RUN", id: "second", request: REQUEST, ticket: second });
+    await settle();
+    assert.equal(sut.actor.getSnapshot().context.running.length, 2, "two slots, two generations");
+    assert.equal(second.settled, false);
+    const third = createTicket<GenerateResult>();
+    sut.actor.send({ type: "RUN", id: "third", request: REQUEST, ticket: third });
+    await assert.rejects(third.promise, (e: { code: string; message: string }) => e.code === "QUEUE_FULL" && /no request waits/.test(e.message));
+    sut.actor.stop();
+  });
+
+  it("frees the model in `unloading` and reaches `empty` only once its memory is free", async () => {
+    const sut = await generating();
+    sut.engine.finishGeneration();
+    await settle();
+    const unload = createTicket<UnloadResult>();
+    sut.actor.send({ type: "UNLOAD", ticket: unload });
+    await settle();
+    assert.equal(stateName(sut.actor.getSnapshot()), "unloading");
+    assert.equal(unload.settled, false, "not answered before the model is freed");
+    assert.equal(sut.engine.disposedModels, 0);
+    sut.engine.finishDisposals();
+    await settle();
+    assert.equal(sut.engine.disposedModels, 1);
+    assert.equal(stateName(sut.actor.getSnapshot()), "empty");
+    assert.deepEqual(await unload.promise, { unloaded: true });
+    sut.actor.stop();
+  });
+
+  it("an engine that ends by itself fails its jobs, keeps the error and lands in empty", async () => {
+    const sut = await generating();
+    await sut.exec("run");
+    await sut.exec("lose");
+    const s = sut.actor.getSnapshot();
+    assert.equal(stateName(s), "empty");
+    assert.equal(s.context.model, null);
+    assert.equal(s.context.lastError?.code, "ENGINE_FAILURE");
+    assert.deepEqual(sut.observed().answers, ["ok:loaded", "err:ENGINE_FAILURE", "err:ENGINE_FAILURE"]);
+    sut.actor.stop();
+  });
+});
