@@ -19,6 +19,8 @@ import { DaemonMetrics } from "./server/metrics.ts";
 export interface Daemon {
   url: string;
   supervisor: Actor<SupervisorMachine>;
+  /** Every state change, model-set change, finished generation and resource sample, as it happens. */
+  feed: RuntimeFeed;
   threads: number;
   /** Cancels generation, frees the model and the engine, closes the server. Safe to call twice. */
   close(): Promise<void>;
@@ -155,5 +157,5 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
       log.info({ event: "stopped" }, "stopped");
     })());
 
-  return { url, supervisor, threads, close };
+  return { url, supervisor, feed, threads, close };
 }

@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 import { before, describe, it } from "node:test";
 import fc from "fast-check";
 import { KekahydeError } from "../src/errors.ts";
-import { checkJsonSchema } from "../src/engine/jsonSchema.ts";
+import { checkJsonSchema } from "../src/server/jsonSchema.ts";
 import { GgufFormatError, readGgufInfo } from "../src/gguf/reader.ts";
 import { hostnameOf, isLoopbackName } from "../src/server/addresses.ts";
 import { parseLoadModel, parseRunPrompt } from "../src/server/validation.ts";
@@ -79,6 +79,34 @@ describe("GGUF header validator, property-based", () => {
 
 const anyJson = fc.jsonValue({ maxDepth: 4 });
 
+const scalar = fc.oneof(fc.string({ maxLength: 8 }), fc.integer(), fc.boolean(), fc.constant(null));
+/** Schemas inside the grammar subset (src/server/jsonSchema.ts): each must be accepted as it is. */
+const { schema: grammarSchema } = fc.letrec<{ schema: Record<string, unknown> }>((tie) => ({
+  schema: fc.oneof(
+    { depthSize: "small", withCrossShrink: true },
+    fc.constantFrom({ type: "string" }, { type: "number" }, { type: "integer" }, { type: "boolean" }, { type: "null" }, { type: "string", format: "date" }, { type: "string", minLength: 1, maxLength: 5 }),
+    scalar.map((value) => ({ const: value })),
+    fc.array(scalar, { minLength: 1, maxLength: 4 }).map((values) => ({ enum: values })),
+    fc.dictionary(fc.stringMatching(/^[a-z]{1,6}$/), tie("schema"), { maxKeys: 3 }).chain((properties) =>
+      fc.subarray(Object.keys(properties)).map((required) => ({ type: "object", properties, required, additionalProperties: false })),
+    ),
+    tie("schema").map((items) => ({ type: "array", items, maxItems: 3 })),
+    fc.array(tie("schema"), { minLength: 1, maxLength: 3 }).map((options) => ({ anyOf: options })),
+  ),
+}));
+/** Parts node-llama-cpp cannot express (or would silently ignore): each must be refused. */
+const UNSUPPORTED: Array<[string, unknown]> = [
+  ["pattern", { type: "string", pattern: "^a+$" }],
+  ["allOf", { allOf: [{ type: "string" }] }],
+  ["not", { not: { type: "string" } }],
+  ["an unknown type", { type: "foo" }],
+  ["a negative length", { type: "string", minLength: -1 }],
+  ["an unsupported format", { type: "string", format: "email" }],
+  ["a dangling $ref", { $ref: "#/$defs/nowhere" }],
+  ["a number bound", { type: "number", minimum: 0 }],
+  ["an empty enum", { enum: [] }],
+];
+
 function acceptsOrRefusesWithField(parse: () => unknown): unknown {
   try {
     return parse();
@@ -127,9 +155,32 @@ describe("request validators, property-based", () => {
   it("accept or refuse any JSON value as a schema without throwing anything else", () => {
     fc.assert(
       fc.property(anyJson, (schema) => {
-        acceptsOrRefusesWithField(() => checkJsonSchema(schema));
+        acceptsOrRefusesWithField(() => checkJsonSchema(schema, "json_schema"));
       }),
       { numRuns: 1000 },
+    );
+  });
+
+  it("accept every schema in the subset node-llama-cpp can turn into a grammar", () => {
+    fc.assert(
+      fc.property(grammarSchema, (schema) => {
+        assert.deepEqual(checkJsonSchema(schema, "json_schema"), schema);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("refuse a schema with any part outside that subset, naming the caller's field and the part", () => {
+    fc.assert(
+      fc.property(grammarSchema, fc.constantFrom(...UNSUPPORTED), fc.constantFrom("json_schema", "response_format"), (schema, [what, bad], field) => {
+        const broken = { type: "object", properties: { ok: schema, broken: bad } };
+        assert.throws(
+          () => checkJsonSchema(broken, field),
+          (e: KekahydeError) => e.code === "BAD_REQUEST" && e.details.field === field && e.message.includes(`"${field}" is not supported`) && e.message.includes("#/properties/broken"),
+          what,
+        );
+      }),
+      { numRuns: 300 },
     );
   });
 

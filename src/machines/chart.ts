@@ -41,35 +41,41 @@ interface DefNode {
 
 /** Eventless transitions (taken as soon as their guard holds) are not in the definition, only on the node. */
 function alwaysOf(machine: AnyStateMachine, id: string): DefTransition[] {
-  const node = machine.getStateNodeById(id) as unknown as { always?: Array<{ target?: Array<{ id: string }>; guard?: string | { type: string } }> };
-  return (node.always ?? []).map((t) => ({ eventType: "always", target: t.target, guard: t.guard }));
+  const node = machine.getStateNodeById(id) as unknown as { always?: Array<{ target?: Array<{ id: string }>; guard?: string | { type: string }; actions?: DefTransition["actions"] }> };
+  return (node.always ?? []).map((t) => ({ eventType: "always", target: t.target, guard: t.guard, actions: t.actions }));
 }
 
 interface DefTransition {
   eventType: string;
   target?: Array<{ id: string }>;
   guard?: string | { type: string };
-  actions?: Array<string | { type: string }>;
+  actions?: Array<string | { type: string } | ((...args: never[]) => unknown)>;
 }
 
-/** A transition that runs actions without changing state: refusals, forwarding, eviction, keep-alive. */
-export interface ChartHandler {
+/** One rule of a chart: in `state`, on `event`, if `guard` holds, run `actions` (and go to `target`). */
+export interface ChartRule {
   state: string;
   event: string;
   guard: string | null;
+  target: string | null;
   actions: string[];
 }
 
 const guardName = (t: DefTransition) => (t.guard === undefined ? null : typeof t.guard === "string" ? t.guard : t.guard.type);
+const actionName = (a: string | { type: string } | ((...args: never[]) => unknown)) => (typeof a === "string" ? a : typeof a === "function" ? (a as { type?: string }).type ?? "(inline)" : a.type);
 
-/** Every targetless transition of the definition, in document order (the order guards are tried). */
-export function handlersOf(machine: AnyStateMachine): ChartHandler[] {
-  const rows: ChartHandler[] = [];
+/**
+ * Every transition of the definition, eventless ones included, in document order per state (the order
+ * guards are tried): what docs/state-chart.md lists, so that each rule the daemon follows is named there.
+ */
+export function rulesOf(machine: AnyStateMachine): ChartRule[] {
+  const rows: ChartRule[] = [];
+  const local = (id: string) => (id === machine.id ? "(any)" : id.slice(machine.id.length + 1));
   const walk = (def: DefNode) => {
-    for (const t of def.transitions) {
-      if (t.target?.length) continue;
-      const actions = (t.actions ?? []).map((a) => (typeof a === "string" ? a : a.type)).filter((a) => !a.startsWith("xstate."));
-      rows.push({ state: def.id === machine.id ? "(any)" : def.id.slice(machine.id.length + 1), event: t.eventType, guard: guardName(t), actions });
+    for (const t of [...def.transitions, ...alwaysOf(machine, def.id)]) {
+      const actions = (t.actions ?? []).map(actionName).filter((a) => !a.startsWith("xstate."));
+      const target = t.target?.[0] ? local(t.target[0].id) : null;
+      rows.push({ state: local(def.id), event: t.eventType, guard: guardName(t), target, actions });
     }
     for (const child of Object.values(def.states)) walk(child);
   };
@@ -120,6 +126,8 @@ export function mermaidOf(chart: Chart): string {
     const initial = parent === null ? chart.initial : chart.nodes.find((n) => n.id === parent)?.initial;
     if (initial) lines.push(`${indent}[*] --> ${short(initial)}`);
     for (const node of children) {
+      // Every state is declared inside its parent, named by its own key, so that the picture nests as the chart does.
+      lines.push(`${indent}state "${node.key}" as ${short(node.id)}`);
       if (chart.nodes.some((n) => n.parent === node.id)) {
         lines.push(`${indent}state ${short(node.id)} {`);
         render(node.id, indent + "  ");

@@ -1,6 +1,48 @@
-import { chartOf, handlersOf, mermaidOf } from "./chart.ts";
+import type { AnyStateMachine } from "xstate";
+import { chartOf, mermaidOf, rulesOf } from "./chart.ts";
 import { runtimeMachine } from "./runtimeMachine.ts";
 import { supervisorMachine } from "./supervisorMachine.ts";
+
+/**
+ * What each guard of the two machines means, in words. docs/state-chart.md prints it beside the rules; a test
+ * fails when a machine has a guard this list does not explain, or this list explains one no machine has.
+ */
+export const GUARD_MEANINGS: Record<string, string> = {
+  // runtime
+  hasFreeSlot: "fewer jobs generate than the model has slots (`--parallel`)",
+  queueHasRoom: "fewer requests wait than `--max-queue` allows (0: none may wait)",
+  nothingRunning: "no job is generating any more",
+  isRunningJob: "the event names a job that is generating on this model",
+  isQueuedJob: "the event names a job waiting in this model's queue",
+  isEngineFailure: "the generation failed because the engine did (ENGINE_FAILURE), not because of the request",
+  stopsAll: 'the STOP asks to drop the queue too (`{"all": true}`)',
+  hasPendingLoad: "a load waits for this model's memory to be freed (a model replaced by a new load)",
+  // supervisor
+  namesUnknownModel: "the request names a model that is not loaded",
+  namesModel: "the request names a loaded model",
+  namesIdleModel: "the request names a loaded model that is idle",
+  hasNoModels: "no model is loaded",
+  hasWaitingLoads: "loads wait to be admitted",
+  placementFits: "the model fits: within `--max-models`, the budget and the machine's memory, after evicting the least recently used idle models",
+  blockedByLoadingModels: "no room, and every model in the way is still loading",
+  blockedByBusyModels: "no room, and models in the way are working",
+  overMachineMemory: "the model does not fit in the machine's free memory even with every idle model evicted",
+  overMemoryBudget: "the model does not fit the `--max-memory` budget even with every idle model evicted",
+  noneDeparting: "every model that left the set has freed its memory",
+  isDepartedReport: "a model that left the set reports its memory free (or that it stopped)",
+  isDepartingReport: "a model that left the set reports anything else",
+  isFreshRuntimeReport: "a runtime just spawned reports its initial `empty`, before its load starts",
+  reportsIdleUnloadingAtOnce: "a model reports idle and its keep-alive is 0",
+  reportsIdleKeptForever: "a model reports idle and its keep-alive is -1 (forever)",
+  reportsIdle: "a model reports idle (its keep-alive starts)",
+  reportsEmpty: "a loaded model reports empty: its load failed, or its engine failed or was lost",
+  reportsWork: "a loaded model reports loading, busy or unloading",
+  reportsStopped: "a model reports that it has shut down",
+  isIdleModel: "the model whose keep-alive ran out is (still) idle",
+  completesFanOutWithError: "the last answer of a STOP/UNLOAD sent to every model has come, and one part failed",
+  completesFanOut: "the last answer of a STOP/UNLOAD sent to every model has come",
+  allStopped: "every model has shut down",
+};
 
 type AnyChart = ReturnType<typeof chartOf>;
 
@@ -12,6 +54,21 @@ function stateTable(chart: AnyChart): string[] {
   ];
 }
 
+const code = (s: string) => `\`${s}\``;
+
+function ruleTable(machine: AnyStateMachine): string[] {
+  return [
+    "| state | event | guard | goes to | actions |",
+    "| --- | --- | --- | --- | --- |",
+    ...rulesOf(machine).map((r) => `| ${code(r.state)} | ${code(r.event)} | ${r.guard ? code(r.guard) : ""} | ${r.target ? code(r.target) : ""} | ${r.actions.map(code).join(", ")} |`),
+  ];
+}
+
+function guardList(machine: AnyStateMachine): string[] {
+  const names = [...new Set(rulesOf(machine).flatMap((r) => (r.guard ? [r.guard] : [])))];
+  return names.map((g) => `- ${code(g)}: ${GUARD_MEANINGS[g] ?? "(not explained)"}`);
+}
+
 /** The text of docs/state-chart.md: generated, never edited by hand (`npm run docs:state-chart`). */
 export function stateChartDoc(): string {
   const runtime = chartOf(runtimeMachine);
@@ -20,15 +77,18 @@ export function stateChartDoc(): string {
     "# The state charts",
     "",
     "Generated from `src/machines/supervisorMachine.ts` and `src/machines/runtimeMachine.ts` by",
-    "`npm run docs:state-chart`; a test fails when it is out of date. Transitions that only run actions",
-    "(refusals, forwarding, queueing, progress) are left out of the pictures; see the machines for them. The",
-    "daemon serves both charts live, with the current states highlighted, at `GET /`.",
+    "`npm run docs:state-chart`; a test fails when it is out of date. Every rule the daemon follows is a",
+    "transition below: in a state, on an event, if its guard holds (guards are tried top to bottom), run the",
+    "actions and go to the target. Transitions are pure: `assign` actions only compute context; answering a",
+    "request, spawning, sending and freeing are named actions or actors, run after the transition. The daemon",
+    "serves both charts live, the active states lit, at `GET /`.",
     "",
     "## Supervisor",
     "",
-    "One per daemon. It checks each load (file, memory estimate), evicts least recently used idle models to",
-    "make room, spawns one runtime actor per model, routes requests by model name, and unloads models whose",
-    "keep-alive has run out.",
+    "One per daemon. It admits each load (reads the file once and plans it), decides where it goes (evicting",
+    "least recently used idle models, or refusing with one transition per reason), spawns one runtime actor",
+    "per model, routes requests by model name, fans STOP/UNLOAD for every model out as one event per model and",
+    "gathers the answers as events, and keeps one cancellable keep-alive timer per idle model.",
     "",
     "```mermaid",
     mermaidOf(supervisor),
@@ -36,19 +96,33 @@ export function stateChartDoc(): string {
     "",
     ...stateTable(supervisor),
     "",
-    "Events it handles without changing state, in the order their guards are tried:",
+    "### Rules",
     "",
-    "| state | event | guard | actions |",
-    "| --- | --- | --- | --- |",
-    ...handlersOf(supervisorMachine).map((h) => `| \`${h.state}\` | \`${h.event}\` | ${h.guard ? `\`${h.guard}\`` : ""} | ${h.actions.map((a) => `\`${a}\``).join(", ")} |`),
+    ...ruleTable(supervisorMachine),
+    "",
+    "### Guards",
+    "",
+    ...guardList(supervisorMachine),
     "",
     "## Runtime (one per loaded model)",
+    "",
+    "`empty` means the model's memory is free: freeing it is the `unloading` state. `loaded` watches the engine,",
+    "which may end by itself (a crashed engine process). Up to `--parallel` jobs generate at once; a free slot",
+    "starts a request at once, and only when every slot is busy does it wait in the queue (`--max-queue`).",
     "",
     "```mermaid",
     mermaidOf(runtime),
     "```",
     "",
     ...stateTable(runtime),
+    "",
+    "### Rules",
+    "",
+    ...ruleTable(runtimeMachine),
+    "",
+    "### Guards",
+    "",
+    ...guardList(runtimeMachine),
     "",
   ].join("\n");
 }
