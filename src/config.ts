@@ -147,7 +147,7 @@ export const OPTIONS: readonly OptionDoc[] = [
   { flag: "threads", env: "KEKAHYDE_THREADS", key: "threads", value: "N", help: "CPU threads for inference (default: physical cores - 1, at least 1)", parse: integer(1, 1024) },
   { flag: "ctx-size", env: "KEKAHYDE_CTX_SIZE", key: "contextSize", value: "N", help: "context size in tokens, capped at the model's trained length", parse: integer(16, 1 << 20) },
   { flag: "gpu", env: "KEKAHYDE_GPU", key: "gpu", value: "auto|off", help: "use a GPU when node-llama-cpp finds one (auto), or CPU only (off)", parse: oneOf(["auto", "off"]) },
-  { flag: "max-queue", env: "KEKAHYDE_MAX_QUEUE", key: "maxQueue", value: "N", help: "requests that may wait while one generates; more get 503", parse: integer(0, 100_000) },
+  { flag: "max-queue", env: "KEKAHYDE_MAX_QUEUE", key: "maxQueue", value: "N", help: "requests that may wait per model while every slot generates (0: none wait); more get 503", parse: integer(0, 100_000) },
   { flag: "max-models", env: "KEKAHYDE_MAX_MODELS", key: "maxModels", value: "N", help: "models loaded at once; one more unloads the least recently used idle one (1: a load replaces the model)", parse: integer(1, 64) },
   { flag: "max-memory", env: "KEKAHYDE_MAX_MEMORY", key: "maxMemory", value: "SIZE|N%", help: "memory all loaded models may take, estimated from their GGUF metadata: a size (12GiB) or a share of free RAM/VRAM; more gets 507", parse: memoryBudget },
   { flag: "keep-alive", env: "KEKAHYDE_KEEP_ALIVE", key: "keepAliveMs", value: "DURATION", help: `how long an idle model stays loaded: ${DURATION_HELP}`, parse: duration },

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { initialTransition, transition, type AnyStateMachine, type EventObject } from "xstate";
+import { initialTransition, transition, type AnyStateMachine, type EventFromLogic, type SnapshotFrom } from "xstate";
 import type { GenerateResult } from "../src/domain/generation.ts";
 import type { LoadedModel } from "../src/engine/types.ts";
 import { KekahydeError } from "../src/errors.ts";
@@ -38,14 +38,16 @@ function countingModel() {
   return { model, calls };
 }
 
-function step<M extends AnyStateMachine>(machine: M, snapshot: ReturnType<M["resolveState"]>, event: EventObject) {
-  return transition(machine, snapshot, event as never) as unknown as [ReturnType<M["resolveState"]>, unknown[]];
+/** An event of the machine, or one XState sends itself (an invoked actor's done or error). */
+type StepEvent<M extends AnyStateMachine> = EventFromLogic<M> | { type: `xstate.${string}`; output?: unknown; error?: unknown };
+function step<M extends AnyStateMachine>(machine: M, snapshot: SnapshotFrom<M>, event: StepEvent<M>): [SnapshotFrom<M>, unknown[]] {
+  return transition(machine, snapshot, event as EventFromLogic<M>) as [SnapshotFrom<M>, unknown[]];
 }
 
 describe("pure transitions", () => {
   it("runtime: no ticket is settled and nothing freed or started until the actions run", () => {
     const { model, calls } = countingModel();
-    let [s, actions] = initialTransition(runtimeMachine, { engine: new FakeEngine(), slots: 1, maxQueue: 0 }) as unknown as [ReturnType<typeof runtimeMachine.resolveState>, unknown[]];
+    let [s, actions]: [SnapshotFrom<typeof runtimeMachine>, unknown[]] = initialTransition(runtimeMachine, { engine: new FakeEngine(), slots: 1, maxQueue: 0 });
 
     const load = createTicket<LoadResult>();
     [s] = step(runtimeMachine, s, { type: "LOAD", plan: fakePlan("/m.gguf"), ticket: load });
@@ -90,7 +92,7 @@ describe("pure transitions", () => {
     assert.equal(s.value, "empty");
 
     const late = createTicket<GenerateResult>();
-    [s] = step(runtimeMachine, s, { type: "LOAD", plan: fakePlan("/m.gguf"), ticket: createTicket() });
+    [s] = step(runtimeMachine, s, { type: "LOAD", plan: fakePlan("/m.gguf"), ticket: createTicket<LoadResult>() });
     [s] = step(runtimeMachine, s, { type: "LOAD.DONE", model });
     [s] = step(runtimeMachine, s, { type: "RUN", id: "late", request: { prompt: "p", raw: true, sampling: {} }, ticket: late });
     [s, actions] = step(runtimeMachine, s, { type: "GENERATION.FAILED", job: "late", error: new KekahydeError("ENGINE_FAILURE", "x") });
@@ -102,10 +104,7 @@ describe("pure transitions", () => {
 
   it("supervisor: refusals, answers and fan-outs are actions", () => {
     const engine = new FakeEngine();
-    let [s, actions] = initialTransition(supervisorMachine, { engine, sampleResources: async () => EMPTY_SAMPLE, maxModels: 2, maxMemory: { bytes: 1500 } }) as unknown as [
-      ReturnType<typeof supervisorMachine.resolveState>,
-      unknown[],
-    ];
+    let [s, actions]: [SnapshotFrom<typeof supervisorMachine>, unknown[]] = initialTransition(supervisorMachine, { engine, sampleResources: async () => EMPTY_SAMPLE, maxModels: 2, maxMemory: { bytes: 1500 } });
     const unknown = createTicket<GenerateResult>();
     [s, actions] = step(supervisorMachine, s, { type: "RUN", id: "r", model: "nope", request: { prompt: "p", raw: true, sampling: {} }, ticket: unknown });
     assert.equal(unknown.settled, false, "the 404 is an action");

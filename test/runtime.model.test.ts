@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import fc from "fast-check";
 import { createActor } from "xstate";
 import type { GenerateResult } from "../src/domain/generation.ts";
+import { KekahydeError } from "../src/errors.ts";
 import { runtimeMachine, type LoadResult, type StopResult, type UnloadResult } from "../src/machines/runtimeMachine.ts";
 import { stateName } from "../src/machines/selectors.ts";
 import { createTicket, type Outcome, type Ticket } from "../src/machines/ticket.ts";
@@ -62,9 +63,9 @@ function system(limits = { slots: SLOTS, maxQueue: MAX_QUEUE }) {
     return { ticket: createTicket<T>((o) => (live[i] = answerOf(o))), reply };
   }
   /** As sendRequest does: a stopped machine takes no events, so the request is answered at once. */
-  function send(event: Parameters<typeof actor.send>[0] & { ticket?: Ticket<never> }): void {
+  function send(event: Parameters<typeof actor.send>[0]): void {
     if (actor.getSnapshot().status === "active") actor.send(event);
-    else event.ticket?.reject(new (class extends Error { code = "SHUTTING_DOWN"; })("shut down") as never);
+    else if ("ticket" in event) event.ticket.reject(new KekahydeError("SHUTTING_DOWN", "shut down"));
   }
 
   async function exec(op: Op): Promise<void> {

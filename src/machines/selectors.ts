@@ -151,7 +151,7 @@ export function statusView(snapshot: SupervisorSnapshot, startedAt: number, defa
   const info = main?.info ?? null;
   const budget = context.maxMemory;
   return {
-    model_loaded: info !== null,
+    model_loaded: Object.values(context.models).some((m) => m.ref.getSnapshot().context.model !== null),
     cpu_usage: context.resources.cpu_usage,
     memory_usage: context.resources.memory_usage,
     state: main?.state ?? "empty",
