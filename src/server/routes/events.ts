@@ -8,8 +8,10 @@ import type { RouteDeps } from "../runtime.ts";
 const KEEPALIVE_MS = 15_000;
 
 /**
- * GET /events: Server-Sent Events of the machine. First `snapshot` (the status and the active state ids),
- * then a `transition` event for every change of state or queue and a `sample` event per monitor reading.
+ * GET /events: Server-Sent Events of the machines. First `snapshot`: the status and the active state ids (`active`
+ * for the default model's runtime, `supervisor_active`, and `models_active` for every loaded model's runtime);
+ * then the feed: a `transition` for every change of a runtime's state or queue, a `supervisor` event for every
+ * change of the supervisor's state, `models`, `generation`, `load_progress`, and a `sample` per monitor reading.
  */
 export function eventsRoute(router: Router, deps: RouteDeps): void {
   router.get("/events", (ctx) => {
@@ -20,7 +22,18 @@ export function eventsRoute(router: Router, deps: RouteDeps): void {
     ctx.body = out;
     const snapshot = deps.supervisor.getSnapshot();
     const main = defaultRuntime(snapshot);
-    out.write(sseEvent({ ...statusView(snapshot, deps.startedAt, deps.defaultThreads), active: main ? activeIds(main) : ["runtime.empty"] }, "snapshot"));
+    const models_active = Object.fromEntries(Object.values(snapshot.context.models).map((m) => [m.name, activeIds(m.ref.getSnapshot())]));
+    out.write(
+      sseEvent(
+        {
+          ...statusView(snapshot, deps.startedAt, deps.defaultThreads),
+          active: main ? activeIds(main) : ["runtime.empty"],
+          supervisor_active: activeIds(snapshot, "supervisor"),
+          models_active,
+        },
+        "snapshot",
+      ),
+    );
     const unsubscribe = deps.feed.subscribe((e) => out.write(sseEvent(e, e.type)));
     const keepalive = setInterval(() => out.write(": keep-alive\n\n"), KEEPALIVE_MS);
     const end = () => {
