@@ -69,6 +69,9 @@ export enum GgmlType {
   TQ1_0 = 34,
   TQ2_0 = 35,
   MXFP4 = 39,
+  NVFP4 = 40,
+  Q1_0 = 41,
+  Q2_0 = 42,
 }
 
 /** [elements per block, bytes per block] for each type (ggml's type_traits). */
@@ -105,7 +108,26 @@ export const GGML_BLOCK: Record<GgmlType, readonly [number, number]> = {
   [GgmlType.TQ1_0]: [256, 54],
   [GgmlType.TQ2_0]: [256, 66],
   [GgmlType.MXFP4]: [32, 17],
+  [GgmlType.NVFP4]: [64, 36],
+  [GgmlType.Q1_0]: [128, 18],
+  [GgmlType.Q2_0]: [64, 18],
 };
+
+/**
+ * Types ggml's CPU backend can multiply a weight matrix by (those with a `vec_dot` in ggml-cpu.c's
+ * type_traits_cpu) and look rows up in (ggml_compute_forward_get_rows). Everything llama.cpp's converter and
+ * quantizer write for a weight matrix is one of these. Q8_1 and Q8_K are only the other operand of a dot
+ * product, and the integer types and F64 have no matrix kernel at all: a weight of those types is accepted
+ * by llama.cpp's loader and then crashes the process on the first evaluation.
+ */
+export const MATRIX_TYPES: ReadonlySet<GgmlType> = new Set([
+  GgmlType.F32, GgmlType.F16, GgmlType.BF16,
+  GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Q8_0,
+  GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K,
+  GgmlType.IQ2_XXS, GgmlType.IQ2_XS, GgmlType.IQ3_XXS, GgmlType.IQ1_S, GgmlType.IQ4_NL, GgmlType.IQ3_S,
+  GgmlType.IQ2_S, GgmlType.IQ4_XS, GgmlType.IQ1_M,
+  GgmlType.TQ1_0, GgmlType.TQ2_0, GgmlType.MXFP4, GgmlType.NVFP4, GgmlType.Q1_0, GgmlType.Q2_0,
+]);
 
 /** llama.cpp's token attribute values stored in `tokenizer.ggml.token_type`. */
 export enum TokenType {

@@ -8,15 +8,17 @@ export type GgufValue =
   | { type: GgufValueType.BOOL; value: boolean }
   | { type: GgufValueType.STRING; value: string }
   | { type: GgufValueType.ARRAY; itemType: GgufValueType.STRING; value: readonly string[] }
-  | { type: GgufValueType.ARRAY; itemType: GgufValueType.FLOAT32 | GgufValueType.INT32; value: ArrayLike<number> };
+  | { type: GgufValueType.ARRAY; itemType: GgufValueType.FLOAT32 | GgufValueType.INT32 | GgufValueType.UINT32; value: ArrayLike<number> };
 
 export const u32 = (value: number): GgufValue => ({ type: GgufValueType.UINT32, value });
+export const i32 = (value: number): GgufValue => ({ type: GgufValueType.INT32, value });
 export const f32 = (value: number): GgufValue => ({ type: GgufValueType.FLOAT32, value });
 export const bool = (value: boolean): GgufValue => ({ type: GgufValueType.BOOL, value });
 export const str = (value: string): GgufValue => ({ type: GgufValueType.STRING, value });
 export const strArray = (value: readonly string[]): GgufValue => ({ type: GgufValueType.ARRAY, itemType: GgufValueType.STRING, value });
 export const f32Array = (value: ArrayLike<number>): GgufValue => ({ type: GgufValueType.ARRAY, itemType: GgufValueType.FLOAT32, value });
 export const i32Array = (value: ArrayLike<number>): GgufValue => ({ type: GgufValueType.ARRAY, itemType: GgufValueType.INT32, value });
+export const u32Array = (value: ArrayLike<number>): GgufValue => ({ type: GgufValueType.ARRAY, itemType: GgufValueType.UINT32, value });
 
 export interface GgufTensorSpec {
   name: string;
@@ -107,6 +109,7 @@ function writeValue(sink: ByteSink, v: GgufValue): void {
         const items = v.value as ArrayLike<number>;
         for (let i = 0; i < items.length; i++) {
           if (v.itemType === GgufValueType.FLOAT32) sink.f32(items[i]);
+          else if (v.itemType === GgufValueType.UINT32) sink.u32(items[i]);
           else sink.i32(items[i]);
         }
       }
@@ -128,6 +131,10 @@ export function tensorSpecBytes(t: GgufTensorSpec): bigint {
 /** Serialises the header (magic .. tensor infos .. padding) and returns it with each tensor's data offset. */
 export function encodeGgufHeader(spec: GgufSpec): { header: Buffer; offsets: bigint[]; sizes: bigint[] } {
   const alignment = BigInt(spec.alignment ?? GGUF_DEFAULT_ALIGNMENT);
+  const declared = spec.metadata.find(([k]) => k === "general.alignment")?.[1];
+  if (alignment !== BigInt(GGUF_DEFAULT_ALIGNMENT) && (declared?.type !== GgufValueType.UINT32 || BigInt(declared.value) !== alignment)) {
+    throw new Error(`a layout aligned to ${alignment} must say so in general.alignment (a UINT32)`);
+  }
   const sink = new ByteSink();
   sink.u32(GGUF_MAGIC);
   sink.u32(GGUF_VERSION);
