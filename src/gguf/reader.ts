@@ -1,11 +1,15 @@
 import { open, type FileHandle } from "node:fs/promises";
 import { GGML_BLOCK, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_SCALAR_SIZE, GgmlType, GgufValueType, tensorByteSize } from "./format.ts";
+import { checkModel, LLAMA_MAX_LAYERS } from "./modelChecks.ts";
 
 /**
  * A bounded GGUF header reader. Every count and length in the header is checked against the bytes that are
  * actually left in the file before anything is allocated or looped over, so a hostile or truncated file is
  * rejected with a reason in milliseconds. node-llama-cpp's own reader is not used for this: it hangs on a
  * header that claims 2^60 tensors and accepts a file cut at 24 bytes.
+ *
+ * A header that parses is then checked for facts llama.cpp accepts and later crashes on (tensor types by
+ * role, zero widths, expert counts, epsilons, alignment, vocabulary): see modelChecks.ts.
  */
 
 export class GgufFormatError extends Error {
@@ -29,7 +33,16 @@ export interface GgufInfo {
   version: number;
   fileSize: number;
   metadata: Map<string, GgufMetadataValue>;
+  /** The item type of every array in the metadata (large numeric arrays are not kept, but their type is). */
+  arrayItemTypes: Map<string, GgufValueType>;
+  /**
+   * Items of string arrays whose bytes are not valid UTF-8, by key and index: their exact bytes as latin1 (the
+   * metadata holds them decoded, with U+FFFD).
+   */
+  invalidUtf8: Map<string, Map<number, string>>;
   tensors: GgufTensorInfo[];
+  /** general.alignment, or GGUF's default of 32. */
+  alignment: number;
   dataOffset: bigint;
   architecture: string;
   name: string | null;
@@ -44,6 +57,11 @@ export interface ReadGgufOptions {
   maxHeaderBytes?: number;
   /** Check that the tensors an architecture needs are present (default true). */
   requireTensors?: boolean;
+  /**
+   * Check the facts llama.cpp would crash on (modelChecks.ts; default true). Off only to study what the
+   * engine does with a raw file.
+   */
+  checkModel?: boolean;
 }
 
 const MAX_DIMS = 4;
@@ -99,12 +117,16 @@ class BoundedCursor {
   async u64(what: string): Promise<bigint> {
     return (await this.view(8, what)).readBigUInt64LE(0);
   }
-  async string(what: string): Promise<string> {
+  /** A string; `onInvalid` gets the exact bytes (as latin1) when they are not valid UTF-8 and decoding lost them. */
+  async string(what: string, onInvalid?: (latin1: string) => void): Promise<string> {
     const len = await this.u64(`${what} length`);
     if (len > BigInt(Math.min(this.remaining, MAX_STRING))) {
       throw new GgufFormatError(`${what} claims ${len} bytes but only ${this.remaining} remain in the file`);
     }
-    return (await this.view(Number(len), what)).toString("utf8");
+    const bytes = await this.view(Number(len), what);
+    const text = bytes.toString("utf8");
+    if (onInvalid && text.includes("\uFFFD") && !Buffer.from(text, "utf8").equals(bytes)) onInvalid(bytes.toString("latin1"));
+    return text;
   }
 
   async scalar(type: GgufValueType, what: string): Promise<GgufScalar> {
@@ -134,9 +156,15 @@ class BoundedCursor {
   }
 }
 
-async function readValue(cur: BoundedCursor, type: GgufValueType, key: string): Promise<GgufMetadataValue> {
+interface ValueSink {
+  arrayItemTypes: Map<string, GgufValueType>;
+  invalidUtf8: Map<string, Map<number, string>>;
+}
+
+async function readValue(cur: BoundedCursor, type: GgufValueType, key: string, sink: ValueSink): Promise<GgufMetadataValue> {
   if (type !== GgufValueType.ARRAY) return cur.scalar(type, `value of ${key}`);
   const itemType = (await cur.u32(`item type of ${key}`)) as GgufValueType;
+  sink.arrayItemTypes.set(key, itemType);
   const count = await cur.u64(`length of ${key}`);
   if (itemType === GgufValueType.ARRAY) throw new GgufFormatError(`${key} is an array of arrays, which GGUF does not allow`);
   const minItem = itemType === GgufValueType.STRING ? 8 : GGUF_SCALAR_SIZE[itemType];
@@ -151,6 +179,19 @@ async function readValue(cur: BoundedCursor, type: GgufValueType, key: string): 
     return [];
   }
   const items: GgufScalar[] = new Array(n);
+  if (itemType === GgufValueType.STRING) {
+    // Pieces that are not valid UTF-8 decode lossily; their exact bytes are kept so that two different pieces
+    // are never taken for the same one.
+    let invalid: Map<number, string> | undefined;
+    for (let i = 0; i < n; i++) {
+      items[i] = await cur.string(`item ${i} of ${key}`, (latin1) => {
+        invalid ??= new Map();
+        invalid.set(i, latin1);
+      });
+    }
+    if (invalid) sink.invalidUtf8.set(key, invalid);
+    return items;
+  }
   for (let i = 0; i < n; i++) items[i] = await cur.scalar(itemType, `item ${i} of ${key}`);
   return items;
 }
@@ -166,12 +207,12 @@ const BLOCK_TENSORS_BY_ARCH: Record<string, string[]> = {
   llama: ["attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight", "ffn_norm.weight"],
 };
 
-function checkRequiredTensors(info: Omit<GgufInfo, "weightsBytes">): void {
+function checkRequiredTensors(info: GgufInfo): void {
   const names = new Set(info.tensors.map((t) => t.name));
   if (!names.has("token_embd.weight")) throw new GgufFormatError("model has no token_embd.weight tensor (token embeddings)");
   const perBlock = BLOCK_TENSORS_BY_ARCH[info.architecture];
   if (info.blockCount === null) throw new GgufFormatError(`metadata lacks ${info.architecture}.block_count`);
-  if (info.blockCount < 1 || info.blockCount > 10_000) throw new GgufFormatError(`${info.architecture}.block_count is ${info.blockCount}, not a sane layer count`);
+  if (info.blockCount < 1 || info.blockCount > LLAMA_MAX_LAYERS) throw new GgufFormatError(`${info.architecture}.block_count is ${info.blockCount}, not a sane layer count`);
   for (let b = 0; b < info.blockCount; b++) {
     const required = perBlock ?? [];
     for (const t of required) {
@@ -209,11 +250,13 @@ export async function readGgufInfo(path: string, options: ReadGgufOptions = {}):
     }
 
     const metadata = new Map<string, GgufMetadataValue>();
+    const arrayItemTypes = new Map<string, GgufValueType>();
+    const invalidUtf8 = new Map<string, Map<number, string>>();
     for (let i = 0n; i < kvCount; i++) {
       const key = await cur.string(`metadata key ${i}`);
       const type = (await cur.u32(`type of ${key}`)) as GgufValueType;
       if (metadata.has(key)) throw new GgufFormatError(`metadata key ${key} appears twice`);
-      metadata.set(key, await readValue(cur, type, key));
+      metadata.set(key, await readValue(cur, type, key, { arrayItemTypes, invalidUtf8 }));
     }
 
     const alignmentValue = asNumber(metadata.get("general.alignment")) ?? GGUF_DEFAULT_ALIGNMENT;
@@ -264,20 +307,25 @@ export async function readGgufInfo(path: string, options: ReadGgufOptions = {}):
       throw new GgufFormatError("metadata lacks general.architecture, so no engine can know how to run this model");
     }
     const nameValue = metadata.get("general.name");
-    const partial = {
+    const info: GgufInfo = {
       version,
       fileSize,
       metadata,
+      arrayItemTypes,
+      invalidUtf8,
       tensors,
+      alignment: alignmentValue,
       dataOffset,
       architecture,
       name: typeof nameValue === "string" ? nameValue : null,
       contextLength: asNumber(metadata.get(`${architecture}.context_length`)),
       blockCount: asNumber(metadata.get(`${architecture}.block_count`)),
+      weightsBytes: Number(weights),
     };
     if (tensors.length === 0) throw new GgufFormatError("model contains no tensors");
-    if (options.requireTensors !== false) checkRequiredTensors(partial);
-    return { ...partial, weightsBytes: Number(weights) };
+    if (options.checkModel !== false) checkModel(info);
+    if (options.requireTensors !== false) checkRequiredTensors(info);
+    return info;
   } finally {
     await fh.close();
   }
