@@ -5,7 +5,7 @@ import { parse as parseToml } from "smol-toml";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 import type { GpuMode, MemoryBudget } from "./domain/models.ts";
 import { DURATION_HELP, parseDuration } from "./duration.ts";
-import { DEFAULT_CONTEXT_SIZE, DEFAULT_KEEP_ALIVE_MS, DEFAULT_MAX_QUEUE, DEFAULT_MEMORY_FRACTION } from "./domain/defaults.ts";
+import { DEFAULT_CONTEXT_SIZE, DEFAULT_KEEP_ALIVE_MS, DEFAULT_MAX_FIRST_TOKEN_SECONDS, DEFAULT_MAX_LOAD_SECONDS, DEFAULT_MAX_QUEUE, DEFAULT_MEMORY_FRACTION } from "./domain/defaults.ts";
 
 /** Settings of `kekahyde serve`. Flags win over KEKAHYDE_* environment variables, which win over defaults. */
 export interface ServeConfig {
@@ -41,6 +41,12 @@ export interface ServeConfig {
   rateLimit: number | null;
   /** Longest a generation may run, in seconds; null: no limit. */
   maxGenerationSeconds: number | null;
+  /** Longest a model's load may take before its engine process is stopped, in seconds; null: no limit. */
+  maxLoadSeconds: number | null;
+  /** Longest a generation may wait for its first token (prompt, chat template) before its engine is stopped. */
+  maxFirstTokenSeconds: number | null;
+  /** Keep one engine process started ahead, so that a load does not wait for one to start. */
+  spareEngine: boolean;
   logFormat: "auto" | "json" | "pretty";
   /** WebSocket URL of a Stately inspector; null: nothing leaves the machine. */
   inspectUrl: string | null;
@@ -68,6 +74,9 @@ export const DEFAULTS: ServeConfig = {
   maxBodyBytes: 1024 * 1024,
   rateLimit: null,
   maxGenerationSeconds: null,
+  maxLoadSeconds: DEFAULT_MAX_LOAD_SECONDS,
+  maxFirstTokenSeconds: DEFAULT_MAX_FIRST_TOKEN_SECONDS,
+  spareEngine: true,
   logFormat: "auto",
   inspectUrl: null,
   monitorIntervalMs: 1000,
@@ -160,6 +169,9 @@ export const OPTIONS: readonly OptionDoc[] = [
   { flag: "max-body", env: "KEKAHYDE_MAX_BODY", key: "maxBodyBytes", value: "SIZE", help: "largest request body, e.g. 1MiB; larger gets 413", parse: byteSize },
   { flag: "rate-limit", env: "KEKAHYDE_RATE_LIMIT", key: "rateLimit", value: "N", help: "requests per minute per client address (reads: 10x N); more get 429", parse: integer(1, 1_000_000) },
   { flag: "max-generation-time", env: "KEKAHYDE_MAX_GENERATION_TIME", key: "maxGenerationSeconds", value: "SECONDS", help: "end any generation after this long (finish reason 'timeout')", parse: integer(1, 86_400) },
+  { flag: "max-load-time", env: "KEKAHYDE_MAX_LOAD_TIME", key: "maxLoadSeconds", value: "SECONDS", help: "stop a model's engine process when its load takes longer (refused with 504)", parse: integer(1, 86_400) },
+  { flag: "max-first-token-time", env: "KEKAHYDE_MAX_FIRST_TOKEN_TIME", key: "maxFirstTokenSeconds", value: "SECONDS", help: "stop a model's engine process when a generation waits longer for its first token (a runaway prompt or chat template; 504)", parse: integer(1, 86_400) },
+  { flag: "spare-engine", env: "KEKAHYDE_SPARE_ENGINE", key: "spareEngine", value: "true|false", help: "keep one engine process started ahead, so a load does not wait for one to start", parse: bool },
   { flag: "log-level", env: "KEKAHYDE_LOG_LEVEL", key: "logLevel", value: "LEVEL", help: `log level: ${LOG_LEVELS.join(", ")}`, parse: oneOf(LOG_LEVELS) },
   { flag: "log-format", env: "KEKAHYDE_LOG_FORMAT", key: "logFormat", value: "auto|json|pretty", help: "json lines, or pretty for people; auto: pretty when stdout is a terminal", parse: oneOf(["auto", "json", "pretty"]) },
   { flag: "inspect", env: "KEKAHYDE_INSPECT", key: "inspectUrl", value: "WS_URL", help: "send the machine's events to a Stately inspector over WebSocket, e.g. ws://localhost:8080 (off by default)", parse: text },

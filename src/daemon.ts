@@ -2,7 +2,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createActor, waitFor, type Actor } from "xstate";
 import { ConfigError, type ServeConfig } from "./config.ts";
-import { createLlamaEngine } from "./engine/llamaEngine.ts";
+import { createProcessEngine } from "./engine/process/processEngine.ts";
 import { detectDefaultThreads } from "./engine/threads.ts";
 import type { Engine } from "./engine/types.ts";
 import type { Logger } from "./log.ts";
@@ -59,16 +59,26 @@ export function checkExposure(config: ServeConfig): void {
 export async function startDaemon(config: ServeConfig, { log, engine: givenEngine, timeouts }: DaemonOptions): Promise<Daemon> {
   checkExposure(config);
   const threads = config.threads ?? (await detectDefaultThreads());
-  const engine =
-    givenEngine ??
-    createLlamaEngine({
-      gpu: config.gpu,
-      threads,
-      contextSize: config.contextSize,
-      parallel: config.parallel,
-      modelsDirs: config.modelsDirs,
-      onNativeLog: (level, message) => log.warn({ event: "llama_log", level }, message),
-    });
+  const metrics = new DaemonMetrics();
+  // Each model's engine runs in its own process: the daemon never loads llama.cpp (see docs/architecture.md).
+  const processEngine = givenEngine
+    ? null
+    : createProcessEngine({
+        gpu: config.gpu,
+        threads,
+        contextSize: config.contextSize,
+        parallel: config.parallel,
+        modelsDirs: config.modelsDirs,
+        maxLoadMs: config.maxLoadSeconds === null ? null : config.maxLoadSeconds * 1000,
+        maxFirstTokenMs: config.maxFirstTokenSeconds === null ? null : config.maxFirstTokenSeconds * 1000,
+        spare: config.spareEngine,
+        onNativeLog: (level, message) => log.warn({ event: "llama_log", level }, message),
+        onEngineExit: (reason, exit) => {
+          metrics.engineEnded(reason);
+          log.error({ event: "engine_exit", reason, exit_code: exit.code, signal: exit.signal, stderr: exit.stderr.slice(-5) }, `an engine process ended: ${reason}`);
+        },
+      });
+  const engine = givenEngine ?? processEngine!;
   const feed = new RuntimeFeed();
   let supervisorRef: Actor<SupervisorMachine> | undefined;
   const toFeed = feed.inspector(() => supervisorRef);
@@ -81,7 +91,7 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
     },
     input: {
       engine,
-      sampleResources: createResourceSampler(),
+      sampleResources: createResourceSampler(() => processEngine?.pids() ?? []),
       monitorIntervalMs: config.monitorIntervalMs,
       maxQueue: config.maxQueue,
       maxGenerationMs: config.maxGenerationSeconds === null ? null : config.maxGenerationSeconds * 1000,
@@ -97,7 +107,7 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
   const startedAt = Date.now();
 
   const app = createApp(
-    { supervisor, startedAt, defaultThreads: threads, feed, metrics: new DaemonMetrics(supervisor, feed), modelsDirs: config.modelsDirs },
+    { supervisor, startedAt, defaultThreads: threads, feed, metrics: metrics.watch(supervisor, feed), modelsDirs: config.modelsDirs },
     {
       listenHost: config.host,
       allowedHosts: config.allowedHosts,

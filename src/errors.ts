@@ -14,6 +14,8 @@ export type ErrorCode =
   | "NO_MODEL"
   | "PROMPT_TOO_LONG"
   | "ENGINE_FAILURE"
+  | "ENGINE_CRASHED"
+  | "ENGINE_TIMEOUT"
   | "ROUTE_NOT_FOUND"
   | "METHOD_NOT_ALLOWED"
   | "SHUTTING_DOWN"

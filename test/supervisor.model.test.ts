@@ -6,7 +6,7 @@ import type { GenerateResult } from "../src/domain/generation.ts";
 import { place } from "../src/machines/placement.ts";
 import type { LoadResult, StopResult, UnloadResult } from "../src/machines/runtimeMachine.ts";
 import { sendRequest } from "../src/machines/sendRequest.ts";
-import { stateName } from "../src/machines/selectors.ts";
+import { stateName, statusView } from "../src/machines/selectors.ts";
 import { defaultModel, supervisorMachine, type SupervisorInput } from "../src/machines/supervisorMachine.ts";
 import { createTicket, type Outcome, type Ticket } from "../src/machines/ticket.ts";
 import { EMPTY_SAMPLE } from "../src/monitor/resourceSampler.ts";
@@ -332,6 +332,15 @@ describe("supervisor machine, specific behaviour", () => {
     assert.equal(s.context.lastError?.code, "ENGINE_FAILURE", "the failure stays visible in /status");
     await sut.exec("finish");
     assert.deepEqual(sut.observed().answers.at(-1), "ok:stop");
+    sut.actor.stop();
+  });
+
+  it("/status says a model is loaded while another one loads (model_loaded is not the newest model's)", async () => {
+    const sut = system(twoModels);
+    for (const op of ["loadA", "admitOk", "loaded", "loadB", "admitOk"] as Op[]) await sut.exec(op);
+    const status = statusView(sut.actor.getSnapshot(), Date.now(), 1);
+    assert.equal(status.state, "loading", "the default model is the newest, b, still loading");
+    assert.equal(status.model_loaded, true, "a is loaded");
     sut.actor.stop();
   });
 

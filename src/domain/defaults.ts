@@ -12,5 +12,10 @@ export const DEFAULT_MEMORY_FRACTION = 0.9;
 /** Context size per sequence, capped at the model's trained length. */
 export const DEFAULT_CONTEXT_SIZE = 2048;
 
+/** Longest a load may take before its engine process is stopped (a huge model on slow storage may need more). */
+export const DEFAULT_MAX_LOAD_SECONDS = 600;
+/** Longest a generation may wait for its first token before its engine process is stopped. */
+export const DEFAULT_MAX_FIRST_TOKEN_SECONDS = 600;
+
 /** Sampling as llama-server's defaults: what users of local daemons expect when they send no options. */
 export const SAMPLING_DEFAULTS = { temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1.0 } as const;

@@ -66,6 +66,8 @@ export interface ModelInfo {
   engine_build: string;
   /** Generations that may run at once, each in its own context sequence of context_size tokens. */
   parallel: number;
+  /** The process that runs this model's engine (its own engine process; the daemon never loads llama.cpp). */
+  engine_pid: number;
 }
 
 /** A model's default name: its file name without `.gguf`. */

@@ -3,11 +3,9 @@ import { KekahydeError, toKekahydeError } from "../errors.ts";
 import si from "systeminformation";
 import { SAMPLING_DEFAULTS } from "../domain/defaults.ts";
 import type { FinishReason, GenerateResult } from "../domain/generation.ts";
-import { defaultModelName, type GpuMode, type LoadSettings, type ModelInfo } from "../domain/models.ts";
+import { defaultModelName, type GpuMode, type ModelInfo } from "../domain/models.ts";
 import { toGrammarSchema } from "./jsonSchema.ts";
-import { estimateModelMemory } from "../gguf/memory.ts";
-import type { GgufInfo } from "../gguf/reader.ts";
-import { inspectModelFile } from "./modelFile.ts";
+import { planModel } from "./planning.ts";
 import { sourceBuildOptions } from "./sourceBuild.ts";
 import type { Engine, GenerateOptions, LoadedModel } from "./types.ts";
 
@@ -199,18 +197,22 @@ class LlamaLoadedModel implements LoadedModel {
   }
 }
 
-/** The node-llama-cpp engine: prebuilt binaries only; it never downloads or compiles anything at run time. */
-export function createLlamaEngine(options: LlamaEngineOptions): Engine {
+/** The in-process engine, and what an engine process asks of it beyond the port. */
+export interface LlamaEngine extends Engine {
+  /** Starts the library (if not yet) and says what it runs on. */
+  probe(): Promise<{ gpu: string | false; vramFree: number | null }>;
+}
+
+/**
+ * The node-llama-cpp engine, in the process that calls it: prebuilt binaries only; it never downloads or
+ * compiles anything at run time. The daemon runs it inside engine processes (src/engine/process/), never
+ * in its own.
+ */
+export function createLlamaEngine(options: LlamaEngineOptions): LlamaEngine {
   let llama: Promise<Llama> | null = null;
   const policy = { allowedDirs: options.modelsDirs ?? [] };
   const availableMemory = options.availableMemory ?? (async () => (await si.mem()).available);
 
-  /** The context a load gets: the requested (or default) size, capped at the model's trained length. */
-  const contextFor = (gguf: GgufInfo, settings: LoadSettings): number => {
-    const requested = settings.contextSize ?? options.contextSize;
-    return Math.max(16, Math.min(requested, gguf.contextLength || requested));
-  };
-  const sequencesFor = (settings: LoadSettings): number => Math.max(1, settings.parallel ?? options.parallel ?? 1);
   const library = (): Promise<Llama> =>
     (llama ??= binding().then(({ getLlama, LlamaLogLevel }) => getLlama({
       gpu: options.gpu === "off" ? false : "auto",
@@ -230,33 +232,20 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
     }));
 
   return {
-    async plan(rawPath, settings) {
-      const { path, gguf } = await inspectModelFile(rawPath, policy);
-      const contextSize = contextFor(gguf, settings);
-      const sequences = sequencesFor(settings);
-      // Every sequence has its own KV cache of the context size.
-      const need = estimateModelMemory(gguf, contextSize * sequences);
-      // Layers go to a GPU when the library found one and the load does not ask for none; then the memory
-      // that matters is the GPU's.
-      const lib = options.gpu === "off" || settings.gpuLayers === 0 ? null : await library();
-      const onGpu = lib !== null && lib.gpu !== false;
-      const freeBytes = onGpu ? (await lib.getVramState()).free : await availableMemory();
-      return {
-        path,
-        name: gguf.name,
-        architecture: gguf.architecture,
-        fileSize: gguf.fileSize,
-        trainContextSize: gguf.contextLength,
-        contextSize,
-        sequences,
-        ...(settings.gpuLayers !== undefined && { gpuLayers: settings.gpuLayers }),
-        ...(settings.threads !== undefined && { threads: settings.threads }),
-        bytes: need.total,
-        weightsBytes: need.weights,
-        kvCacheBytes: need.kvCache,
-        freeBytes,
-        onGpu,
-      };
+    async probe() {
+      const lib = await library();
+      return { gpu: lib.gpu, vramFree: lib.gpu === false ? null : (await lib.getVramState()).free };
+    },
+
+    plan(rawPath, settings) {
+      return planModel(rawPath, settings, {
+        policy,
+        contextSize: options.contextSize,
+        parallel: options.parallel,
+        // Layers go to a GPU when the library found one and the load does not ask for none.
+        onGpu: async (s) => options.gpu !== "off" && s.gpuLayers !== 0 && (await library()).gpu !== false,
+        freeBytes: async (onGpu) => (onGpu ? (await (await library()).getVramState()).free : availableMemory()),
+      });
     },
 
     async load(plan, { signal, onProgress }) {
@@ -288,6 +277,7 @@ export function createLlamaEngine(options: LlamaEngineOptions): Engine {
         gpu: lib.gpu,
         gpu_layers: model.gpuLayers,
         engine_build: lib.buildType,
+        engine_pid: process.pid,
         parallel: context.totalSequences,
       };
       const loaded = new LlamaLoadedModel(info, await binding(), lib, model, context);

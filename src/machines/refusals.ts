@@ -26,5 +26,4 @@ export const BUSY = {
 export const UNLOADING = {
   run: { code: "MODEL_UNLOADING", message: "This model is being unloaded. Load it again with POST /load_model once GET /status no longer lists it." },
   load: { code: "MODEL_UNLOADING", message: "This model is being unloaded. Retry once GET /status no longer lists it." },
-  replacing: { code: "MODEL_LOADING", message: "This model is being replaced by a new load. Wait until GET /status shows it \"idle\", then retry." },
 } as const satisfies Record<string, Refusal>;

@@ -14,11 +14,12 @@ import type { Ticket } from "./ticket.ts";
  *
  *   empty ──LOAD──▶ loading ──LOAD.DONE──▶ loaded.idle ──RUN──▶ loaded.busy.generating ──STOP──▶ cancelling
  *     ▲               │ LOAD.FAILED           │  ▲ ◀──── the last job has ended, none waits ───────────┘
- *     ├───────────────┘                       │  └─ UNLOAD / LOAD (replace) ──▶ unloading ──(freed)──▶ empty
- *     └──── ENGINE.LOST (the engine ended by itself) ◀── loaded                    └─ a load waits ─▶ loading
+ *     ├───────────────┘                       │  ├─ UNLOAD ──▶ unloading ──(freed)──▶ empty
+ *     │                                       │  └─ LOAD ──▶ replacing ──(old model freed)──▶ loading
+ *     └──── ENGINE.LOST (the engine ended by itself) ◀── loaded
  *
- * `empty` means the model's memory is free: freeing a model is the `unloading` state, which invokes the
- * disposal. Each running job has its own generation actor, spawned under the job's id, so that up to `slots`
+ * `empty` means the model's memory is free: freeing a model is the `unloading` state (or `replacing`, before a
+ * new model of the same name), which invokes the disposal. Each running job has its own generation actor, spawned under the job's id, so that up to `slots`
  * jobs decode together (llama-server's `-np`). Further RUNs wait in a bounded FIFO queue and start, in order,
  * as slots free up. Every request event carries a ticket, and every state says what it does with every
  * request: accept it, or refuse it with a typed error. Transitions are pure: `assign` only computes context;
@@ -97,7 +98,7 @@ export interface RuntimeContext {
   /** Jobs that may generate at once. */
   slots: number;
   model: LoadedModel | null;
-  /** The load under way, or waiting for the previous model to be freed. */
+  /** The load under way, or waiting for the previous model to be freed (`replacing`). */
   load: { plan: ModelPlan; ticket: Ticket<LoadResult>; progress: number } | null;
   running: Job[];
   queue: Job[];
@@ -123,6 +124,9 @@ export interface RuntimeInput {
   /** Jobs that may generate at once (default 1). */
   slots?: number;
 }
+
+/** Failures of the engine itself, not of the request: after one, nothing can run on the model. */
+const ENGINE_FAILURES = new Set<ErrorCode>(["ENGINE_FAILURE", "ENGINE_CRASHED", "ENGINE_TIMEOUT"]);
 
 export const errorRecord = (error: KekahydeError): LastError => ({ code: error.code, message: error.message, at: new Date().toISOString() });
 
@@ -158,9 +162,8 @@ export const runtimeMachine = setup({
     nothingRunning: ({ context }) => context.running.length === 0,
     isRunningJob: ({ context, event }) => context.running.some((j) => j.id === jobIdOf(event)),
     isQueuedJob: ({ context, event }) => context.queue.some((j) => j.id === jobIdOf(event)),
-    isEngineFailure: ({ event }) => event.type === "GENERATION.FAILED" && event.error.code === "ENGINE_FAILURE",
+    isEngineFailure: ({ event }) => event.type === "GENERATION.FAILED" && ENGINE_FAILURES.has(event.error.code),
     stopsAll: ({ event }) => event.type === "STOP" && event.all,
-    hasPendingLoad: ({ context }) => context.load !== null,
   },
   actions: {
     // ── Telling the supervisor ──────────────────────────────────────────────────────────────────────────
@@ -417,7 +420,7 @@ export const runtimeMachine = setup({
           entry: { type: "report", params: { phase: "idle" } },
           on: {
             // Replacing the model: the old one is freed before the new one takes its memory.
-            LOAD: { target: "#runtime.unloading", actions: "acceptLoad" },
+            LOAD: { target: "#runtime.replacing", actions: "acceptLoad" },
             RUN: { target: "busy", actions: ["enqueueJob", "startJobs"] },
             STOP: { actions: "answerNothingToStop" },
             UNLOAD: { target: "#runtime.unloading", actions: "acceptUnload" },
@@ -487,21 +490,35 @@ export const runtimeMachine = setup({
         },
       },
     },
+    // Freeing the model before a new one of the same name loads: to everyone else, part of loading.
+    replacing: {
+      entry: { type: "report", params: { phase: "loading" } },
+      invoke: {
+        id: "previousDisposer",
+        src: "disposeModel",
+        input: ({ context }) => ({ model: context.model }),
+        onDone: { target: "loading", actions: "forgetModel" },
+      },
+      on: {
+        LOAD: { actions: { type: "refuse", params: LOADING.load } },
+        RUN: { actions: { type: "refuse", params: LOADING.run } },
+        UNLOAD: { actions: { type: "refuse", params: LOADING.unload } },
+        STOP: { actions: "answerNothingToStop" },
+      },
+    },
     unloading: {
       entry: { type: "report", params: { phase: "unloading" } },
       invoke: {
         id: "disposer",
         src: "disposeModel",
         input: ({ context }) => ({ model: context.model }),
-        onDone: [
-          { guard: "hasPendingLoad", target: "loading", actions: ["forgetModel", "answerUnloads", "clearUnloads"] },
-          { target: "empty", actions: ["forgetModel", "answerUnloads", "clearUnloads"] },
-        ],
+        onDone: { target: "empty", actions: ["forgetModel", "answerUnloads", "clearUnloads"] },
       },
       on: {
         RUN: { actions: { type: "refuse", params: UNLOADING.run } },
         LOAD: { actions: { type: "refuse", params: UNLOADING.load } },
-        UNLOAD: [{ guard: "hasPendingLoad", actions: { type: "refuse", params: UNLOADING.replacing } }, { actions: "acceptUnload" }],
+        // Already freeing it: answered once it is free.
+        UNLOAD: { actions: "acceptUnload" },
         STOP: { actions: "answerNothingToStop" },
       },
     },

@@ -1,11 +1,12 @@
 import type { SnapshotFrom } from "xstate";
 import type { ModelInfo } from "../domain/models.ts";
+import type { ProcessSample } from "../monitor/resourceSampler.ts";
 import type { GenerationStats, LastError, RuntimeContext, RuntimeMachine } from "./runtimeMachine.ts";
 import { defaultModel, type ModelEntry, type SupervisorMachine } from "./supervisorMachine.ts";
 
 export type RuntimeSnapshot = SnapshotFrom<RuntimeMachine>;
 export type SupervisorSnapshot = SnapshotFrom<SupervisorMachine>;
-export type RuntimeStateName = "empty" | "loading" | "idle" | "generating" | "cancelling" | "stopping" | "stopped";
+export type RuntimeStateName = "empty" | "loading" | "replacing" | "idle" | "generating" | "cancelling" | "unloading" | "stopping" | "stopped";
 
 /** The state a user sees: the innermost active state (`busy.generating` reads as `generating`). */
 export function stateName(snapshot: RuntimeSnapshot): RuntimeStateName {
@@ -58,6 +59,9 @@ export interface ModelView {
   size_bytes: number | null;
   /** Estimated memory: weights, KV cache and buffers. */
   memory_bytes: number;
+  /** The engine process that runs it, and its resident memory as the monitor last measured it. */
+  engine_pid: number | null;
+  engine_rss_bytes: number | null;
   last_used: string;
   /** When keep-alive unloads it; null while busy or when kept forever. */
   expires_at: string | null;
@@ -71,10 +75,11 @@ export interface ModelView {
 /** Keep-alive as the API writes it: seconds, or -1 for "forever". */
 const keepAliveSeconds = (ms: number): number => (ms < 0 ? -1 : ms / 1000);
 
-export function modelView(entry: ModelEntry): ModelView {
+export function modelView(entry: ModelEntry, processes: readonly ProcessSample[] = []): ModelView {
   const snapshot = entry.ref.getSnapshot();
   const { context } = snapshot;
   const info = context.model?.info ?? null;
+  const pid = info?.engine_pid ?? null;
   return {
     name: entry.name,
     path: entry.path,
@@ -85,6 +90,8 @@ export function modelView(entry: ModelEntry): ModelView {
     context_size: info?.context_size ?? null,
     size_bytes: info?.size_bytes ?? null,
     memory_bytes: entry.bytes,
+    engine_pid: pid,
+    engine_rss_bytes: processes.find((p) => p.pid === pid)?.rss ?? null,
     last_used: new Date(entry.lastUsed).toISOString(),
     expires_at: entry.expiresAt === null ? null : new Date(entry.expiresAt).toISOString(),
     keep_alive_s: keepAliveSeconds(entry.keepAliveMs),
@@ -146,7 +153,7 @@ export function statusView(snapshot: SupervisorSnapshot, startedAt: number, defa
   const first = defaultModel(context);
   const views = Object.values(context.models)
     .sort((a, b) => (a === first ? -1 : b === first ? 1 : b.loadOrder - a.loadOrder))
-    .map(modelView);
+    .map((m) => modelView(m, context.resources.processes));
   const main = first ? views[0] : null;
   const info = main?.info ?? null;
   const budget = context.maxMemory;

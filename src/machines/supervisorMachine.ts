@@ -299,7 +299,6 @@ export const supervisorMachine = setup({
     forwardRun: enqueueActions(({ context, event, enqueue }) => {
       assertEvent(event, "RUN");
       const target = targetOf(context, event.model)!;
-      enqueue.cancel(keepAliveId(target.name));
       enqueue.sendTo(target.ref, { type: "RUN", id: event.id, request: event.request, onText: event.onText, ticket: event.ticket });
     }),
     forwardCancel: enqueueActions(({ context, event, enqueue }) => {
@@ -386,7 +385,7 @@ export const supervisorMachine = setup({
           name,
           ref: runtime,
           path: plan.path,
-          phase: existing ? "unloading" : "new",
+          phase: existing ? "loading" : "new",
           bytes: plan.bytes,
           loadedAt: now,
           loadOrder: context.uses + 1,

@@ -1,10 +1,11 @@
 import type { Actor } from "xstate";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { logLinesDropped } from "../log.ts";
 import type { RuntimeFeed } from "../machines/feed.ts";
 import type { SupervisorMachine } from "../machines/supervisorMachine.ts";
 import { stateName, type RuntimeStateName } from "../machines/selectors.ts";
 
-const STATES: RuntimeStateName[] = ["empty", "loading", "idle", "generating", "cancelling", "stopping", "stopped"];
+const STATES: RuntimeStateName[] = ["empty", "loading", "replacing", "idle", "generating", "cancelling", "unloading", "stopping", "stopped"];
 
 /** Prometheus metrics of the daemon, fed by the machine (generations, loads, state) and by the HTTP layer. */
 export class DaemonMetrics {
@@ -32,10 +33,34 @@ export class DaemonMetrics {
     registers: [this.registry],
   });
   private readonly loadSeconds = new Histogram({ name: "kekahyde_model_load_seconds", help: "Time to load a model (request to idle)", buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [this.registry] });
+  private readonly engineExits = new Counter({
+    name: "kekahyde_engine_process_exits_total",
+    help: "Engine processes that ended without being asked, by reason (crash, load_timeout, first_token_timeout, stuck, cancelled)",
+    labelNames: ["reason"],
+    registers: [this.registry],
+  });
 
-  constructor(supervisor: Actor<SupervisorMachine>, feed: RuntimeFeed) {
-    const runtimes = () => Object.values(supervisor.getSnapshot().context.models).map((m) => m.ref.getSnapshot());
+  constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "kekahyde_" });
+    new Gauge({
+      name: "kekahyde_log_lines_dropped",
+      help: "Log lines dropped because the log reader did not keep up (a stalled pipe)",
+      registers: [this.registry],
+      collect() {
+        this.set(logLinesDropped());
+      },
+    });
+    for (const reason of ["crash", "load_timeout", "first_token_timeout", "stuck", "cancelled"]) this.engineExits.inc({ reason }, 0);
+  }
+
+  /** An engine process ended without being asked. */
+  engineEnded(reason: string): void {
+    this.engineExits.inc({ reason });
+  }
+
+  /** Feeds the metrics from the machines: gauges read their snapshots, counters follow the feed. */
+  watch(supervisor: Actor<SupervisorMachine>, feed: RuntimeFeed): this {
+    const runtimes = () => Object.values(supervisor.getSnapshot().context.models).map((m) => m.ref.getSnapshot());
     new Gauge({
       name: "kekahyde_queue_length",
       help: "Requests waiting for a free slot, all models together",
@@ -82,6 +107,7 @@ export class DaemonMetrics {
         loadingSince.delete(e.model);
       }
     });
+    return this;
   }
 
   recordRequest(route: string, method: string, status: number, seconds: number): void {

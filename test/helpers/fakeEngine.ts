@@ -84,6 +84,7 @@ export class FakeEngine implements Engine {
       gpu: false,
       gpu_layers: 0,
       engine_build: "fake",
+      engine_pid: 0,
       parallel: 1,
     };
     const lost = deferred<KekahydeError>();

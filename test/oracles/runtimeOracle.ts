@@ -6,7 +6,7 @@
  * answered so far. Where the two disagree, one of them is wrong.
  */
 
-export type Phase = "empty" | "loading" | "idle" | "generating" | "cancelling" | "unloading" | "stopping" | "stopped";
+export type Phase = "empty" | "loading" | "replacing" | "idle" | "generating" | "cancelling" | "unloading" | "stopping" | "stopped";
 
 /** How a request was answered: "pending", "ok:<what>" or "err:<CODE>". */
 export type Answer = string;
@@ -67,7 +67,9 @@ export class RuntimeOracle {
   ) {}
 
   get reported(): ReportedPhase {
-    return this.phase === "generating" || this.phase === "cancelling" ? "busy" : this.phase;
+    if (this.phase === "generating" || this.phase === "cancelling") return "busy";
+    // Freeing the old model before a new one of the same name loads is, to the supervisor, loading.
+    return this.phase === "replacing" ? "loading" : this.phase;
   }
 
   // ── Requests ──────────────────────────────────────────────────────────────────────────────────────
@@ -80,9 +82,10 @@ export class RuntimeOracle {
       case "idle":
         // Replacing: the old model is freed first.
         this.load = { path, reply };
-        this.phase = "unloading";
+        this.phase = "replacing";
         return;
       case "loading":
+      case "replacing":
         return reply.settle("err:MODEL_LOADING");
       case "generating":
       case "cancelling":
@@ -99,6 +102,7 @@ export class RuntimeOracle {
       case "empty":
         return reply.settle("err:NO_MODEL");
       case "loading":
+      case "replacing":
         return reply.settle("err:MODEL_LOADING");
       case "unloading":
         return reply.settle("err:MODEL_UNLOADING");
@@ -140,6 +144,7 @@ export class RuntimeOracle {
       case "empty":
         return reply.settle("ok:unloaded=false");
       case "loading":
+      case "replacing":
         return reply.settle("err:MODEL_LOADING");
       case "generating":
       case "cancelling":
@@ -149,8 +154,7 @@ export class RuntimeOracle {
         this.phase = "unloading";
         return;
       case "unloading":
-        // Freeing it already: answered when it is free, unless a new load waits to replace it.
-        if (this.load) return reply.settle("err:MODEL_LOADING");
+        // Freeing it already: answered when it is free.
         return void this.unloads.push(reply);
       default:
         return reply.settle("err:SHUTTING_DOWN");
@@ -238,15 +242,16 @@ export class RuntimeOracle {
 
   /** The model's memory has been freed. */
   disposed(): void {
-    if (this.phase !== "unloading" && this.phase !== "stopping") return;
+    if (this.phase !== "unloading" && this.phase !== "replacing" && this.phase !== "stopping") return;
     this.holdsModel = false;
     const path = this.path;
     this.path = null;
     // The engine forgets the freed model's generations.
     for (let i = this.engine.length - 1; i >= 0; i--) if (this.engine[i].path === path) this.engine.splice(i, 1);
     if (this.phase === "stopping") return void (this.phase = "stopped");
+    if (this.phase === "replacing") return void (this.phase = "loading");
     for (const reply of this.unloads.splice(0)) reply.settle("ok:unloaded=true");
-    this.phase = this.load ? "loading" : "empty";
+    this.phase = "empty";
   }
 
   // ── Inside ────────────────────────────────────────────────────────────────────────────────────────

@@ -265,11 +265,12 @@ export class SupervisorOracle {
   /** Runs `change` on a runtime and handles what it then reports, as the supervisor does on MODEL.PHASE. */
   private touch(runtime: RuntimeOracle, change: () => void): void {
     const before = runtime.reported;
-    const hadModel = runtime.holdsModel;
+    const phaseBefore = runtime.phase;
     change();
     const after = runtime.reported;
-    if (after === "loading" && before !== "loading") this.loads.push(runtime);
-    if ((after === "unloading" || (after === "stopping" && hadModel)) && !this.disposals.includes(runtime) && runtime.holdsModel) this.disposals.push(runtime);
+    // The engine's own lists: a load starts on entering `loading`, a disposal on entering a state that frees.
+    if (runtime.phase === "loading" && phaseBefore !== "loading") this.loads.push(runtime);
+    if (["unloading", "replacing", "stopping"].includes(runtime.phase) && runtime.holdsModel && !this.disposals.includes(runtime)) this.disposals.push(runtime);
     if (after !== before) this.report(runtime, after);
   }
 

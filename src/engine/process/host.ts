@@ -1,0 +1,135 @@
+import { Worker } from "node:worker_threads";
+import type { GenerationProgress } from "../../domain/generation.ts";
+import { toKekahydeError } from "../../errors.ts";
+import { createLlamaEngine } from "../llamaEngine.ts";
+import type { LoadedModel } from "../types.ts";
+import type { EngineProcessOptions, FromEngine, SerializedError, ToEngine } from "./protocol.ts";
+
+/**
+ * An engine process: runs node-llama-cpp for one model on behalf of the daemon, which started it with an IPC
+ * channel (processEngine.ts). Whatever llama.cpp does here (a native crash, an abort, a chat template that
+ * loops) ends this process at worst, never the daemon.
+ */
+
+const options = JSON.parse(process.argv[2] ?? "{}") as EngineProcessOptions;
+
+function send(message: FromEngine, done?: () => void): void {
+  if (!process.connected) return;
+  try {
+    process.send!(message, undefined, {}, () => done?.());
+  } catch {
+    // The daemon has gone: the disconnect handler ends this process.
+  }
+}
+
+const serialize = (e: unknown, code: SerializedError["code"]): SerializedError => {
+  const k = toKekahydeError(e, code);
+  return { code: k.code, message: k.message, details: k.details };
+};
+
+// No orphans: when the daemon goes away (even by SIGKILL) the IPC channel closes. A thread of its own also
+// checks that the daemon is still the parent, because this thread may be stuck in a long render or decode.
+process.on("disconnect", () => process.exit(0));
+const watchdog = new Worker(
+  `const { workerData } = require("node:worker_threads");
+   setInterval(() => { if (process.ppid !== workerData.parent) process.kill(process.pid, "SIGKILL"); }, 500);`,
+  { eval: true, workerData: { parent: process.ppid } },
+);
+watchdog.unref();
+
+const engine = createLlamaEngine({
+  gpu: options.gpu,
+  threads: options.threads,
+  contextSize: options.contextSize,
+  parallel: options.parallel,
+  onNativeLog: (level, message) => send({ type: "log", level, message }),
+});
+
+let model: LoadedModel | null = null;
+const generations = new Map<number, AbortController>();
+
+/**
+ * A generation's text and counts, sent at most once per token: what arrives while the channel is still busy
+ * with the previous message is coalesced into the next one.
+ */
+class Stream {
+  private text = "";
+  private progress: GenerationProgress | null = null;
+  private scheduled = false;
+  private sending = false;
+  constructor(private readonly id: number) {}
+  push(text: string, progress: GenerationProgress | null): void {
+    this.text += text;
+    if (progress) this.progress = progress;
+    if (!this.scheduled && !this.sending) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+  flush(): void {
+    this.scheduled = false;
+    if (this.text === "" && this.progress === null) return;
+    const message: FromEngine = { type: "stream", id: this.id, text: this.text, progress: this.progress };
+    this.text = "";
+    this.progress = null;
+    this.sending = true;
+    send(message, () => {
+      this.sending = false;
+      if (this.text !== "" || this.progress !== null) this.flush();
+    });
+  }
+}
+
+async function handle(message: ToEngine): Promise<void> {
+  switch (message.type) {
+    case "probe": {
+      try {
+        send({ type: "ready", ...(await engine.probe()) });
+      } catch (e) {
+        send({ type: "probeFailed", error: serialize(e, "ENGINE_FAILURE") });
+      }
+      return;
+    }
+    case "load": {
+      try {
+        model = await engine.load(message.plan, { signal: new AbortController().signal, onProgress: (progress) => send({ type: "loadProgress", progress }) });
+        send({ type: "loaded", info: model.info });
+      } catch (e) {
+        send({ type: "loadFailed", error: serialize(e, "MODEL_INVALID") });
+      }
+      return;
+    }
+    case "generate": {
+      const abort = new AbortController();
+      generations.set(message.id, abort);
+      const stream = new Stream(message.id);
+      try {
+        if (!model) throw toKekahydeError(new Error("no model is loaded in this engine process"), "NO_MODEL");
+        const result = await model.generate({
+          ...message.request,
+          signal: abort.signal,
+          onText: (text) => stream.push(text, null),
+          onProgress: (progress) => stream.push("", progress),
+        });
+        stream.flush();
+        send({ type: "done", id: message.id, result });
+      } catch (e) {
+        stream.flush();
+        send({ type: "failed", id: message.id, error: serialize(e, "ENGINE_FAILURE") });
+      } finally {
+        generations.delete(message.id);
+      }
+      return;
+    }
+    case "abort":
+      generations.get(message.id)?.abort();
+      return;
+    case "dispose":
+      for (const abort of generations.values()) abort.abort();
+      await model?.dispose().catch(() => {});
+      await engine.dispose().catch(() => {});
+      process.exit(0);
+  }
+}
+
+process.on("message", (message: ToEngine) => void handle(message));
