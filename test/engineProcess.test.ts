@@ -1,0 +1,60 @@
+import assert from "node:assert/strict";
+import { mkdir, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import type { ModelPlan } from "../src/domain/models.ts";
+import { createProcessEngine, type EngineExitReason } from "../src/engine/process/processEngine.ts";
+import { KekahydeError } from "../src/errors.ts";
+import { expectedContinuation } from "../src/gguf/charModel.ts";
+import { CRASH_CLASSES } from "../src/gguf/craftedModels.ts";
+import { isAlive } from "./helpers/daemonProcess.ts";
+import { FIXTURES, tinyModel } from "./helpers/fixtures.ts";
+
+/**
+ * The process boundary itself, below the machines: files that kill llama.cpp natively (here written and
+ * handed to the engine without the daemon's bounded check, which refuses them first in real use) end their
+ * engine process with a crash error that says how, and the process holding the engine goes on.
+ */
+
+/** A plan made by hand, as if the bounded check had let the file through. */
+async function unchecked(path: string): Promise<ModelPlan> {
+  const { size } = await stat(path);
+  return { path, name: null, architecture: "llama", fileSize: size, trainContextSize: 64, contextSize: 64, sequences: 1, bytes: 0, weightsBytes: 0, kvCacheBytes: 0, freeBytes: 0, onGpu: false };
+}
+
+async function craftedFile(name: string): Promise<string> {
+  const dir = join(FIXTURES, "crafted");
+  await mkdir(dir, { recursive: true });
+  const path = join(dir, `${name}.gguf`);
+  await CRASH_CLASSES.find((c) => c.name === name)!.write(path);
+  return path;
+}
+
+describe("the engine process boundary", () => {
+  const exits: EngineExitReason[] = [];
+  const engine = createProcessEngine({ gpu: "off", threads: 1, contextSize: 64, spare: false, onEngineExit: (reason) => exits.push(reason) });
+  after(() => engine.dispose());
+  const signal = new AbortController().signal;
+
+  for (const [name, how] of [
+    ["attn_q-i32", /was killed by SIGSEGV/],
+    ["head-count-0", /was killed by SIGABRT; llama\.cpp said: .*GGML_ASSERT/],
+    ["vocab-duplicate-pair", /was killed by SIGABRT; llama\.cpp said: .*GGML_ASSERT\(id_to_token\.size\(\) == token_to_id\.size\(\)\)/],
+  ] as const) {
+    it(`contains a native crash (${name}): the load fails with what killed the engine, and the engine serves the next load`, async () => {
+      const plan = await unchecked(await craftedFile(name));
+      await assert.rejects(engine.load(plan, { signal }), (e: KekahydeError) => {
+        assert.equal(e.code, "ENGINE_CRASHED");
+        assert.match(e.message, how);
+        assert.match(e.message, new RegExp(`${name}\\.gguf`), "names the file");
+        return true;
+      });
+      assert.equal(exits.at(-1), "crash");
+      const model = await engine.load(await unchecked(await tinyModel()), { signal });
+      const result = await model.generate({ prompt: "abc", raw: true, maxTokens: 6, sampling: { temperature: 0 }, signal });
+      assert.equal(result.text, expectedContinuation("abc", 6));
+      await model.dispose();
+      assert.equal(isAlive(model.info.engine_pid), false, "disposing a model ends its engine process");
+    });
+  }
+});

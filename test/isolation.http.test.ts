@@ -1,0 +1,159 @@
+import assert from "node:assert/strict";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { expectedContinuation } from "../src/gguf/charModel.ts";
+import { CRASH_CLASSES } from "../src/gguf/craftedModels.ts";
+import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
+import { childrenOf, isAlive, killStartedDaemons, spawnDaemon } from "./helpers/daemonProcess.ts";
+import { FIXTURES, skipModel, slowModel, tinyModel } from "./helpers/fixtures.ts";
+
+/**
+ * One bad model file must not take the daemon down (issue 13). Every test here runs the real engine in real
+ * engine processes: crafted files are refused before any engine starts, what only the engine can reveal
+ * (a looping chat template, a killed process) ends that model's engine process and nothing else, and engine
+ * processes never outlive the daemon.
+ */
+
+const crafted = async (name: string): Promise<string> => {
+  const c = CRASH_CLASSES.find((k) => k.name === name);
+  assert.ok(c, `crafted class ${name}`);
+  const dir = join(FIXTURES, "crafted");
+  await mkdir(dir, { recursive: true });
+  const path = join(dir, `${name}.gguf`);
+  await c.write(path);
+  return path;
+};
+
+const json = async (res: Response) => (await res.json()) as Record<string, any>;
+
+/** The model loaded beforehand (the letter-skipping one): its exact text proves the daemon and its other models go on serving. */
+async function assertGoodModelServes(d: { post: TestDaemon["post"] }): Promise<void> {
+  const res = await d.post("/run_prompt", { model: "good", prompt: "abc", raw: true, max_tokens: 8 });
+  assert.equal(res.status, 200);
+  assert.equal(await res.text(), expectedContinuation("abc", 8, 2));
+}
+
+describe("a daemon whose engines run in their own processes", () => {
+  let d: TestDaemon;
+  before(async () => {
+    d = await startTestDaemon({ maxModels: 3, keepAliveMs: -1, maxFirstTokenSeconds: 3 });
+    assert.equal((await d.post("/load_model", { path: await skipModel(), name: "good" })).status, 200);
+  });
+  after(() => d?.close());
+
+  it("refuses every crafted file the bounded check can judge with 422 and its reason, and keeps serving", async () => {
+    const refused = CRASH_CLASSES.filter((c) => c.expected === "refused");
+    assert.ok(refused.length >= 25, `${refused.length} crafted classes`);
+    for (const c of refused) {
+      const res = await d.post("/load_model", { path: await crafted(c.name), name: c.name });
+      const body = await json(res);
+      assert.equal(res.status, 422, `${c.name}: ${JSON.stringify(body)}`);
+      assert.equal(body.code, "MODEL_INVALID");
+      if (c.mentions) assert.match(body.message, c.mentions, c.name);
+      const started = performance.now();
+      const status = await d.status();
+      assert.ok(performance.now() - started < 1000);
+      assert.equal(status.last_error.code, "MODEL_INVALID", `${c.name}: /status records the refusal`);
+      assert.deepEqual(status.models.map((m: { name: string }) => m.name), ["good"]);
+    }
+    await assertGoodModelServes(d);
+  });
+
+  it("a chat template that loops: /status keeps answering in under 100 ms, the request ends with a clear timeout, the model is unloaded", async () => {
+    assert.equal((await d.post("/load_model", { path: await crafted("chat-template-loop-2m"), name: "loop" })).status, 200, "the template is only rendered for a chat");
+    const started = performance.now();
+    const chat = d.post("/run_prompt", { model: "loop", prompt: "hi" });
+    let slowest = 0;
+    let answered = false;
+    void chat.then(() => (answered = true));
+    while (!answered) {
+      const t = performance.now();
+      await d.status();
+      slowest = Math.max(slowest, performance.now() - t);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const res = await chat;
+    const body = await json(res);
+    assert.equal(res.status, 504, JSON.stringify(body));
+    assert.equal(body.code, "ENGINE_TIMEOUT");
+    assert.match(body.message, /No first token within 3 s \(--max-first-token-time\)/);
+    const took = performance.now() - started;
+    assert.ok(took > 2_500 && took < 15_000, `ended after ${took.toFixed(0)} ms`);
+    assert.ok(slowest < 100, `/status took up to ${slowest.toFixed(1)} ms while the engine was stuck`);
+    await waitUntil(async () => !(await d.status()).models.some((m: { name: string }) => m.name === "loop"), 10_000, "the stuck model unloaded");
+    assert.equal((await d.status()).last_error.code, "ENGINE_TIMEOUT");
+    await assertGoodModelServes(d);
+  });
+
+  it("an engine process killed mid-generation: its clients get the crash, the model is unloaded with last_error, the next load works", async () => {
+    const path = await slowModel();
+    assert.equal((await d.post("/load_model", { path, name: "victim" })).status, 200);
+    const victim = () => d.status().then((s) => s.models.find((m: { name: string }) => m.name === "victim"));
+    const pid = (await victim()).engine_pid as number;
+    assert.ok(pid > 0 && pid !== process.pid, `its own engine process (${pid})`);
+    const running = d.post("/run_prompt", { model: "victim", prompt: "abc", raw: true, max_tokens: 5000 });
+    await waitUntil(async () => (await victim())?.state === "generating", 10_000, "generating");
+    const waiting = d.post("/run_prompt", { model: "victim", prompt: "K", raw: true, max_tokens: 5 });
+    await waitUntil(async () => (await victim())?.queue_length === 1, 10_000, "queued");
+    process.kill(pid, "SIGKILL");
+    for (const res of await Promise.all([running, waiting])) {
+      const body = await json(res);
+      assert.equal(res.status, 500, JSON.stringify(body));
+      assert.equal(body.code, "ENGINE_CRASHED");
+      assert.match(body.message, /engine process for .*slow.* was killed by SIGKILL/);
+    }
+    const status = await d.status();
+    assert.ok(!status.models.some((m: { name: string }) => m.name === "victim"), "the victim was unloaded");
+    assert.equal(status.last_error.code, "ENGINE_CRASHED");
+    assert.equal(isAlive(pid), false);
+    await assertGoodModelServes(d);
+    assert.equal((await d.post("/load_model", { path, name: "victim" })).status, 200, "the next load works");
+    const again = await d.post("/run_prompt", { model: "victim", prompt: "abc", raw: true, max_tokens: 6 });
+    assert.equal(await again.text(), expectedContinuation("abc", 6));
+    assert.notEqual((await victim()).engine_pid, pid, "in a new engine process");
+  });
+
+  it("shows each model's engine process and its measured memory beside the estimate", async () => {
+    await waitUntil(async () => (await d.status()).models.every((m: { engine_rss_bytes: number | null }) => m.engine_rss_bytes !== null), 5_000, "a sample of every engine");
+    const status = await d.status();
+    for (const m of status.models) {
+      assert.ok(m.engine_rss_bytes > 10 * 1024 * 1024, `${m.name}: ${m.engine_rss_bytes} bytes resident`);
+      assert.ok(m.memory_bytes > 0, "the estimate beside it");
+    }
+    assert.ok(status.memory_usage > status.models.reduce((n: number, m: { engine_rss_bytes: number }) => n + m.engine_rss_bytes, 0), "memory_usage counts the daemon and its engines");
+    assert.equal(status.model_loaded, true);
+  });
+});
+
+describe("engine processes end with the daemon", () => {
+  after(killStartedDaemons);
+
+  it("SIGKILL of the daemon leaves no engine process behind, even one stuck in a chat template", async () => {
+    const daemon = await spawnDaemon(["--max-models", "2", "--max-first-token-time", "600"]);
+    assert.equal((await daemon.post("/load_model", { path: await tinyModel() })).status, 200);
+    assert.equal((await daemon.post("/load_model", { path: await crafted("chat-template-loop-2m"), name: "loop" })).status, 200);
+    void daemon.post("/run_prompt", { model: "loop", prompt: "hi" }).catch(() => {});
+    await new Promise((r) => setTimeout(r, 1_000)); // the loop's engine is now stuck rendering the template
+    const engines = childrenOf(daemon.child.pid!);
+    assert.ok(engines.length >= 2, `engine processes ${engines.join(", ")}`);
+    daemon.child.kill("SIGKILL");
+    await daemon.exited;
+    const deadline = Date.now() + 5_000;
+    while (engines.some(isAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(engines.filter(isAlive), [], "every engine process ended by itself within 5 s");
+  });
+
+  it("SIGTERM under load answers every client and exits cleanly, its engine processes with it", async () => {
+    const daemon = await spawnDaemon(["--parallel", "2"]);
+    assert.equal((await daemon.post("/load_model", { path: await slowModel() })).status, 200);
+    const clients = [0, 1, 2, 3].map((i) => daemon.post("/run_prompt", { prompt: "abc", raw: true, max_tokens: 5000, stream: i % 2 === 0 }).then(async (r) => ({ status: r.status, body: await r.text() })));
+    await waitUntil(async () => (await daemon.status()).models[0]?.running === 2, 10_000, "two generating");
+    const engines = childrenOf(daemon.child.pid!);
+    daemon.child.kill("SIGTERM");
+    const answers = await Promise.all(clients);
+    for (const a of answers) assert.ok([200, 503].includes(a.status), `answered ${a.status}: ${a.body.slice(0, 200)}`);
+    assert.equal(await daemon.exited, 0, daemon.stderr());
+    assert.deepEqual(engines.filter(isAlive), [], "no engine process left");
+  });
+});
