@@ -41,6 +41,7 @@ type Op =
   | "admitBad"
   | "loaded"
   | "loadFailed"
+  | "loadCrashed"
   | "runA"
   | "runB"
   | "runDefault"
@@ -49,6 +50,7 @@ type Op =
   | "fail"
   | "engineFail"
   | "loseA"
+  | "loseB"
   | "cancel"
   | "stopAll"
   | "stopA"
@@ -58,7 +60,7 @@ type Op =
   | "tick"
   | "sample"
   | "shutdown";
-const OPS: Op[] = ["loadA", "loadB", "loadC", "loadBig", "loadHuge", "sample", "admitOk", "admitBad", "loaded", "loadFailed", "runA", "runB", "runDefault", "runUnknown", "finish", "fail", "engineFail", "loseA", "cancel", "stopAll", "stopA", "unloadA", "unloadAll", "disposed", "tick", "shutdown"];
+const OPS: Op[] = ["loadA", "loadB", "loadC", "loadBig", "loadHuge", "sample", "admitOk", "admitBad", "loaded", "loadFailed", "loadCrashed", "runA", "runB", "runDefault", "runUnknown", "finish", "fail", "engineFail", "loseA", "loseB", "cancel", "stopAll", "stopA", "unloadA", "unloadAll", "disposed", "tick", "shutdown"];
 /** The operations that change most: the three-step walks use these. */
 const CORE: Op[] = ["loadB", "admitOk", "loaded", "runA", "runDefault", "finish", "engineFail", "stopAll", "unloadA", "disposed", "tick", "shutdown"];
 /** Where the walks start: the rules differ most with nothing loaded, a model loading, idle, or working. */
@@ -157,11 +159,15 @@ function system({ limits, input }: (typeof CONFIGS)[number]) {
         break;
       case "loaded":
         engine.finishLoad();
-        oracle.loadDone(true);
+        oracle.loadDone("ok");
         break;
       case "loadFailed":
         engine.failLoad();
-        oracle.loadDone(false);
+        oracle.loadDone("refused");
+        break;
+      case "loadCrashed":
+        engine.failLoad("ENGINE_CRASHED");
+        oracle.loadDone("crashed");
         break;
       case "runA":
         run("a");
@@ -188,9 +194,12 @@ function system({ limits, input }: (typeof CONFIGS)[number]) {
         oracle.finishGeneration("ENGINE_FAILURE");
         break;
       case "loseA":
-        engine.loseEngine("/models/a.gguf");
-        oracle.loseEngine("a");
+      case "loseB": {
+        const name = op.slice(4).toLowerCase();
+        engine.loseEngine(`/models/${name}.gguf`);
+        oracle.loseEngine(name);
         break;
+      }
       case "cancel":
         if (lastJob) {
           if (actor.getSnapshot().status === "active") actor.send({ type: "CANCEL", job: lastJob });
@@ -287,10 +296,6 @@ describe("supervisor machine, model-based against a reference model", () => {
       );
     });
   }
-
-  it("took every transition of the supervisor's definition", () => {
-    assert.deepEqual(coverage.missing(), []);
-  });
 });
 
 describe("supervisor machine, specific behaviour", () => {
@@ -344,6 +349,20 @@ describe("supervisor machine, specific behaviour", () => {
     sut.actor.stop();
   });
 
+  it("does not load again a file whose engine crashed while loading, or crashed three times", async () => {
+    const sut = system(twoModels);
+    for (const op of ["loadA", "admitOk", "loadCrashed", "loadA", "admitOk"] as Op[]) await sut.exec(op);
+    const refusal = await sut.actor.getSnapshot().context.lastError;
+    assert.equal(refusal?.code, "MODEL_INVALID");
+    assert.match(refusal!.message, /is not loaded again: its engine was lost at .* \(fake load failure \(ENGINE_CRASHED\)\)\. The daemon does not retry a file that crashes its engine\. Replace the file/);
+    for (const op of ["loadB", "admitOk", "loaded", "loseB", "loadB", "admitOk", "loaded", "loseB", "loadB", "admitOk"] as Op[]) await sut.exec(op);
+    assert.deepEqual(Object.keys(sut.actor.getSnapshot().context.models), ["b"], "after two losses while generating, b loads again");
+    for (const op of ["loaded", "loseB", "loadB", "admitOk"] as Op[]) await sut.exec(op);
+    assert.match(sut.actor.getSnapshot().context.lastError!.message, /its engine was lost 3 times/);
+    assert.deepEqual(Object.keys(sut.actor.getSnapshot().context.models), []);
+    sut.actor.stop();
+  });
+
   it("answers a request sent after shutdown at once, instead of leaving it hanging", async () => {
     const sut = system(twoModels);
     await sut.exec("shutdown");
@@ -363,5 +382,11 @@ describe("supervisor machine, specific behaviour", () => {
     assert.deepEqual(place([m("a", "busy", 1, 60)], { name: "c", bytes: 50 }, limits(5, 1000, 100)), { ok: false, reason: "machine", neededBytes: 50, availableBytes: 40 });
     assert.deepEqual(place([m("a", "idle", 1, 60)], { name: "a", bytes: 90 }, limits(1, 100)), { ok: true, evict: [] }, "a reload replaces itself");
     assert.deepEqual(place([m("a", "busy", 1, 60)], { name: "a", bytes: 90 }, limits(1, 100)), { ok: false, reason: "busy", busy: ["a"] }, "a busy model is not replaced");
+  });
+});
+
+describe("supervisor machine, coverage", () => {
+  it("the walks and the tests above took every transition of the supervisor's definition", () => {
+    assert.deepEqual(coverage.missing(), []);
   });
 });

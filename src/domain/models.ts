@@ -28,6 +28,8 @@ export interface ModelPlan {
   name: string | null;
   architecture: string;
   fileSize: number;
+  /** The file's modification time: with its size and path, what identifies this file's contents. */
+  mtimeMs: number;
   /** The context length the model was trained with. */
   trainContextSize: number | null;
   /** Tokens of context per sequence: the requested size capped at the trained length. */

@@ -32,7 +32,7 @@ async function checkAllowed(path: string, allowedDirs: readonly string[]): Promi
  * header whose tensors all lie inside the file. Everything the native loader could hang or crash on is
  * rejected here with a reason a person can act on. Read once per load (the plan carries what it found).
  */
-export async function inspectModelFile(rawPath: string, policy: ModelFilePolicy = { allowedDirs: [] }): Promise<{ path: string; gguf: GgufInfo }> {
+export async function inspectModelFile(rawPath: string, policy: ModelFilePolicy = { allowedDirs: [] }): Promise<{ path: string; gguf: GgufInfo; mtimeMs: number }> {
   let path = resolve(rawPath);
   await checkAllowed(path, policy.allowedDirs);
   let st;
@@ -52,7 +52,7 @@ export async function inspectModelFile(rawPath: string, policy: ModelFilePolicy 
     throw new KekahydeError("MODEL_INVALID", `${path} is ${kind}, not a GGUF model file. Pass the path of a .gguf file.`, { path });
   }
   try {
-    return { path, gguf: await readGgufInfo(path) };
+    return { path, gguf: await readGgufInfo(path), mtimeMs: st.mtimeMs };
   } catch (e) {
     if (e instanceof GgufFormatError) {
       throw new KekahydeError("MODEL_INVALID", `${path} is not a loadable GGUF model: ${e.message}. Use a complete .gguf file (re-download or re-convert it).`, { path });

@@ -28,7 +28,7 @@ export function contextFor(gguf: GgufInfo, settings: LoadSettings, defaultSize: 
  * library; the plan then travels with the load.
  */
 export async function planModel(rawPath: string, settings: LoadSettings, options: PlanningOptions): Promise<ModelPlan> {
-  const { path, gguf } = await inspectModelFile(rawPath, options.policy);
+  const { path, gguf, mtimeMs } = await inspectModelFile(rawPath, options.policy);
   const contextSize = contextFor(gguf, settings, options.contextSize);
   const sequences = Math.max(1, settings.parallel ?? options.parallel ?? 1);
   // Every sequence has its own KV cache of the context size.
@@ -39,6 +39,7 @@ export async function planModel(rawPath: string, settings: LoadSettings, options
     name: gguf.name,
     architecture: gguf.architecture,
     fileSize: gguf.fileSize,
+    mtimeMs,
     trainContextSize: gguf.contextLength,
     contextSize,
     sequences,

@@ -22,6 +22,8 @@ export const GUARD_MEANINGS: Record<string, string> = {
   namesIdleModel: "the request names a loaded model that is idle",
   hasNoModels: "no model is loaded",
   hasWaitingLoads: "loads wait to be admitted",
+  isQuarantinedFile: "the file (same path, size and modification time) crashed its engine while loading, or 3 times: it is not loaded again",
+  reportsEngineLoss: "a loaded model reports empty because its engine crashed or was stopped for a time limit (counted against its file)",
   placementFits: "the model fits: within `--max-models`, the budget and the machine's memory, after evicting the least recently used idle models",
   blockedByLoadingModels: "no room, and every model in the way is still loading",
   blockedByBusyModels: "no room, and models in the way are working",

@@ -3,7 +3,7 @@ import { DEFAULT_KEEP_ALIVE_MS, DEFAULT_MEMORY_FRACTION } from "../domain/defaul
 import type { GenerateResult, GenerationRequest } from "../domain/generation.ts";
 import { defaultModelName, type LoadSettings, type MemoryBudget, type ModelPlan } from "../domain/models.ts";
 import type { Engine } from "../engine/types.ts";
-import { KekahydeError, toKekahydeError } from "../errors.ts";
+import { KekahydeError, toKekahydeError, type ErrorCode } from "../errors.ts";
 import { monitorActor, type MonitorEvent } from "../monitor/monitorActor.ts";
 import { EMPTY_SAMPLE, type ResourceSample, type ResourceSampler } from "../monitor/resourceSampler.ts";
 import { place, type Placement } from "./placement.ts";
@@ -50,7 +50,24 @@ export interface ModelEntry {
   /** How long it stays loaded once idle: 0 unload at once, -1 forever. */
   keepAliveMs: number;
   expiresAt: number | null;
+  /** With `path`, what identifies the file's contents (a changed file is a new file). */
+  fileSize: number;
+  mtimeMs: number;
 }
+
+/** A file whose engine crashed (or was stopped for a time limit): not loaded again in a loop. */
+export interface CrashRecord {
+  fileSize: number;
+  mtimeMs: number;
+  /** Engines of this file lost so far. */
+  losses: number;
+  /** Refused until the file changes or the daemon restarts: it crashed while loading, or too often. */
+  quarantined: boolean;
+  error: LastError;
+}
+
+/** Engines of one file that may be lost while generating before the file is refused. */
+export const CRASHES_BEFORE_QUARANTINE = 3;
 
 export interface LoadRequest {
   path: string;
@@ -108,6 +125,8 @@ export interface SupervisorContext {
   uses: number;
   /** The last load that failed: refused before it reached a model (bad file, no room), or failed in its runtime. */
   lastError: LastError | null;
+  /** Files whose engine crashed, by real path. */
+  crashes: Record<string, CrashRecord>;
   resources: ResourceSample;
 }
 
@@ -165,8 +184,27 @@ function unknownModel(context: SupervisorContext, name: string): KekahydeError {
   );
 }
 
+/** Failures that mean the engine itself ended: its process crashed, or was stopped for a time limit. */
+const ENGINE_LOSSES = new Set<ErrorCode>(["ENGINE_CRASHED", "ENGINE_TIMEOUT"]);
+
+/** The crash record that keeps the admitted file out, if any: same path, same contents, quarantined. */
+function quarantineOf(context: SupervisorContext): CrashRecord | null {
+  const plan = context.admission?.plan;
+  const record = plan ? context.crashes[plan.path] : undefined;
+  return record && record.quarantined && record.fileSize === plan!.fileSize && record.mtimeMs === plan!.mtimeMs ? record : null;
+}
+
 /** The refusal for each reason a placement can fail, word for word. */
 const refusals = {
+  quarantined: (context: SupervisorContext): KekahydeError => {
+    const record = quarantineOf(context)!;
+    const path = context.admission!.plan!.path;
+    return new KekahydeError(
+      "MODEL_INVALID",
+      `${path} is not loaded again: its engine ${record.losses > 1 ? `was lost ${record.losses} times, last` : "was lost"} at ${record.error.at} (${record.error.message}). The daemon does not retry a file that crashes its engine. Replace the file (a changed file is tried again) or restart the daemon.`,
+      { path, crashes: record.losses, last_crash: record.error },
+    );
+  },
   loading: (context: SupervisorContext): KekahydeError => {
     const p = context.admission!.placement as Extract<Placement, { reason: "loading" }>;
     return new KekahydeError(
@@ -231,6 +269,7 @@ export const supervisorMachine = setup({
     hasNoModels: ({ context }) => entries(context).length === 0,
     hasWaitingLoads: ({ context }) => context.waitingLoads.length > 0,
 
+    isQuarantinedFile: ({ context }) => quarantineOf(context) !== null,
     placementFits: ({ context }) => context.admission?.placement?.ok === true,
     blockedByLoadingModels: ({ context }) => placementIs(context, "loading"),
     blockedByBusyModels: ({ context }) => placementIs(context, "busy"),
@@ -245,6 +284,8 @@ export const supervisorMachine = setup({
     reportsIdleUnloadingAtOnce: ({ context, event }) => event.type === "MODEL.PHASE" && event.phase === "idle" && entryOf(context, event.ref)?.keepAliveMs === 0,
     reportsIdleKeptForever: ({ context, event }) => event.type === "MODEL.PHASE" && event.phase === "idle" && (entryOf(context, event.ref)?.keepAliveMs ?? 0) < 0,
     reportsIdle: ({ context, event }) => event.type === "MODEL.PHASE" && event.phase === "idle" && entryOf(context, event.ref) !== undefined,
+    reportsEngineLoss: ({ context, event }) =>
+      event.type === "MODEL.PHASE" && event.phase === "empty" && entryOf(context, event.ref) !== undefined && event.error !== null && ENGINE_LOSSES.has(event.error.code),
     reportsEmpty: ({ context, event }) => event.type === "MODEL.PHASE" && event.phase === "empty" && entryOf(context, event.ref) !== undefined,
     reportsWork: ({ context, event }) => event.type === "MODEL.PHASE" && entryOf(context, event.ref) !== undefined,
     reportsStopped: ({ event }) => event.type === "MODEL.PHASE" && event.phase === "stopped",
@@ -387,6 +428,8 @@ export const supervisorMachine = setup({
           path: plan.path,
           phase: existing ? "loading" : "new",
           bytes: plan.bytes,
+          fileSize: plan.fileSize,
+          mtimeMs: plan.mtimeMs,
           loadedAt: now,
           loadOrder: context.uses + 1,
           lastUsed: now,
@@ -480,6 +523,19 @@ export const supervisorMachine = setup({
     clearAdmission: assign({ admission: null }),
     clearLoads: assign({ admission: null, waitingLoads: [] }),
     recordError: assign({ lastError: (_, params: { error: KekahydeError }) => errorRecord(params.error) }),
+    /** An engine of this file was lost: counted, and the file quarantined if it crashed while loading or too often. */
+    recordCrash: assign({
+      crashes: ({ context, event }) => {
+        assertEvent(event, "MODEL.PHASE");
+        const m = entryOf(context, event.ref)!;
+        const known = context.crashes[m.path];
+        const same = known && known.fileSize === m.fileSize && known.mtimeMs === m.mtimeMs;
+        const losses = (same ? known.losses : 0) + 1;
+        const whileLoading = m.phase === "new" || m.phase === "loading";
+        const record: CrashRecord = { fileSize: m.fileSize, mtimeMs: m.mtimeMs, losses, quarantined: whileLoading || losses >= CRASHES_BEFORE_QUARANTINE, error: event.error! };
+        return { ...context.crashes, [m.path]: record };
+      },
+    }),
     recordModelError: assign({
       lastError: ({ context, event }) => {
         assertEvent(event, "MODEL.PHASE");
@@ -538,6 +594,7 @@ export const supervisorMachine = setup({
     fanOutCount: 0,
     uses: 0,
     lastError: null,
+    crashes: {},
     resources: EMPTY_SAMPLE,
   }),
   invoke: {
@@ -586,6 +643,7 @@ export const supervisorMachine = setup({
           { guard: "reportsIdleUnloadingAtOnce", actions: ["recordPhase", { type: "retireModel", params: ({ context, event }) => ({ name: entryOf(context, event.ref)!.name }) }] },
           { guard: "reportsIdleKeptForever", actions: "recordPhase" },
           { guard: "reportsIdle", actions: ["recordPhase", "armKeepAlive"] },
+          { guard: "reportsEngineLoss", actions: ["recordModelError", "recordCrash", "dropModel"] },
           { guard: "reportsEmpty", actions: ["recordModelError", "dropModel"] },
           { guard: "reportsWork", actions: ["recordPhase", "cancelKeepAlive"] },
         ],
@@ -620,6 +678,7 @@ export const supervisorMachine = setup({
         },
         placing: {
           always: [
+            { guard: "isQuarantinedFile", target: "ready", actions: [{ type: "refuseAdmission", params: refusalParams("quarantined") }, { type: "recordError", params: refusalParams("quarantined") }, "clearAdmission"] },
             { guard: "placementFits", target: "evicting", actions: "retireEvicted" },
             { guard: "blockedByLoadingModels", target: "ready", actions: [{ type: "refuseAdmission", params: refusalParams("loading") }, { type: "recordError", params: refusalParams("loading") }, "clearAdmission"] },
             { guard: "blockedByBusyModels", target: "ready", actions: [{ type: "refuseAdmission", params: refusalParams("busy") }, { type: "recordError", params: refusalParams("busy") }, "clearAdmission"] },

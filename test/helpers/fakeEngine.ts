@@ -115,12 +115,12 @@ export class FakeEngine implements Engine {
     };
     loading.resolve(model);
   }
-  failLoad(): void {
-    this.loadings.shift()?.reject(new KekahydeError("MODEL_INVALID", "fake load failure"));
+  failLoad(code: ErrorCode = "MODEL_INVALID"): void {
+    this.loadings.shift()?.reject(new KekahydeError(code, `fake load failure (${code})`));
   }
   /** The engine behind the model loaded from `path` ends by itself (its process died). */
   loseEngine(path: string): void {
-    this.losses.get(path)?.resolve(new KekahydeError("ENGINE_FAILURE", "fake engine lost"));
+    this.losses.get(path)?.resolve(new KekahydeError("ENGINE_CRASHED", "fake engine process crashed"));
   }
   finishDisposals(): void {
     for (const d of this.disposals.splice(0)) d.resolve();
@@ -155,6 +155,7 @@ export function fakePlan(path: string, bytes = 1000): ModelPlan {
     name: null,
     architecture: "llama",
     fileSize: 1,
+    mtimeMs: 0,
     trainContextSize: 64,
     contextSize: 64,
     sequences: 1,

@@ -195,11 +195,12 @@ export class RuntimeOracle {
     this.phase = "idle";
   }
 
-  loadFailed(): void {
+  /** The load failed: llama.cpp refused the file (MODEL_INVALID), or its engine process crashed (ENGINE_CRASHED). */
+  loadFailed(code = "MODEL_INVALID"): void {
     if (this.phase !== "loading" || !this.load) return;
-    this.load.reply.settle("err:MODEL_INVALID");
+    this.load.reply.settle(`err:${code}`);
     this.load = null;
-    this.lastError = "MODEL_INVALID";
+    this.lastError = code;
     this.phase = "empty";
   }
 
@@ -226,15 +227,15 @@ export class RuntimeOracle {
     this.phase = "unloading";
   }
 
-  /** The engine behind the model ended by itself. */
+  /** The engine behind the model ended by itself: its process crashed. */
   engineLost(): void {
     if (this.phase !== "idle" && this.phase !== "generating" && this.phase !== "cancelling") return;
-    for (const j of [...this.running, ...this.queue]) j.reply.settle("err:ENGINE_FAILURE");
+    for (const j of [...this.running, ...this.queue]) j.reply.settle("err:ENGINE_CRASHED");
     this.orphan(this.running);
     this.running = [];
     this.queue = [];
     this.answerStops();
-    this.lastError = "ENGINE_FAILURE";
+    this.lastError = "ENGINE_CRASHED";
     this.holdsModel = false;
     this.path = null;
     this.phase = "empty";

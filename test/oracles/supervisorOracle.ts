@@ -53,6 +53,8 @@ export class SupervisorOracle {
   readonly engine: EngineGeneration[] = [];
   /** Runtimes whose engine load is under way, oldest first (as the engine's own list). */
   private loads: RuntimeOracle[] = [];
+  /** Engines lost per model file, and the files not loaded again. */
+  private crashes = new Map<string, { losses: number; quarantined: boolean }>();
   /** Runtimes whose model is being freed, in the order the engine was asked. */
   private disposals: RuntimeOracle[] = [];
   private uses = 0;
@@ -146,9 +148,11 @@ export class SupervisorOracle {
     this.place(this.admission);
   }
 
-  loadDone(ok: boolean): void {
+  /** The oldest engine load ends: loaded, refused by llama.cpp, or its engine process crashed. */
+  loadDone(outcome: "ok" | "refused" | "crashed"): void {
     const runtime = this.loads.shift();
-    if (runtime) this.touch(runtime, () => (ok ? runtime.loadDone() : runtime.loadFailed()));
+    if (!runtime) return;
+    this.touch(runtime, () => (outcome === "ok" ? runtime.loadDone() : runtime.loadFailed(outcome === "refused" ? "MODEL_INVALID" : "ENGINE_CRASHED")));
   }
 
   finishGeneration(failed?: string): void {
@@ -211,6 +215,8 @@ export class SupervisorOracle {
       this.nextAdmission();
     };
     const loading = (m: Entry) => m.view === "new" || m.view === "loading";
+    // A file that crashed its engine while loading, or three times, is not loaded again.
+    if (this.crashes.get(request.path)?.quarantined) return refuse("MODEL_INVALID");
     if (same && same.view !== "idle") return refuse(loading(same) ? "MODEL_LOADING" : "BUSY");
     const others = [...this.models.values()].filter((m) => m.name !== request.name);
     const candidates = others.filter((m) => m.view === "idle").sort((a, b) => a.useOrder - b.useOrder);
@@ -293,6 +299,7 @@ export class SupervisorOracle {
       }
       return;
     }
+    const previous = m.view;
     m.view = phase;
     m.timer = null;
     if (phase === "idle") {
@@ -302,6 +309,11 @@ export class SupervisorOracle {
     } else if (phase === "empty") {
       this.models.delete(m.name);
       if (runtime.lastError) this.lastError = runtime.lastError;
+      if (runtime.lastError === "ENGINE_CRASHED" || runtime.lastError === "ENGINE_TIMEOUT") {
+        const path = `/models/${m.name}.gguf`;
+        const losses = (this.crashes.get(path)?.losses ?? 0) + 1;
+        this.crashes.set(path, { losses, quarantined: previous === "new" || previous === "loading" || losses >= 3 });
+      }
     }
   }
 
