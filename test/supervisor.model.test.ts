@@ -46,6 +46,7 @@ type Op =
   | "runB"
   | "runDefault"
   | "runUnknown"
+  | "runCatalogueC"
   | "finish"
   | "fail"
   | "engineFail"
@@ -60,9 +61,9 @@ type Op =
   | "tick"
   | "sample"
   | "shutdown";
-const OPS: Op[] = ["loadA", "loadB", "loadC", "loadBig", "loadHuge", "sample", "admitOk", "admitBad", "loaded", "loadFailed", "loadCrashed", "runA", "runB", "runDefault", "runUnknown", "finish", "fail", "engineFail", "loseA", "loseB", "cancel", "stopAll", "stopA", "unloadA", "unloadAll", "disposed", "tick", "shutdown"];
+const OPS: Op[] = ["loadA", "loadB", "loadC", "loadBig", "loadHuge", "sample", "admitOk", "admitBad", "loaded", "loadFailed", "loadCrashed", "runA", "runB", "runDefault", "runUnknown", "runCatalogueC", "finish", "fail", "engineFail", "loseA", "loseB", "cancel", "stopAll", "stopA", "unloadA", "unloadAll", "disposed", "tick", "shutdown"];
 /** The operations that change most: the three-step walks use these. */
-const CORE: Op[] = ["loadB", "admitOk", "loaded", "runA", "runDefault", "finish", "engineFail", "stopAll", "unloadA", "disposed", "tick", "shutdown"];
+const CORE: Op[] = ["loadB", "admitOk", "loaded", "runA", "runCatalogueC", "runDefault", "finish", "engineFail", "stopAll", "unloadA", "disposed", "tick", "shutdown"];
 /** Where the walks start: the rules differ most with nothing loaded, a model loading, idle, or working. */
 const PREFIXES: Record<string, Op[]> = {
   "nothing loaded": [],
@@ -128,12 +129,12 @@ function system({ limits, input }: (typeof CONFIGS)[number]) {
     return { ticket: createTicket<T>((o) => (live[i] = answerOf(o))), reply };
   }
 
-  function run(model: string | undefined) {
+  function run(model: string | undefined, fromCatalogue = false) {
     const { ticket, reply } = request<GenerateResult>();
     const id = `job-${++jobs}`;
     lastJob = id;
-    sendRequest(actor, { type: "RUN", id, request: REQUEST, ticket, ...(model !== undefined && { model }) });
-    oracle.run(id, model, reply);
+    sendRequest(actor, { type: "RUN", id, request: REQUEST, ticket, ...(model !== undefined && { model }), ...(fromCatalogue && { load: { path: `/models/${model}.gguf` } }) });
+    oracle.run(id, model, reply, fromCatalogue);
   }
 
   async function exec(op: Op): Promise<void> {
@@ -180,6 +181,9 @@ function system({ limits, input }: (typeof CONFIGS)[number]) {
         break;
       case "runUnknown":
         run("zzz");
+        break;
+      case "runCatalogueC":
+        run("c", true);
         break;
       case "finish":
         engine.finishGeneration();

@@ -144,6 +144,18 @@ function retryAfterSeconds(context: RuntimeContext): number {
   return Math.max(1, Math.ceil((lastSeconds * (context.queue.length + 1)) / context.slots));
 }
 
+/**
+ * What `loading` and `replacing` do with requests: a generation waits for the model (in the bounded queue),
+ * anything that needs the model loaded is refused.
+ */
+const WAITING_FOR_THE_MODEL = {
+  LOAD: { actions: { type: "refuse", params: LOADING.load } },
+  RUN: [{ guard: "queueHasRoom", actions: "enqueueJob" }, { actions: { type: "refuse", params: LOADING.run } }],
+  CANCEL: { guard: "isQueuedJob", actions: ["refuseCancelledJob", "dropCancelledJob"] },
+  UNLOAD: { actions: { type: "refuse", params: LOADING.unload } },
+  STOP: [{ guard: "stopsAll", actions: ["refuseQueuedJobs", "answerStopDroppingQueue", "clearQueue"] }, { actions: "answerNothingToStop" }],
+} as const;
+
 export const runtimeMachine = setup({
   types: {
     context: {} as RuntimeContext,
@@ -164,6 +176,7 @@ export const runtimeMachine = setup({
     isQueuedJob: ({ context, event }) => context.queue.some((j) => j.id === jobIdOf(event)),
     isEngineFailure: ({ event }) => event.type === "GENERATION.FAILED" && ENGINE_FAILURES.has(event.error.code),
     stopsAll: ({ event }) => event.type === "STOP" && event.all,
+    hasWaitingJobs: ({ context }) => context.queue.length > 0,
   },
   actions: {
     // ── Telling the supervisor ──────────────────────────────────────────────────────────────────────────
@@ -223,6 +236,16 @@ export const runtimeMachine = setup({
     refuseQueuedJobs: ({ context }) => {
       const error = new KekahydeError("QUEUE_CLEARED", "Cancelled by POST /stop {\"all\": true} before it started. Send it again if you still want it.");
       for (const job of context.queue) job.ticket.reject(error);
+    },
+    /** STOP {"all": true} while the model loads: nothing runs yet, the waiting requests are dropped. */
+    answerStopDroppingQueue: ({ context, event }) => {
+      assertEvent(event, "STOP");
+      event.ticket.resolve({ stopped: false, dropped: context.queue.length });
+    },
+    /** The load that requests waited for failed: they get its error. */
+    failWaitingJobs: ({ context, event }) => {
+      assertEvent(event, "LOAD.FAILED");
+      for (const job of context.queue) job.ticket.reject(event.error);
     },
     answerStops: ({ context }) => {
       for (const { ticket, dropped } of context.stopTickets) ticket.resolve({ stopped: true, dropped });
@@ -399,13 +422,14 @@ export const runtimeMachine = setup({
         input: ({ context }) => ({ engine: context.engine, plan: context.load!.plan }),
       },
       on: {
+        ...WAITING_FOR_THE_MODEL,
         "LOAD.PROGRESS": { actions: "recordLoadProgress" },
-        "LOAD.DONE": { target: "loaded", actions: ["storeModel", "resolveLoad", "clearLoad"] },
-        "LOAD.FAILED": { target: "empty", actions: ["rejectLoad", "recordLoadError", "clearLoad"] },
-        LOAD: { actions: { type: "refuse", params: LOADING.load } },
-        RUN: { actions: { type: "refuse", params: LOADING.run } },
-        UNLOAD: { actions: { type: "refuse", params: LOADING.unload } },
-        STOP: { actions: "answerNothingToStop" },
+        "LOAD.DONE": [
+          // Requests that came while it loaded start at once: the model goes straight to work.
+          { guard: "hasWaitingJobs", target: "loaded.busy", actions: ["storeModel", "resolveLoad", "clearLoad", "startJobs"] },
+          { target: "loaded", actions: ["storeModel", "resolveLoad", "clearLoad"] },
+        ],
+        "LOAD.FAILED": { target: "empty", actions: ["rejectLoad", "failWaitingJobs", "recordLoadError", "clearLoad", "clearQueue"] },
       },
     },
     loaded: {
@@ -499,12 +523,7 @@ export const runtimeMachine = setup({
         input: ({ context }) => ({ model: context.model }),
         onDone: { target: "loading", actions: "forgetModel" },
       },
-      on: {
-        LOAD: { actions: { type: "refuse", params: LOADING.load } },
-        RUN: { actions: { type: "refuse", params: LOADING.run } },
-        UNLOAD: { actions: { type: "refuse", params: LOADING.unload } },
-        STOP: { actions: "answerNothingToStop" },
-      },
+      on: WAITING_FOR_THE_MODEL,
     },
     unloading: {
       entry: { type: "report", params: { phase: "unloading" } },

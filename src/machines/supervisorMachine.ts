@@ -89,9 +89,24 @@ export type FanOut =
   | { kind: "stop"; ticket: Ticket<StopResult>; waiting: number; stopped: boolean; dropped: number; error: KekahydeError | null }
   | { kind: "unload"; ticket: Ticket<UnloadResult>; waiting: number; unloaded: boolean; error: KekahydeError | null };
 
+/** A generation request as the supervisor gets it. */
+export interface RunRequest {
+  id: string;
+  /** A model's name; without it, the default model. */
+  model?: string;
+  /** Where the named model's file is, when it is not loaded but the catalogue has it: it is loaded first. */
+  load?: { path: string };
+  /** Names close to an unknown `model`, for the refusal. */
+  suggestions?: string[];
+  request: GenerationRequest;
+  onText?: (chunk: string) => void;
+  keepAliveMs?: number;
+  ticket: Ticket<GenerateResult>;
+}
+
 export type SupervisorEvent =
   | ({ type: "LOAD" } & LoadRequest)
-  | { type: "RUN"; id: string; model?: string; request: GenerationRequest; onText?: (chunk: string) => void; keepAliveMs?: number; ticket: Ticket<GenerateResult> }
+  | ({ type: "RUN" } & RunRequest)
   | { type: "STOP"; model?: string; all: boolean; ticket: Ticket<StopResult> }
   | { type: "UNLOAD"; model?: string; ticket: Ticket<UnloadResult> }
   | { type: "CANCEL"; job: string }
@@ -119,6 +134,8 @@ export interface SupervisorContext {
   admission: Admission | null;
   /** Loads that wait for the one being admitted, in order. */
   waitingLoads: LoadRequest[];
+  /** Generations for a model that is being admitted on their behalf, by its name: sent to it once it loads. */
+  parkedRuns: Record<string, RunRequest[]>;
   fanOuts: Record<string, FanOut>;
   fanOutCount: number;
   /** Uses so far: the source of `useOrder`. */
@@ -158,7 +175,7 @@ const departingOf = (context: SupervisorContext, ref: unknown): ModelEntry | und
 const targetOf = (context: SupervisorContext, model: string | undefined): ModelEntry | null => (model !== undefined ? (context.models[model] ?? null) : defaultModel(context));
 /** The id of a model's keep-alive timer: one per model, cancelled when it leaves idle. */
 const keepAliveId = (name: string) => `keepalive:${name}`;
-const without = (models: Record<string, ModelEntry>, names: readonly string[]) => Object.fromEntries(Object.entries(models).filter(([name]) => !names.includes(name)));
+const without = <T,>(byName: Record<string, T>, names: readonly string[]): Record<string, T> => Object.fromEntries(Object.entries(byName).filter(([name]) => !names.includes(name)));
 const departed = (m: ModelEntry): ModelEntry => ({ ...m, phase: "unloading", expiresAt: null });
 const modelNamed = (event: SupervisorEvent): string | undefined => ("model" in event ? event.model : undefined);
 
@@ -175,14 +192,21 @@ function placementOf(context: SupervisorContext, request: LoadRequest, plan: Mod
 
 const gib = (n: number) => `${(n / 1024 ** 3).toFixed(2)} GiB`;
 
-function unknownModel(context: SupervisorContext, name: string): KekahydeError {
+function unknownModel(context: SupervisorContext, name: string, suggestions: readonly string[] = []): KekahydeError {
   const loaded = Object.keys(context.models);
+  const close = [...new Set(suggestions)];
   return new KekahydeError(
     "UNKNOWN_MODEL",
-    `No model named "${name}" is loaded (loaded: ${loaded.length ? loaded.join(", ") : "none"}). Load it with POST /load_model {"path": "...", "name": "${name}"}.`,
-    { model: name, loaded },
+    `No model named "${name}" is loaded or in the models directories (loaded: ${loaded.length ? loaded.join(", ") : "none"}${close.length ? `; close names: ${close.join(", ")}` : ""}). Put its .gguf file in a models directory (GET /status shows them), or load it with POST /load_model {"path": "...", "name": "${name}"}.`,
+    { model: name, loaded, suggestions: close },
   );
 }
+
+/** The name a load will have. */
+const loadName = (load: LoadRequest): string => load.name ?? defaultModelName(load.path);
+/** Whether a load of this name is being admitted or waits to be. */
+const loadPending = (context: SupervisorContext, name: string): boolean =>
+  (context.admission !== null && loadName(context.admission.request) === name) || context.waitingLoads.some((l) => loadName(l) === name);
 
 /** Failures that mean the engine itself ended: its process crashed, or was stopped for a time limit. */
 const ENGINE_LOSSES = new Set<ErrorCode>(["ENGINE_CRASHED", "ENGINE_TIMEOUT"]);
@@ -248,6 +272,19 @@ const placementIs = (context: SupervisorContext, reason: Exclude<Placement, { ok
 /** Reads the file once and plans the load before anything is evicted for it. */
 const admitModel = fromPromise<ModelPlan, { engine: Engine; path: string; settings: LoadSettings }>(({ input }) => input.engine.plan(input.path, input.settings));
 
+/**
+ * The actions of a refused load, one list for every reason: the requester and the generations parked for the
+ * model get the refusal, it becomes the last error, and the admission ends.
+ */
+const refuseLoad = (reason: keyof typeof refusals) =>
+  [
+    { type: "refuseAdmission", params: refusalParams(reason) },
+    { type: "refuseParkedRuns", params: refusalParams(reason) },
+    { type: "recordError", params: refusalParams(reason) },
+    "clearRefusedParkedRuns",
+    "clearAdmission",
+  ] as const;
+
 export const supervisorMachine = setup({
   types: {
     context: {} as SupervisorContext,
@@ -262,8 +299,11 @@ export const supervisorMachine = setup({
   guards: {
     namesUnknownModel: ({ context, event }) => {
       const name = modelNamed(event);
-      return name !== undefined && !(name in context.models);
+      return name !== undefined && !(name in context.models) && !(event.type === "RUN" && event.load);
     },
+    namesModelLoadingOnDemand: ({ context, event }) => event.type === "RUN" && event.model !== undefined && !(event.model in context.models) && loadPending(context, event.model),
+    namesCatalogueModel: ({ context, event }) => event.type === "RUN" && event.model !== undefined && !(event.model in context.models) && event.load !== undefined,
+    isParkedJob: ({ context, event }) => event.type === "CANCEL" && Object.values(context.parkedRuns).some((runs) => runs.some((r) => r.id === event.job)),
     namesModel: ({ event }) => modelNamed(event) !== undefined,
     namesIdleModel: ({ context, event }) => context.models[modelNamed(event) ?? ""]?.phase === "idle",
     hasNoModels: ({ context }) => entries(context).length === 0,
@@ -306,7 +346,20 @@ export const supervisorMachine = setup({
     },
     refuseUnknownModel: ({ context, event }) => {
       const name = modelNamed(event);
-      if ("ticket" in event && name !== undefined) event.ticket.reject(unknownModel(context, name));
+      if ("ticket" in event && name !== undefined) event.ticket.reject(unknownModel(context, name, event.type === "RUN" ? event.suggestions : []));
+    },
+    /** The load that parked generations waited for was refused: they get its error. */
+    refuseParkedRuns: ({ context }, params: { error: KekahydeError }) => {
+      const name = context.admission && loadName(context.admission.request);
+      for (const run of (name && context.parkedRuns[name]) || []) run.ticket.reject(params.error);
+    },
+    refuseAllParkedRuns: ({ context }) => {
+      const error = new KekahydeError(SHUTTING_DOWN.code, SHUTTING_DOWN.message);
+      for (const runs of Object.values(context.parkedRuns)) for (const run of runs) run.ticket.reject(error);
+    },
+    refuseParkedJob: ({ context, event }) => {
+      assertEvent(event, "CANCEL");
+      for (const runs of Object.values(context.parkedRuns)) runs.find((r) => r.id === event.job)?.ticket.reject(new KekahydeError("CLIENT_CLOSED", "The client closed the request while its model was being loaded."));
     },
     answerNothingStopped: ({ event }) => {
       assertEvent(event, "STOP");
@@ -440,6 +493,16 @@ export const supervisorMachine = setup({
         return { models: { ...context.models, [name]: entry }, uses: context.uses + 1, lastError: null };
       });
       enqueue.sendTo(({ context: c }) => c.models[name].ref, { type: "LOAD", plan, ticket: request.ticket });
+      // Generations that asked for this model wait for it in its runtime's queue, in order.
+      for (const run of context.parkedRuns[name] ?? []) {
+        enqueue.sendTo(({ context: c }) => c.models[name].ref, { type: "RUN", id: run.id, request: run.request, onText: run.onText, ticket: run.ticket });
+      }
+      enqueue.assign({ parkedRuns: without(context.parkedRuns, [name]) });
+    }),
+    /** Loads the model a generation asked for by name: a load of the catalogue's file, as /load_model does. */
+    requestLoadOnDemand: enqueueActions(({ event, enqueue }) => {
+      assertEvent(event, "RUN");
+      enqueue.raise({ type: "LOAD", path: event.load!.path, name: event.model!, settings: {}, ...(event.keepAliveMs !== undefined && { keepAliveMs: event.keepAliveMs }), ticket: createTicket<LoadResult>() });
     }),
     armKeepAlive: enqueueActions(({ context, event, enqueue }) => {
       assertEvent(event, "MODEL.PHASE");
@@ -504,6 +567,24 @@ export const supervisorMachine = setup({
         return { ...context.models, [target.name]: used };
       },
       uses: ({ context }) => context.uses + 1,
+    }),
+    parkRun: assign({
+      parkedRuns: ({ context, event }) => {
+        assertEvent(event, "RUN");
+        const { type: _, ...run } = event;
+        return { ...context.parkedRuns, [run.model!]: [...(context.parkedRuns[run.model!] ?? []), run] };
+      },
+    }),
+    dropParkedJob: assign({
+      parkedRuns: ({ context, event }) => {
+        assertEvent(event, "CANCEL");
+        return Object.fromEntries(Object.entries(context.parkedRuns).map(([name, runs]) => [name, runs.filter((r) => r.id !== event.job)]));
+      },
+    }),
+    clearParkedRuns: assign({ parkedRuns: {} }),
+    /** Forgets the generations parked for the load being refused (they have been answered). */
+    clearRefusedParkedRuns: assign({
+      parkedRuns: ({ context }) => (context.admission ? without(context.parkedRuns, [loadName(context.admission.request)]) : context.parkedRuns),
     }),
     queueLoad: assign({
       waitingLoads: ({ context, event }) => {
@@ -590,6 +671,7 @@ export const supervisorMachine = setup({
     departing: [],
     admission: null,
     waitingLoads: [],
+    parkedRuns: {},
     fanOuts: {},
     fanOutCount: 0,
     uses: 0,
@@ -615,9 +697,12 @@ export const supervisorMachine = setup({
   states: {
     serving: {
       on: {
-        SHUTDOWN: { target: "stopping", actions: ["refusePendingLoads", "clearLoads", "cancelAllKeepAlives", "shutDownModels"] },
+        SHUTDOWN: { target: "stopping", actions: ["refusePendingLoads", "refuseAllParkedRuns", "clearLoads", "clearParkedRuns", "cancelAllKeepAlives", "shutDownModels"] },
         RUN: [
           { guard: "namesUnknownModel", actions: "refuseUnknownModel" },
+          // A model named by a request but not loaded: the catalogue's file is loaded, the request waits for it.
+          { guard: "namesModelLoadingOnDemand", actions: "parkRun" },
+          { guard: "namesCatalogueModel", actions: ["parkRun", "requestLoadOnDemand"] },
           { guard: "hasNoModels", actions: { type: "refuse", params: NO_MODEL } },
           { actions: ["forwardRun", "markUsed"] },
         ],
@@ -634,7 +719,7 @@ export const supervisorMachine = setup({
           { guard: "hasNoModels", actions: "answerNothingUnloaded" },
           { actions: "fanOutUnload" },
         ],
-        CANCEL: { actions: "forwardCancel" },
+        CANCEL: [{ guard: "isParkedJob", actions: ["refuseParkedJob", "dropParkedJob"] }, { actions: "forwardCancel" }],
         "MODEL.PHASE": [
           { guard: "isDepartedReport", actions: "releaseDeparted" },
           { guard: "isDepartingReport" },
@@ -667,7 +752,9 @@ export const supervisorMachine = setup({
               target: "ready",
               actions: [
                 { type: "refuseAdmission", params: ({ event }) => ({ error: toKekahydeError(event.error, "MODEL_INVALID") }) },
+                { type: "refuseParkedRuns", params: ({ event }) => ({ error: toKekahydeError(event.error, "MODEL_INVALID") }) },
                 { type: "recordError", params: ({ event }) => ({ error: toKekahydeError(event.error, "MODEL_INVALID") }) },
+                "clearRefusedParkedRuns",
                 "clearAdmission",
               ],
             },
@@ -678,12 +765,12 @@ export const supervisorMachine = setup({
         },
         placing: {
           always: [
-            { guard: "isQuarantinedFile", target: "ready", actions: [{ type: "refuseAdmission", params: refusalParams("quarantined") }, { type: "recordError", params: refusalParams("quarantined") }, "clearAdmission"] },
+            { guard: "isQuarantinedFile", target: "ready", actions: refuseLoad("quarantined") },
             { guard: "placementFits", target: "evicting", actions: "retireEvicted" },
-            { guard: "blockedByLoadingModels", target: "ready", actions: [{ type: "refuseAdmission", params: refusalParams("loading") }, { type: "recordError", params: refusalParams("loading") }, "clearAdmission"] },
-            { guard: "blockedByBusyModels", target: "ready", actions: [{ type: "refuseAdmission", params: refusalParams("busy") }, { type: "recordError", params: refusalParams("busy") }, "clearAdmission"] },
-            { guard: "overMachineMemory", target: "ready", actions: [{ type: "refuseAdmission", params: refusalParams("machine") }, { type: "recordError", params: refusalParams("machine") }, "clearAdmission"] },
-            { guard: "overMemoryBudget", target: "ready", actions: [{ type: "refuseAdmission", params: refusalParams("budget") }, { type: "recordError", params: refusalParams("budget") }, "clearAdmission"] },
+            { guard: "blockedByLoadingModels", target: "ready", actions: refuseLoad("loading") },
+            { guard: "blockedByBusyModels", target: "ready", actions: refuseLoad("busy") },
+            { guard: "overMachineMemory", target: "ready", actions: refuseLoad("machine") },
+            { guard: "overMemoryBudget", target: "ready", actions: refuseLoad("budget") },
           ],
         },
         evicting: {

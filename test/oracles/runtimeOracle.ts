@@ -103,6 +103,8 @@ export class RuntimeOracle {
         return reply.settle("err:NO_MODEL");
       case "loading":
       case "replacing":
+        // It waits for the model, in the queue.
+        if (this.queue.length < this.limits.maxQueue) return void this.queue.push({ id, reply, aborted: false });
         return reply.settle("err:MODEL_LOADING");
       case "unloading":
         return reply.settle("err:MODEL_UNLOADING");
@@ -126,6 +128,12 @@ export class RuntimeOracle {
 
   stop(all: boolean, reply: Reply): void {
     if (this.phase === "stopped") return reply.settle("err:SHUTTING_DOWN");
+    if (this.phase === "loading" || this.phase === "replacing") {
+      // Nothing runs yet; with `all`, the requests waiting for the model are dropped.
+      const dropped = all ? this.queue.length : 0;
+      if (all) for (const job of this.queue.splice(0)) job.reply.settle("err:QUEUE_CLEARED");
+      return reply.settle(`ok:stopped=false,dropped=${dropped}`);
+    }
     if (this.phase !== "generating" && this.phase !== "cancelling") return reply.settle("ok:stopped=false,dropped=0");
     let dropped = 0;
     if (all) {
@@ -163,7 +171,7 @@ export class RuntimeOracle {
 
   /** The client of job `id` went away. */
   cancel(id: string): void {
-    if (this.phase !== "generating" && this.phase !== "cancelling") return;
+    if (this.phase !== "generating" && this.phase !== "cancelling" && this.phase !== "loading" && this.phase !== "replacing") return;
     const running = this.running.find((j) => j.id === id);
     if (running) return this.abort(running);
     const queued = this.queue.findIndex((j) => j.id === id);
@@ -192,13 +200,16 @@ export class RuntimeOracle {
     this.load.reply.settle("ok:loaded");
     this.load = null;
     this.lastError = null;
-    this.phase = "idle";
+    // Requests that waited for the model start at once.
+    this.phase = this.queue.length > 0 ? "generating" : "idle";
+    this.fill();
   }
 
   /** The load failed: llama.cpp refused the file (MODEL_INVALID), or its engine process crashed (ENGINE_CRASHED). */
   loadFailed(code = "MODEL_INVALID"): void {
     if (this.phase !== "loading" || !this.load) return;
     this.load.reply.settle(`err:${code}`);
+    for (const job of this.queue.splice(0)) job.reply.settle(`err:${code}`);
     this.load = null;
     this.lastError = code;
     this.phase = "empty";

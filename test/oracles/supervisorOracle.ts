@@ -48,6 +48,8 @@ export class SupervisorOracle {
   departing: Entry[] = [];
   private admission: LoadRequest | null = null;
   private waiting: LoadRequest[] = [];
+  /** Generations waiting for the admission of the model they named. */
+  private parked: Array<{ id: string; model: string; reply: Reply }> = [];
   lastError: string | null = null;
   /** Generations the engine holds, oldest first, over all models. */
   readonly engine: EngineGeneration[] = [];
@@ -76,8 +78,15 @@ export class SupervisorOracle {
     this.nextAdmission();
   }
 
-  run(id: string, model: string | undefined, reply: Reply): void {
+  /** A generation; `fromCatalogue`: the named model is not loaded but its file is known, so it is loaded first. */
+  run(id: string, model: string | undefined, reply: Reply, fromCatalogue = false): void {
     if (this.stoppingOrStopped(reply)) return;
+    if (model !== undefined && !this.models.has(model) && fromCatalogue) {
+      const pending = this.admission?.name === model || this.waiting.some((l) => l.name === model);
+      this.parked.push({ id, model, reply });
+      if (!pending) this.load(model, new Reply());
+      return;
+    }
     if (model !== undefined && !this.models.has(model)) return reply.settle("err:UNKNOWN_MODEL");
     const target = model !== undefined ? this.models.get(model)! : this.defaultModel;
     if (!target) return reply.settle("err:NO_MODEL");
@@ -118,6 +127,11 @@ export class SupervisorOracle {
 
   cancel(id: string): void {
     if (this.phase === "stopping" || this.phase === "stopped") return;
+    const parked = this.parked.find((p) => p.id === id);
+    if (parked) {
+      this.parked = this.parked.filter((p) => p !== parked);
+      return parked.reply.settle("err:CLIENT_CLOSED");
+    }
     for (const m of [...this.models.values()]) this.touch(m.runtime, () => m.runtime.cancel(id));
   }
 
@@ -125,6 +139,7 @@ export class SupervisorOracle {
     if (this.phase === "stopping" || this.phase === "stopped") return;
     this.admission?.reply.settle("err:SHUTTING_DOWN");
     for (const l of this.waiting) l.reply.settle("err:SHUTTING_DOWN");
+    for (const p of this.parked.splice(0)) p.reply.settle("err:SHUTTING_DOWN");
     this.admission = null;
     this.waiting = [];
     this.phase = "stopping";
@@ -140,6 +155,7 @@ export class SupervisorOracle {
     if (this.phase !== "serving.admitting" || !this.admission) return;
     if (!ok) {
       this.admission.reply.settle("err:MODEL_INVALID");
+      this.refuseParked(this.admission.name, "MODEL_INVALID");
       this.lastError = "MODEL_INVALID";
       this.admission = null;
       this.phase = "serving.ready";
@@ -209,6 +225,7 @@ export class SupervisorOracle {
     const same = this.models.get(request.name);
     const refuse = (code: string) => {
       request.reply.settle(`err:${code}`);
+      this.refuseParked(request.name, code);
       this.lastError = code;
       this.admission = null;
       this.phase = "serving.ready";
@@ -257,7 +274,15 @@ export class SupervisorOracle {
     this.models.set(request.name, entry);
     this.lastError = null;
     this.touch(entry.runtime, () => entry.runtime.loadModel(request.path, request.reply));
+    // Generations that asked for this model wait for it in its queue, in order.
+    for (const p of this.parked.filter((p) => p.model === request.name)) this.touch(entry.runtime, () => entry.runtime.run(p.id, p.reply));
+    this.parked = this.parked.filter((p) => p.model !== request.name);
     this.nextAdmission();
+  }
+
+  private refuseParked(name: string, code: string): void {
+    for (const p of this.parked.filter((p) => p.model === name)) p.reply.settle(`err:${code}`);
+    this.parked = this.parked.filter((p) => p.model !== name);
   }
 
   /** A model leaves the set: its runtime frees it, and it is departing until then. */
