@@ -57,4 +57,38 @@ describe("the engine process boundary", () => {
       assert.equal(isAlive(model.info.engine_pid), false, "disposing a model ends its engine process");
     });
   }
+
+  it("an abort after a generation has ended does nothing: the model's engine lives on", async () => {
+    const quick = createProcessEngine({ gpu: "off", threads: 1, contextSize: 64, spare: false, abortGraceMs: 200 });
+    try {
+      const model = await quick.load(await unchecked(await tinyModel()), { signal });
+      const request = new AbortController();
+      const first = await model.generate({ prompt: "abc", raw: true, maxTokens: 4, sampling: { temperature: 0 }, signal: request.signal });
+      assert.equal(first.text, expectedContinuation("abc", 4));
+      // What the runtime does when it releases a job: its actor stops, which aborts the (ended) request.
+      request.abort();
+      await new Promise((r) => setTimeout(r, 600));
+      assert.equal(isAlive(model.info.engine_pid), true, "not killed as a stuck generation");
+      const second = await model.generate({ prompt: "K", raw: true, maxTokens: 4, sampling: { temperature: 0 }, signal });
+      assert.equal(second.text, expectedContinuation("K", 4));
+    } finally {
+      await quick.dispose();
+    }
+  });
+
+  it("a generation that does not stop when asked is ended with its process, as stuck", async () => {
+    const quick = createProcessEngine({ gpu: "off", threads: 1, contextSize: 256, spare: false, abortGraceMs: 300 });
+    try {
+      const model = await quick.load(await unchecked(await craftedFile("chat-template-loop-2m")), { signal });
+      const request = new AbortController();
+      const chat = model.generate({ prompt: "hi", raw: false, sampling: {}, signal: request.signal });
+      await new Promise((r) => setTimeout(r, 300)); // rendering the looping template now
+      request.abort();
+      await assert.rejects(chat, (e: KekahydeError) => e.code === "ENGINE_TIMEOUT" && /did not stop within 0\.3 s/.test(e.message));
+      assert.equal((await model.lost).code, "ENGINE_TIMEOUT");
+      assert.equal(isAlive(model.info.engine_pid), false);
+    } finally {
+      await quick.dispose();
+    }
+  });
 });

@@ -202,6 +202,8 @@ interface Pending {
   options: GenerateOptions;
   firstToken: ReturnType<typeof setTimeout> | undefined;
   grace: ReturnType<typeof setTimeout> | undefined;
+  /** Stops listening to the request's abort signal (once it has ended, an abort means nothing). */
+  unlisten(): void;
 }
 
 /** A model loaded in an engine process. */
@@ -238,6 +240,7 @@ class ProcessLoadedModel implements LoadedModel {
   private settle(id: number, p: Pending, answer: () => void): void {
     clearTimeout(p.firstToken);
     clearTimeout(p.grace);
+    p.unlisten();
     this.pending.delete(id);
     answer();
   }
@@ -276,9 +279,8 @@ class ProcessLoadedModel implements LoadedModel {
               maxFirstTokenMs,
             )
           : undefined;
-      const pending: Pending = { resolve, reject, options, firstToken, grace: undefined };
-      this.pending.set(id, pending);
       const abort = () => {
+        if (this.pending.get(id) !== pending) return;
         this.process.send({ type: "abort", id });
         // A generation that cannot stop (stuck in native code or a template) ends with its process.
         pending.grace = setTimeout(
@@ -289,6 +291,8 @@ class ProcessLoadedModel implements LoadedModel {
           abortGraceMs,
         );
       };
+      const pending: Pending = { resolve, reject, options, firstToken, grace: undefined, unlisten: () => signal.removeEventListener("abort", abort) };
+      this.pending.set(id, pending);
       if (signal.aborted) abort();
       else signal.addEventListener("abort", abort, { once: true });
       this.process.send({ type: "generate", id, request });
