@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { parse as parseToml } from "smol-toml";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 import type { GpuMode, MemoryBudget } from "./domain/models.ts";
+import { defaultModelsDir } from "./catalogue/paths.ts";
 import { DURATION_HELP, parseDuration } from "./duration.ts";
 import { DEFAULT_CONTEXT_SIZE, DEFAULT_KEEP_ALIVE_MS, DEFAULT_MAX_FIRST_TOKEN_SECONDS, DEFAULT_MAX_LOAD_SECONDS, DEFAULT_MAX_QUEUE, DEFAULT_MEMORY_FRACTION } from "./domain/defaults.ts";
 
@@ -165,7 +166,15 @@ export const OPTIONS: readonly OptionDoc[] = [
   { flag: "insecure-no-api-key", env: "KEKAHYDE_INSECURE_NO_API_KEY", key: "insecureNoApiKey", value: "", kind: "flag", help: "DANGEROUS: allow a non-loopback --host without an API key", parse: bool },
   { flag: "allowed-hosts", env: "KEKAHYDE_ALLOWED_HOSTS", key: "allowedHosts", value: "NAME", kind: "list", help: "Host header names accepted besides loopback ones (repeat, or comma-separate)", parse: text },
   { flag: "allowed-origins", env: "KEKAHYDE_ALLOWED_ORIGINS", key: "allowedOrigins", value: "ORIGIN", kind: "list", help: "browser origins allowed to call the API, e.g. http://localhost:5173 (repeat, or comma-separate)", parse: text },
-  { flag: "models-dir", env: "KEKAHYDE_MODELS_DIR", key: "modelsDirs", value: "DIR", kind: "list", help: `only load models from inside DIR (repeat; env: ${delimiter}-separated)`, parse: text },
+  {
+    flag: "models-dir",
+    env: "KEKAHYDE_MODELS_DIR",
+    key: "modelsDirs",
+    value: "DIR",
+    kind: "list",
+    help: `models directory: its .gguf files are served by name, and paths outside it are refused (repeat; env: ${delimiter}-separated). Without it: ${defaultModelsDir()}, which restricts nothing`,
+    parse: text,
+  },
   { flag: "max-body", env: "KEKAHYDE_MAX_BODY", key: "maxBodyBytes", value: "SIZE", help: "largest request body, e.g. 1MiB; larger gets 413", parse: byteSize },
   { flag: "rate-limit", env: "KEKAHYDE_RATE_LIMIT", key: "rateLimit", value: "N", help: "requests per minute per client address (reads: 10x N); more get 429", parse: integer(1, 1_000_000) },
   { flag: "max-generation-time", env: "KEKAHYDE_MAX_GENERATION_TIME", key: "maxGenerationSeconds", value: "SECONDS", help: "end any generation after this long (finish reason 'timeout')", parse: integer(1, 86_400) },

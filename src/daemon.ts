@@ -1,6 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createActor, waitFor, type Actor } from "xstate";
+import { createCatalogue, defaultDigestCacheFile, defaultModelsDir } from "./catalogue/index.ts";
 import { ConfigError, type ServeConfig } from "./config.ts";
 import { createProcessEngine } from "./engine/process/processEngine.ts";
 import { detectDefaultThreads } from "./engine/threads.ts";
@@ -79,6 +80,14 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
         },
       });
   const engine = givenEngine ?? processEngine!;
+  // The models by name: --models-dir, or the default directory (which does not restrict /load_model's paths).
+  const catalogue = createCatalogue({
+    dirs: config.modelsDirs.length > 0 ? config.modelsDirs : [defaultModelsDir()],
+    digestCacheFile: defaultDigestCacheFile(),
+    onWarning: (message, details) => log.warn({ event: "catalogue", ...details }, message),
+  });
+  // A first scan at start-up: clashes are logged now and digests start computing in the background.
+  void catalogue.list().catch(() => {});
   const feed = new RuntimeFeed();
   let supervisorRef: Actor<SupervisorMachine> | undefined;
   const toFeed = feed.inspector(() => supervisorRef);
@@ -107,7 +116,7 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
   const startedAt = Date.now();
 
   const app = createApp(
-    { supervisor, startedAt, defaultThreads: threads, feed, metrics: metrics.watch(supervisor, feed), modelsDirs: config.modelsDirs },
+    { supervisor, startedAt, defaultThreads: threads, feed, metrics: metrics.watch(supervisor, feed), modelsDirs: config.modelsDirs, catalogue },
     {
       listenHost: config.host,
       allowedHosts: config.allowedHosts,
@@ -160,6 +169,7 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
       await waitFor(supervisor, (s) => s.status === "done", { timeout: 30_000 }).catch(() => {});
       supervisor.stop();
       stately?.stop();
+      catalogue.close();
       await engine.dispose();
       server.closeIdleConnections();
       setTimeout(() => server.closeAllConnections(), 2_000).unref();

@@ -35,6 +35,8 @@ export interface GenerationRequest {
   stop?: string[];
   /** Output constrained to this JSON schema (checked on the request side: src/server/jsonSchema.ts). */
   jsonSchema?: Record<string, unknown>;
+  /** Output constrained to JSON of any shape (Ollama's `"format": "json"`). */
+  json?: boolean;
   sampling: SamplingOptions;
   /** Ends the generation after this long, with finish reason "timeout". */
   timeLimitMs?: number;

@@ -127,7 +127,11 @@ class LlamaLoadedModel implements LoadedModel {
         );
       }
       const room = contextSize - promptTokens;
-      const grammar = request.jsonSchema ? await this.llama.createGrammarForJsonSchema(toGrammarSchema(request.jsonSchema) as never) : undefined;
+      const grammar = request.jsonSchema
+        ? await this.llama.createGrammarForJsonSchema(toGrammarSchema(request.jsonSchema) as never)
+        : request.json
+          ? await this.llama.getGrammarFor("json")
+          : undefined;
       let completionTokens = 0;
       let firstTokenMs: number | null = null;
       const report = () => request.onProgress?.({ promptTokens, completionTokens, firstTokenMs });

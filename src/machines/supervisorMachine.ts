@@ -94,8 +94,8 @@ export interface RunRequest {
   id: string;
   /** A model's name; without it, the default model. */
   model?: string;
-  /** Where the named model's file is, when it is not loaded but the catalogue has it: it is loaded first. */
-  load?: { path: string };
+  /** Where the named model's file is, when it is not loaded but the catalogue has it: it is loaded first, with these settings. */
+  load?: { path: string; settings?: LoadSettings };
   /** Names close to an unknown `model`, for the refusal. */
   suggestions?: string[];
   request: GenerationRequest;
@@ -502,7 +502,7 @@ export const supervisorMachine = setup({
     /** Loads the model a generation asked for by name: a load of the catalogue's file, as /load_model does. */
     requestLoadOnDemand: enqueueActions(({ event, enqueue }) => {
       assertEvent(event, "RUN");
-      enqueue.raise({ type: "LOAD", path: event.load!.path, name: event.model!, settings: {}, ...(event.keepAliveMs !== undefined && { keepAliveMs: event.keepAliveMs }), ticket: createTicket<LoadResult>() });
+      enqueue.raise({ type: "LOAD", path: event.load!.path, name: event.model!, settings: event.load!.settings ?? {}, ...(event.keepAliveMs !== undefined && { keepAliveMs: event.keepAliveMs }), ticket: createTicket<LoadResult>() });
     }),
     armKeepAlive: enqueueActions(({ context, event, enqueue }) => {
       assertEvent(event, "MODEL.PHASE");

@@ -13,6 +13,7 @@ import { healthRoute } from "./routes/health.ts";
 import { inspectorRoutes } from "./routes/inspector.ts";
 import { loadModelRoute } from "./routes/loadModel.ts";
 import { metricsRoute } from "./routes/metrics.ts";
+import { ollamaRoutes } from "./routes/ollama.ts";
 import { openAiRoutes } from "./routes/openai.ts";
 import { runPromptRoute } from "./routes/runPrompt.ts";
 import { statusRoute } from "./routes/status.ts";
@@ -45,6 +46,7 @@ export function createApp(deps: RouteDeps, security: SecurityOptions, log: Logge
     stopRoute,
     statusRoute,
     openAiRoutes,
+    ollamaRoutes,
     eventsRoute,
     inspectorRoutes,
     metricsRoute,

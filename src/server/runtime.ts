@@ -1,4 +1,5 @@
 import type { Actor } from "xstate";
+import type { Catalogue } from "../catalogue/index.ts";
 import type { RuntimeFeed } from "../machines/feed.ts";
 import type { SupervisorMachine } from "../machines/supervisorMachine.ts";
 import type { DaemonMetrics } from "./metrics.ts";
@@ -12,6 +13,8 @@ export interface RouteDeps {
   /** State changes and resource samples as they happen (GET /events). */
   feed: RuntimeFeed;
   metrics: DaemonMetrics;
-  /** --models-dir folders, whose models /v1/models lists as loadable. */
+  /** --models-dir folders (empty: any path may be loaded). */
   modelsDirs: readonly string[];
+  /** The models in the models directories (--models-dir, or the default one), by name. */
+  catalogue: Catalogue;
 }

@@ -87,13 +87,19 @@ function optionalKeepAlive(body: Body): number | undefined {
   return ms;
 }
 
-/** Which model a request is for, and how long that model should then stay loaded. */
+/**
+ * Which model a request is for, and how long that model should then stay loaded. `load` and `suggestions`
+ * are filled in by the catalogue lookup (src/server/modelRouting.ts): where the named model's file is when it
+ * is not loaded, or which names come close when it is nowhere.
+ */
 export interface Routing {
   model?: string;
   keepAliveMs?: number;
+  load?: { path: string; settings?: LoadSettings };
+  suggestions?: string[];
 }
 
-export function parseRouting(body: Body): Routing {
+export function parseRouting(body: Body): Pick<Routing, "model" | "keepAliveMs"> {
   const routing: Routing = { model: optionalModelName(body, "model"), keepAliveMs: optionalKeepAlive(body) };
   if (routing.model === undefined) delete routing.model;
   if (routing.keepAliveMs === undefined) delete routing.keepAliveMs;
@@ -133,8 +139,9 @@ export function parseRunPrompt(body: Body): RunPromptRequest {
   };
 }
 
+/** A load by path, or by a name the catalogue knows (then `path` is missing until the route looks it up). */
 export interface LoadModelRequest {
-  path: string;
+  path?: string;
   name?: string;
   settings: LoadSettings;
   keepAliveMs?: number;
@@ -142,8 +149,13 @@ export interface LoadModelRequest {
 
 export function parseLoadModel(body: Body): LoadModelRequest {
   const path = body.path;
-  if (typeof path !== "string" || path.trim() === "") {
-    throw new KekahydeError("BAD_REQUEST", 'Body needs "path": the path of a .gguf model file, e.g. {"path": "/abs/model.gguf"}.', { field: "path" });
+  const named = body.path === undefined && typeof body.name === "string" && body.name.trim() !== "";
+  if (!named && (typeof path !== "string" || path.trim() === "")) {
+    throw new KekahydeError(
+      "BAD_REQUEST",
+      'Body needs "path": the path of a .gguf model file, e.g. {"path": "/abs/model.gguf"}, or "name": a model in the models directories, e.g. {"name": "qwen2.5-7b-q4_k_m"}.',
+      { field: "path" },
+    );
   }
   const settings: LoadSettings = {
     contextSize: optionalNumber(body, "context_size", { min: 16, max: 1 << 20, integer: true }),
@@ -151,7 +163,8 @@ export function parseLoadModel(body: Body): LoadModelRequest {
     threads: optionalNumber(body, "threads", { min: 1, max: 1024, integer: true }),
   };
   for (const key of Object.keys(settings) as Array<keyof LoadSettings>) if (settings[key] === undefined) delete settings[key];
-  const request: LoadModelRequest = { path, name: optionalModelName(body, "name"), settings, keepAliveMs: optionalKeepAlive(body) };
+  const request: LoadModelRequest = { path: named ? undefined : (path as string), name: optionalModelName(body, "name"), settings, keepAliveMs: optionalKeepAlive(body) };
+  if (request.path === undefined) delete request.path;
   if (request.name === undefined) delete request.name;
   if (request.keepAliveMs === undefined) delete request.keepAliveMs;
   return request;

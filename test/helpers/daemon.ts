@@ -1,7 +1,9 @@
+import { join } from "node:path";
 import { Writable } from "node:stream";
 import { DEFAULTS, type ServeConfig } from "../../src/config.ts";
 import { startDaemon, type Daemon } from "../../src/daemon.ts";
 import { createLogger } from "../../src/log.ts";
+import { FIXTURES } from "./fixtures.ts";
 
 /** Log lines a test daemon wrote, parsed; kept in memory so tests can assert on them. */
 export class LogCapture extends Writable {
@@ -18,6 +20,9 @@ export interface TestDaemon extends Daemon {
   get(path: string): Promise<Response>;
   status(): Promise<Record<string, any>>;
 }
+
+// Digests of model files persist in $XDG_CACHE_HOME; tests keep theirs in the git-ignored fixtures folder.
+process.env.XDG_CACHE_HOME ??= join(FIXTURES, "cache");
 
 /** Starts the real daemon (real node-llama-cpp engine) on a free loopback port. */
 export async function startTestDaemon(overrides: Partial<ServeConfig> = {}, timeouts?: { headersMs: number; requestMs: number }): Promise<TestDaemon> {

@@ -12,8 +12,8 @@ function openAiError(error: KekahydeError, status: number) {
 }
 
 /**
- * Turns every error into `{"success": false, "message", "code", ...details}` with the status its code maps
- * to. Unexpected errors are logged in full and answered with a generic message: no stack trace leaves.
+ * Turns every error into `{"success": false, "message", "code", ...details}` (OpenAI's shape under /v1/,
+ * Ollama's `{"error"}` under /api/) with the status its code maps to. Unexpected errors are logged in full and answered with a generic message: no stack trace leaves.
  */
 export function errorResponses(log: Logger): Middleware {
   return async (ctx, next) => {
@@ -38,7 +38,11 @@ export function errorResponses(log: Logger): Middleware {
       }
       ctx.status = HTTP_STATUS[error.code];
       if (typeof error.details.retry_after_s === "number") ctx.set("Retry-After", String(error.details.retry_after_s));
-      ctx.body = ctx.path.startsWith("/v1/") ? openAiError(error, ctx.status) : { success: false, message: error.message, code: error.code, ...error.details };
+      ctx.body = ctx.path.startsWith("/v1/")
+        ? openAiError(error, ctx.status)
+        : ctx.path.startsWith("/api/")
+          ? { error: error.message }
+          : { success: false, message: error.message, code: error.code, ...error.details };
     }
   };
 }

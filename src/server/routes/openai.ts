@@ -1,13 +1,11 @@
 import { randomUUID } from "node:crypto";
-import { readdir } from "node:fs/promises";
-import { join } from "node:path";
 import { openAiTarget, servedModelName } from "../../machines/selectors.ts";
-import { defaultModelName } from "../../domain/models.ts";
 import type { Routing } from "../validation.ts";
 import type Router from "@koa/router";
 import type { FinishReason, GenerateResult } from "../../domain/generation.ts";
 import { generate, generateStreaming, type StreamFormat } from "../generation.ts";
 import { requireBody } from "../middleware/jsonBody.ts";
+import { routeByName } from "../modelRouting.ts";
 import { parseChatCompletion, parseCompletion } from "../openai/requests.ts";
 import type { RouteDeps } from "../runtime.ts";
 
@@ -18,33 +16,27 @@ const usage = (r: GenerateResult) => ({ prompt_tokens: r.promptTokens, completio
 const now = () => Math.floor(Date.now() / 1000);
 const sse = (data: unknown) => `data: ${JSON.stringify(data)}\n\n`;
 
-/** Where an OpenAI request goes, and the name its response reports. */
-function target(deps: RouteDeps, requested: string | null): { routing: Routing; model: string } {
+/**
+ * Where an OpenAI request goes, and the name its response reports: a loaded model of that name, or one in the
+ * models directories (loaded on first use); any other name as before (see openAiTarget).
+ */
+async function target(deps: RouteDeps, requested: string | null): Promise<{ routing: Routing; model: string }> {
+  if (requested !== null) {
+    const to = await routeByName(deps, requested);
+    if (to.load || (to.model !== undefined && to.model in deps.supervisor.getSnapshot().context.models)) return { routing: to, model: to.model! };
+  }
   const snapshot = deps.supervisor.getSnapshot();
   const routing = openAiTarget(snapshot, requested);
   return { routing, model: servedModelName(snapshot, routing) };
-}
-
-/** `.gguf` files directly in the --models-dir folders, by model name. */
-async function loadableModels(dirs: readonly string[]): Promise<Map<string, string>> {
-  const found = new Map<string, string>();
-  for (const dir of dirs) {
-    const names = await readdir(dir).catch(() => [] as string[]);
-    for (const file of names.filter((n) => /\.gguf$/i.test(n)).sort()) {
-      const name = defaultModelName(file);
-      if (!found.has(name)) found.set(name, join(dir, file));
-    }
-  }
-  return found;
 }
 
 export function openAiRoutes(router: Router, deps: RouteDeps): void {
   router.get("/v1/models", async (ctx) => {
     const { models } = deps.supervisor.getSnapshot().context;
     const loaded = Object.values(models).map((m) => ({ id: m.name, object: "model", created: Math.floor(m.loadedAt / 1000), owned_by: "kekahyde", loaded: true, path: m.path }));
-    const loadable = [...(await loadableModels(deps.modelsDirs))]
-      .filter(([name]) => !(name in models))
-      .map(([name, path]) => ({ id: name, object: "model", created: now(), owned_by: "kekahyde", loaded: false, path }));
+    const loadable = (await deps.catalogue.list())
+      .filter((e) => e.facts !== null && !(e.name in models))
+      .map((e) => ({ id: e.name, object: "model", created: Math.floor(e.modifiedAt.getTime() / 1000), owned_by: "kekahyde", loaded: false, path: e.path }));
     ctx.body = { object: "list", data: [...loaded, ...loadable] };
   });
 
@@ -52,7 +44,7 @@ export function openAiRoutes(router: Router, deps: RouteDeps): void {
     const { stream, model: requested, ...request } = parseCompletion(requireBody(ctx));
     const id = `cmpl-${randomUUID()}`;
     const created = now();
-    const { routing, model } = target(deps, requested);
+    const { routing, model } = await target(deps, requested);
     const base = { id, object: "text_completion", created, model };
     if (stream) {
       const format: StreamFormat = {
@@ -71,7 +63,7 @@ export function openAiRoutes(router: Router, deps: RouteDeps): void {
     const { stream, model: requested, ...request } = parseChatCompletion(requireBody(ctx));
     const id = `chatcmpl-${randomUUID()}`;
     const created = now();
-    const { routing, model } = target(deps, requested);
+    const { routing, model } = await target(deps, requested);
     const base = { id, object: "chat.completion.chunk", created, model, system_fingerprint: null };
     if (stream) {
       let first = true;

@@ -2,8 +2,8 @@ import type Router from "@koa/router";
 import { statusView } from "../../machines/selectors.ts";
 import type { RouteDeps } from "../runtime.ts";
 
-export function statusRoute(router: Router, { supervisor, startedAt, defaultThreads }: RouteDeps): void {
+export function statusRoute(router: Router, { supervisor, startedAt, defaultThreads, catalogue }: RouteDeps): void {
   router.get("/status", (ctx) => {
-    ctx.body = statusView(supervisor.getSnapshot(), startedAt, defaultThreads);
+    ctx.body = { ...statusView(supervisor.getSnapshot(), startedAt, defaultThreads), models_dirs: catalogue.dirs };
   });
 }
