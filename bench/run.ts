@@ -1,19 +1,24 @@
-// `npm run bench [-- options]`: Kekahyde side by side with llama.cpp's own tools (llama-bench, llama-server)
-// and with the node-llama-cpp binding in-process, on the same generated model, in the same run. Reports
-// ratios. Not a test: never run in CI. Options:
+// `npm run bench [-- options]`: Kekahyde side by side with llama.cpp's own tools (llama-bench, llama-server),
+// with the same daemon running its engine in-process (bench/inprocess-daemon.ts: `createLlamaEngine` injected,
+// no engine processes), and with the node-llama-cpp binding in-process, on the same generated model, in the
+// same run. Reports ratios. Not a test: never run in CI. Options:
 //   --model small-q8|small-f16|tinyllama-q8|tinyllama-f16|PATH   (default small-q8)
 //   --threads N     (default 2)      --reps N (default 3)      --gpu auto|off (default off)
 //   --only a,b      run only these sections (pp-tg, e2e, status, cancel, load, threads, concurrency, context)
+//   --source        run the daemons from the TypeScript sources through tsx (default: a compiled snapshot of
+//                   src/ in a temporary folder, see bench/snapshot.ts)
+//   --patch FILE    apply a patch to that snapshot only (repeatable; skipped once src/ has it)
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { availableParallelism, cpus, totalmem } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { getLlama, LlamaCompletion, LlamaLogLevel, type Llama, type LlamaContext } from "node-llama-cpp";
 import { SMALL_SHAPE, TINYLLAMA_SHAPE, writeRandomLlama, type LlamaShape, type WeightType } from "../src/gguf/randomModel.ts";
 import { PEER_BIN, peerCpuFlags, peersAvailable } from "./peers.ts";
+import { launchOptions, prepareLaunch, type EngineKind, type Launch } from "./snapshot.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const args = process.argv.slice(2);
@@ -49,6 +54,10 @@ async function modelPath(): Promise<string> {
   return path;
 }
 
+/** Where the generated tables of docs/benchmarks.md end; what follows is kept by the next full run. */
+const DOCS_MARKER = "<!-- npm run bench writes everything above this line; what follows is kept. -->";
+/** A path as the docs print it: relative to the checkout when inside it. */
+const shortPath = (p: string) => (p.startsWith(ROOT + "/") ? relative(ROOT, p) : p);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -111,7 +120,32 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs: number): Promis
   }
 }
 
-// ---- the three contenders -------------------------------------------------------------------------------
+/** The order two daemons take their turn in round r: alternating, so neither always goes first. */
+const turns = (r: number): readonly EngineKind[] => (r % 2 === 0 ? KINDS : [...KINDS].reverse());
+
+async function timed(f: () => Promise<unknown>): Promise<number> {
+  const t = performance.now();
+  await f();
+  return performance.now() - t;
+}
+
+/** A result that must be a 200: a bench that measured errors would report nonsense. */
+function ok(res: HttpResult): HttpResult {
+  if (res.status !== 200) throw new Error(`answered ${res.status}: ${res.body.slice(0, 500)}`);
+  return res;
+}
+
+/** POST /load_model, which must succeed. */
+async function loadModel(d: Daemon, body: Record<string, unknown>): Promise<void> {
+  const res = await http(d.url, "POST", "/load_model", body);
+  if (res.status !== 200) throw new Error(`load_model answered ${res.status}: ${res.body}`);
+}
+
+// ---- the contenders -------------------------------------------------------------------------------------
+
+const KINDS: readonly EngineKind[] = ["process", "in-process"];
+
+let launch!: Launch;
 
 interface Daemon {
   url: string;
@@ -119,28 +153,85 @@ interface Daemon {
   stop(): Promise<void>;
 }
 
-async function startKekahyde(threads: number, extra: string[] = []): Promise<Daemon> {
-  const child = spawn(process.execPath, [join(ROOT, "bin", "kekahyde.js"), "serve", "--port", "0", "--threads", String(threads), "--gpu", GPU, "--max-queue", "64", ...extra], {
+interface Kekahyde extends Daemon {
+  kind: EngineKind;
+  pid: number;
+}
+
+async function startKekahyde(threads: number, extra: string[] = [], kind: EngineKind = "process"): Promise<Kekahyde> {
+  const child = spawn(process.execPath, [...launch.argv[kind], "serve", "--port", "0", "--threads", String(threads), "--gpu", GPU, "--max-queue", "64", "--log-format", "json", ...extra], {
+    cwd: ROOT,
     stdio: ["ignore", "pipe", "inherit"],
   });
   const url = await new Promise<string>((resolve, reject) => {
     let buf = "";
-    child.stdout!.on("data", (d: Buffer) => {
+    const onData = (d: Buffer) => {
       buf += d.toString();
       const m = /"url":"(http:[^"]+)"/.exec(buf);
-      if (m) resolve(m[1]);
-    });
-    child.once("exit", () => reject(new Error("kekahyde exited")));
+      if (m) {
+        child.stdout!.off("data", onData);
+        resolve(m[1]);
+      }
+    };
+    child.stdout!.on("data", onData);
+    child.once("exit", () => reject(new Error(`kekahyde (${kind}) exited`)));
   });
+  // Its log is read and dropped, so that it never waits on a full pipe.
   child.stdout!.resume();
   return {
     url,
     child,
+    kind,
+    pid: child.pid!,
     stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill("SIGTERM");
       await new Promise((r) => child.once("exit", r));
     },
   };
+}
+
+/** Process ids whose parent is `pid` (Linux /proc). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) out.push(Number(entry));
+    } catch {
+      // it has just ended
+    }
+  }
+  return out;
+}
+
+/**
+ * Waits until the daemon's engine processes are settled: `count` children, none of them with children of
+ * their own (node-llama-cpp tests its binary in a subprocess while it starts), and their RSS steady for a
+ * second. This is how the bench knows the spare engine process is ready: the daemon does not report it.
+ */
+async function enginesSettled(d: Kekahyde, count: number, timeoutMs = 60_000): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  let steady = 0;
+  for (;;) {
+    const kids = childrenOf(d.pid);
+    const rss = kids.map((pid) => {
+      try {
+        return Math.round(rssOf(pid) / 1e6);
+      } catch {
+        return -1;
+      }
+    });
+    const key = `${kids.join(",")}:${rss.join(",")}`;
+    const settled = kids.length === count && kids.every((pid) => childrenOf(pid).length === 0);
+    steady = settled && key === last ? steady + 1 : 0;
+    last = key;
+    if (steady >= 5) return kids;
+    if (Date.now() > deadline) throw new Error(`engine processes of ${d.kind} did not settle: ${key}`);
+    await sleep(200);
+  }
 }
 
 async function startLlamaServer(model: string, threads: number, parallel = 1, ctx = 2048): Promise<Daemon & { startMs: number }> {
@@ -173,7 +264,7 @@ interface PpTg {
  * short prompt length, so HTTP costs are included but SSE framing and client-side event jitter are not.
  */
 async function kekahydeRep(url: string): Promise<PpTg> {
-  const run = async (prompt: string, maxTokens: number) => (await http(url, "POST", "/run_prompt", { prompt, raw: true, max_tokens: maxTokens, temperature: 0 })).ms;
+  const run = async (prompt: string, maxTokens: number) => ok(await http(url, "POST", "/run_prompt", { prompt, raw: true, max_tokens: maxTokens, temperature: 0 })).ms;
   const pp = PP / ((await run(freshPrompt(PP), 1)) / 1000);
   const one = await run(freshPrompt(8), 1);
   const many = await run(freshPrompt(8), TG);
@@ -269,6 +360,8 @@ const ratio = (a: number, b: number | null | undefined) => times(b ? a / b : nul
 async function main(): Promise<void> {
   const model = await modelPath();
   const peers = peersAvailable();
+  launch = prepareLaunch(launchOptions(args));
+  process.once("exit", () => launch.cleanup());
   const llama = await getLlama({
     gpu: GPU === "off" ? false : "auto",
     build: "never",
@@ -290,35 +383,45 @@ async function main(): Promise<void> {
     llama_cpp: JSON.parse(readFileSync(join(ROOT, "node_modules", "node-llama-cpp", "llama", "llama.cpp.info.json"), "utf8")).tag,
     binding_gpu: llama.gpu,
     binding_cpu_variant: `${llama.buildType} binary; ${bindingCpu}`,
-    peers: peers ? `llama-bench/llama-server from ${PEER_BIN}, built ${peerCpuFlags().description}` : "not built (npm run bench:peers)",
+    peers: peers ? `llama-bench/llama-server from ${shortPath(PEER_BIN)}, built ${peerCpuFlags().description}` : "not built (npm run bench:peers)",
+    daemon: launch.description,
   };
   results.machine = machine;
   results.model = model;
   results.threads = THREADS;
-  md.push(`# Benchmarks`, "", `Generated by \`npm run bench -- ${args.join(" ")}\` on ${new Date().toISOString().slice(0, 10)}. Ratios compare Kekahyde with llama.cpp's own tools on the same model, machine and run.`, "");
+  md.push(
+    `# Benchmarks`,
+    "",
+    `Generated by \`npm run bench -- ${args.join(" ")}\` on ${new Date().toISOString().slice(0, 10)}. Ratios compare Kekahyde with llama.cpp's own tools, and ` +
+      `with the same daemon running its engine in-process (\`bench/inprocess-daemon.ts\`: node-llama-cpp inside the daemon, as before each model had an ` +
+      `engine process of its own), on the same model, machine and run.`,
+    "",
+  );
   md.push(`- machine: ${machine.cpu}, ${machine.logical_cpus} logical CPUs, ${machine.memory_gib} GiB; Node ${machine.node}`);
-  md.push(`- model: \`${model.replace(ROOT + "/", "")}\` (generated, seeded random weights); threads: ${THREADS}; prompt ${PP} tokens, generation ${TG} tokens, median of ${REPS}`);
+  md.push(`- model: \`${shortPath(model)}\` (generated, seeded random weights); threads: ${THREADS}; prompt ${PP} tokens, generation ${TG} tokens, median of ${REPS}`);
   md.push(`- node-llama-cpp ${machine.node_llama_cpp} (llama.cpp ${machine.llama_cpp}), in the daemon and in-process: ${machine.binding_cpu_variant}`);
+  md.push(`- daemons: ${machine.daemon}`);
   md.push(`- peers: ${machine.peers}`, "");
   if (!peers) console.log("llama.cpp peers are not built: run `npm run bench:peers`; measuring Kekahyde and the binding only");
 
   if (ONLY.has("pp-tg")) {
     console.log("1. prompt processing and generation ...");
-    // The three contenders take turns, one repetition each per round, so that this machine's drift (the same
-    // llama-bench run has measured 150 and 225 tokens/s within minutes) falls on all of them alike; ratios
-    // are the median of each round's ratio.
-    const d = await startKekahyde(THREADS);
-    await http(d.url, "POST", "/load_model", { path: model });
+    // The contenders take turns, one repetition each per round (the two daemons in alternating order), so
+    // that this machine's drift (the same llama-bench run has measured 150 and 225 tokens/s within minutes)
+    // falls on all of them alike; ratios are the median of each round's ratio.
+    const daemons = { process: await startKekahyde(THREADS), "in-process": await startKekahyde(THREADS, [], "in-process") };
+    for (const d of Object.values(daemons)) await loadModel(d, { path: model });
     const b = await openBinding(llama, model, THREADS);
-    const rounds: Array<{ daemon: PpTg; binding: BindingRun; llama_bench: PpTg | null }> = [];
+    const rounds: Array<{ daemon: PpTg; inprocess: PpTg; binding: BindingRun; llama_bench: PpTg | null }> = [];
     for (let r = 0; r < REPS; r++) {
-      const daemon = await kekahydeRep(d.url);
+      const got: Partial<Record<EngineKind, PpTg>> = {};
+      for (const kind of turns(r)) got[kind] = await kekahydeRep(daemons[kind].url);
       const binding = await b.rep();
       const bench = peers ? (await llamaBench(model, String(THREADS), 1))[0] : null;
-      rounds.push({ daemon, binding, llama_bench: bench ? { pp: bench.pp, tg: bench.tg } : null });
+      rounds.push({ daemon: got.process!, inprocess: got["in-process"]!, binding, llama_bench: bench ? { pp: bench.pp, tg: bench.tg } : null });
     }
     await b.close();
-    await d.stop();
+    for (const d of Object.values(daemons)) await d.stop();
     const med = (f: (x: (typeof rounds)[number]) => number | null | undefined): number | null => {
       const xs = rounds.map(f).filter((x): x is number => typeof x === "number" && Number.isFinite(x));
       return xs.length ? median(xs) : null;
@@ -326,29 +429,42 @@ async function main(): Promise<void> {
     const cell = (x: number | null, d = 1) => (x === null ? "n/a" : round(x, d));
     const summary = {
       daemon: { pp: med((x) => x.daemon.pp), tg: med((x) => x.daemon.tg) },
+      inprocess: { pp: med((x) => x.inprocess.pp), tg: med((x) => x.inprocess.tg) },
       binding: { pp: med((x) => x.binding.pp), tg: med((x) => x.binding.tg), decode_only_tg: med((x) => x.binding.decode_only_tg) },
       llama_bench: { pp: med((x) => x.llama_bench?.pp), tg: med((x) => x.llama_bench?.tg) },
       ratios: {
+        pp_vs_inprocess: med((x) => x.daemon.pp / x.inprocess.pp),
+        tg_vs_inprocess: med((x) => x.daemon.tg / x.inprocess.tg),
         pp_vs_llama_bench: med((x) => x.llama_bench && x.daemon.pp / x.llama_bench.pp),
         tg_vs_llama_bench: med((x) => x.llama_bench && x.daemon.tg / x.llama_bench.tg),
         pp_vs_binding: med((x) => x.daemon.pp / x.binding.pp),
         tg_vs_binding: med((x) => x.daemon.tg / x.binding.tg),
+        inprocess_tg_vs_binding: med((x) => x.inprocess.tg / x.binding.tg),
         decode_only_vs_llama_bench: med((x) => x.llama_bench && x.binding.decode_only_tg && x.binding.decode_only_tg / x.llama_bench.tg),
+      },
+      // What the process boundary costs: each round's time per token (and per prompt request) of the daemon
+      // with engine processes minus that of the daemon with the engine in-process, measured back to back.
+      process_boundary: {
+        ms_per_token: med((x) => 1000 / x.daemon.tg - 1000 / x.inprocess.tg),
+        ms_per_token_each_round: rounds.map((x) => round(1000 / x.daemon.tg - 1000 / x.inprocess.tg, 3)),
+        ms_per_prompt_request: med((x) => (PP * 1000) / x.daemon.pp - (PP * 1000) / x.inprocess.pp),
       },
     };
     results.pp_tg = { ...summary, rounds };
-    const { daemon, binding, llama_bench: bench, ratios } = summary;
+    const { daemon, inprocess, binding, llama_bench: bench, ratios, process_boundary: boundary } = summary;
     md.push(`## 1. Prompt processing and generation (tokens/s; median of ${REPS} rounds, contenders taking turns; ratios are medians of each round's ratio)`, "");
-    table(["", "Kekahyde (HTTP)", "binding in-process", "llama-bench", "Kekahyde / llama-bench", "Kekahyde / binding"], [
-      [`pp${PP}`, cell(daemon.pp), cell(binding.pp), cell(bench.pp), times(ratios.pp_vs_llama_bench), times(ratios.pp_vs_binding)],
-      [`tg${TG}`, cell(daemon.tg), cell(binding.tg), cell(bench.tg), times(ratios.tg_vs_llama_bench), times(ratios.tg_vs_binding)],
-      [`tg${TG} inside llama_decode alone`, "", cell(binding.decode_only_tg), cell(bench.tg), times(ratios.decode_only_vs_llama_bench), ""],
+    table(["", "Kekahyde (HTTP)", "engine in-process (HTTP)", "binding in-process", "llama-bench", "Kekahyde / engine in-process", "Kekahyde / llama-bench", "Kekahyde / binding"], [
+      [`pp${PP}`, cell(daemon.pp), cell(inprocess.pp), cell(binding.pp), cell(bench.pp), times(ratios.pp_vs_inprocess), times(ratios.pp_vs_llama_bench), times(ratios.pp_vs_binding)],
+      [`tg${TG}`, cell(daemon.tg), cell(inprocess.tg), cell(binding.tg), cell(bench.tg), times(ratios.tg_vs_inprocess), times(ratios.tg_vs_llama_bench), times(ratios.tg_vs_binding)],
+      [`tg${TG} inside llama_decode alone`, "", "", cell(binding.decode_only_tg), cell(bench.tg), "", times(ratios.decode_only_vs_llama_bench), ""],
     ]);
-    if (binding.decode_only_tg && binding.tg && daemon.tg) {
+    if (binding.decode_only_tg && binding.tg && inprocess.tg && boundary.ms_per_token !== null) {
       md.push(
         `Per generated token: ${round(1000 / binding.decode_only_tg)} ms inside llama_decode (llama.cpp's perf counters, binding in-process), ` +
           `${round(1000 / binding.tg - 1000 / binding.decode_only_tg)} ms around it in the binding (JavaScript, sampling, hand-offs between the event loop ` +
-          `and the thread that runs the decode), ${round(1000 / daemon.tg - 1000 / binding.tg)} ms more in the daemon (HTTP, its event loop)` +
+          `and the thread that runs the decode), ${round(1000 / inprocess.tg - 1000 / binding.tg)} ms more in the daemon with the engine in-process (HTTP, its event loop), ` +
+          `${round(boundary.ms_per_token, 3)} ms more through the process boundary (IPC; the median over rounds of 1000/tg of Kekahyde minus 1000/tg of the engine ` +
+          `in-process, both measured in the same round; each round: ${boundary.ms_per_token_each_round.join(", ")})` +
           (bench.tg ? `; llama-bench: ${round(1000 / bench.tg)} ms, which includes no sampling.` : "."),
         "",
       );
@@ -356,51 +472,113 @@ async function main(): Promise<void> {
   }
 
   if (ONLY.has("e2e") || ONLY.has("status") || ONLY.has("cancel") || ONLY.has("load")) {
-    const d = await startKekahyde(THREADS);
-    const idleRss = rssOf(d.child.pid!);
-    const loadStart = performance.now();
-    await http(d.url, "POST", "/load_model", { path: model });
-    const loadMs = performance.now() - loadStart;
-    const loadedRss = rssOf(d.child.pid!);
-    // The first load also starts the engine (import, node-llama-cpp's binary test in a subprocess); a load
-    // after that pays for the model alone.
-    await http(d.url, "POST", "/unload_model");
-    const reloadStart = performance.now();
-    await http(d.url, "POST", "/load_model", { path: model });
-    const reloadMs = performance.now() - reloadStart;
-    const server = peers ? await startLlamaServer(model, THREADS) : null;
-    const serverRss = server ? rssOf(server.child.pid!) : null;
+    // Load and memory first, on fresh daemons: Kekahyde with its spare engine process ready, the daemon with
+    // the engine in-process as it starts (its first load imports node-llama-cpp and tests its binary), and
+    // llama-server from its start; a few rounds, taking turns. The last of each stays for sections 2-4.
+    console.log("5. load time and memory (measured first, on fresh daemons) ...");
+    const loadRounds: Array<{ process: Record<string, number>; inprocess: Record<string, number>; llama_server: Record<string, number> | null }> = [];
+    const last: Partial<Record<EngineKind, Kekahyde>> = {};
+    let server: (Daemon & { startMs: number }) | null = null;
+    const loadRoundCount = ONLY.has("load") ? Math.min(REPS, 3) : 1;
+    for (let r = 0; r < loadRoundCount; r++) {
+      const row: Partial<(typeof loadRounds)[number]> = {};
+      for (const kind of turns(r)) {
+        await last[kind]?.stop();
+        const d = await startKekahyde(THREADS, [], kind);
+        last[kind] = d;
+        if (kind === "process") {
+          const [spare] = await enginesSettled(d, 1);
+          const idle = { daemon_idle_rss: rssOf(d.pid), spare_idle_rss: rssOf(spare) };
+          const first = await timed(() => loadModel(d, { path: model }));
+          const enginePid = (JSON.parse((await http(d.url, "GET", "/status")).body) as { models: Array<{ engine_pid: number }> }).models[0].engine_pid;
+          const engines = await enginesSettled(d, 2);
+          const nextSpare = engines.find((pid) => pid !== enginePid)!;
+          const loaded = { daemon_loaded_rss: rssOf(d.pid), engine_loaded_rss: rssOf(enginePid), next_spare_rss: rssOf(nextSpare) };
+          await http(d.url, "POST", "/unload_model");
+          await enginesSettled(d, 1);
+          const next = await timed(() => loadModel(d, { path: model }));
+          await enginesSettled(d, 2);
+          row.process = { first_load_ms: first, next_load_ms: next, ...idle, ...loaded, total_loaded_rss: loaded.daemon_loaded_rss + loaded.engine_loaded_rss + loaded.next_spare_rss };
+        } else {
+          await sleep(1000);
+          const idleRss = rssOf(d.pid);
+          const first = await timed(() => loadModel(d, { path: model }));
+          await enginesSettled(d, 0);
+          const loadedRss = rssOf(d.pid);
+          await http(d.url, "POST", "/unload_model");
+          const next = await timed(() => loadModel(d, { path: model }));
+          row.inprocess = { first_load_ms: first, next_load_ms: next, daemon_idle_rss: idleRss, daemon_loaded_rss: loadedRss, growth_rss: loadedRss - idleRss };
+        }
+      }
+      if (peers) {
+        await server?.stop();
+        server = await startLlamaServer(model, THREADS);
+        row.llama_server = { start_ms: server.startMs, rss: rssOf(server.child.pid!) };
+      }
+      loadRounds.push({ process: row.process!, inprocess: row.inprocess!, llama_server: row.llama_server ?? null });
+    }
+    const dp = last.process!;
+    const di = last["in-process"]!;
+    const daemons: Record<EngineKind, Kekahyde> = { process: dp, "in-process": di };
+    const lmed = (f: (x: (typeof loadRounds)[number]) => number | null | undefined): number | null => {
+      const xs = loadRounds.map(f).filter((x): x is number => typeof x === "number" && Number.isFinite(x));
+      return xs.length ? median(xs) : null;
+    };
 
     if (ONLY.has("e2e")) {
       console.log("2. end-to-end request ...");
-      const k: number[] = [];
-      const kt: number[] = [];
-      const s: number[] = [];
-      const st: number[] = [];
+      const rows: Array<{ process: number; inprocess: number; process_ttft: number; inprocess_ttft: number; llama_server: number | null; llama_server_ttft: number | null }> = [];
       for (let r = 0; r < REPS; r++) {
         const prompt = freshPrompt(64);
-        k.push((await http(d.url, "POST", "/run_prompt", { prompt, raw: true, max_tokens: TG, temperature: 0 })).ms);
-        kt.push((await http(d.url, "POST", "/run_prompt", { prompt: freshPrompt(64), raw: true, max_tokens: TG, temperature: 0 }, { accept: "text/event-stream" })).events[0]);
-        if (server) {
-          s.push((await http(server.url, "POST", "/completion", { prompt, n_predict: TG, temperature: 0, cache_prompt: false })).ms);
-          st.push((await http(server.url, "POST", "/completion", { prompt: freshPrompt(64), n_predict: TG, temperature: 0, cache_prompt: false, stream: true })).events[0]);
+        const wall: Partial<Record<EngineKind, number>> = {};
+        const ttft: Partial<Record<EngineKind, number>> = {};
+        for (const kind of turns(r)) {
+          wall[kind] = ok(await http(daemons[kind].url, "POST", "/run_prompt", { prompt, raw: true, max_tokens: TG, temperature: 0 })).ms;
+          ttft[kind] = ok(await http(daemons[kind].url, "POST", "/run_prompt", { prompt: freshPrompt(64), raw: true, max_tokens: TG, temperature: 0 }, { accept: "text/event-stream" })).events[0];
         }
+        let s: number | null = null;
+        let st: number | null = null;
+        if (server) {
+          s = (await http(server.url, "POST", "/completion", { prompt, n_predict: TG, temperature: 0, cache_prompt: false })).ms;
+          st = (await http(server.url, "POST", "/completion", { prompt: freshPrompt(64), n_predict: TG, temperature: 0, cache_prompt: false, stream: true })).events[0];
+        }
+        rows.push({ process: wall.process!, inprocess: wall["in-process"]!, process_ttft: ttft.process!, inprocess_ttft: ttft["in-process"]!, llama_server: s, llama_server_ttft: st });
       }
-      results.e2e = { kekahyde_ms: median(k), kekahyde_ttft_ms: median(kt), llama_server_ms: server ? median(s) : null, llama_server_ttft_ms: server ? median(st) : null };
-      md.push(`## 2. One request end to end (64-token prompt, ${TG} tokens, greedy; ms)`, "");
-      table(["", "Kekahyde /run_prompt", "llama-server /completion", "ratio"], [
-        ["wall time", round(median(k), 1), server ? round(median(s), 1) : "n/a", ratio(median(k), server ? median(s) : null)],
-        ["time to first token (streaming)", round(median(kt), 1), server ? round(median(st), 1) : "n/a", ratio(median(kt), server ? median(st) : null)],
+      const emed = (f: (x: (typeof rows)[number]) => number | null): number | null => {
+        const xs = rows.map(f).filter((x): x is number => typeof x === "number" && Number.isFinite(x));
+        return xs.length ? median(xs) : null;
+      };
+      const e2e = {
+        kekahyde_ms: emed((x) => x.process),
+        kekahyde_ttft_ms: emed((x) => x.process_ttft),
+        inprocess_ms: emed((x) => x.inprocess),
+        inprocess_ttft_ms: emed((x) => x.inprocess_ttft),
+        llama_server_ms: emed((x) => x.llama_server),
+        llama_server_ttft_ms: emed((x) => x.llama_server_ttft),
+        ratios: {
+          wall_vs_inprocess: emed((x) => x.process / x.inprocess),
+          ttft_vs_inprocess: emed((x) => x.process_ttft / x.inprocess_ttft),
+          wall_vs_llama_server: emed((x) => x.llama_server && x.process / x.llama_server),
+          ttft_vs_llama_server: emed((x) => x.llama_server_ttft && x.process_ttft / x.llama_server_ttft),
+        },
+        rounds: rows,
+      };
+      results.e2e = e2e;
+      const c = (x: number | null) => (x === null ? "n/a" : round(x, 1));
+      md.push(`## 2. One request end to end (64-token prompt, ${TG} tokens, greedy; ms; median of ${REPS} rounds taking turns, ratios are medians of each round's ratio)`, "");
+      table(["", "Kekahyde /run_prompt", "engine in-process /run_prompt", "llama-server /completion", "Kekahyde / engine in-process", "Kekahyde / llama-server"], [
+        ["wall time", c(e2e.kekahyde_ms), c(e2e.inprocess_ms), c(e2e.llama_server_ms), times(e2e.ratios.wall_vs_inprocess), times(e2e.ratios.wall_vs_llama_server)],
+        ["time to first token (streaming)", c(e2e.kekahyde_ttft_ms), c(e2e.inprocess_ttft_ms), c(e2e.llama_server_ttft_ms), times(e2e.ratios.ttft_vs_inprocess), times(e2e.ratios.ttft_vs_llama_server)],
       ]);
     }
 
     if (ONLY.has("status")) {
       console.log("3. /status under load while generating ...");
-      const load = async (url: string, path: string) => {
+      const load = async (url: string, path: string, kekahyde: boolean) => {
         // A long generation that is ended by dropping its connection (both servers cancel on disconnect).
         const stop = new AbortController();
-        const body = url === d.url ? { prompt: freshPrompt(8), raw: true, max_tokens: 100_000, temperature: 0 } : { prompt: freshPrompt(8), n_predict: 100_000, temperature: 0 };
-        const gen = http(url, "POST", url === d.url ? "/run_prompt" : "/completion", body, {}, stop.signal);
+        const body = kekahyde ? { prompt: freshPrompt(8), raw: true, max_tokens: 100_000, temperature: 0 } : { prompt: freshPrompt(8), n_predict: 100_000, temperature: 0 };
+        const gen = http(url, "POST", kekahyde ? "/run_prompt" : "/completion", body, {}, stop.signal);
         await sleep(300);
         const latencies: number[] = [];
         const deadline = performance.now() + 5_000;
@@ -420,7 +598,7 @@ async function main(): Promise<void> {
       };
       // The daemon's own view (its request-duration histogram): what it spends on a request once it has it.
       const buckets = async (route: string) => {
-        const text = (await http(d.url, "GET", "/metrics")).body;
+        const text = (await http(dp.url, "GET", "/metrics")).body;
         const out = new Map<number, number>();
         for (const m of text.matchAll(/^kekahyde_http_request_duration_seconds_bucket\{le="([^"]+)",route="([^"]+)",method="GET"\} (\d+)$/gm)) {
           if (m[2] === route) out.set(m[1] === "+Inf" ? Infinity : Number(m[1]), Number(m[3]));
@@ -435,81 +613,133 @@ async function main(): Promise<void> {
         return bound === undefined ? null : bound * 1000;
       };
       const before = await buckets("/status");
-      const ks = await load(d.url, "/status");
+      const ks = await load(dp.url, "/status", true);
       const after = await buckets("/status");
       const inside = { p50_at_most: bucketPct(before, after, 50), p99_at_most: bucketPct(before, after, 99) };
-      const kh = await load(d.url, "/health");
-      results.status_latency = { kekahyde: ks, kekahyde_server_side: inside, kekahyde_health: kh };
+      const kh = await load(dp.url, "/health", true);
+      const is = await load(di.url, "/status", true);
+      results.status_latency = { kekahyde: ks, kekahyde_server_side: inside, kekahyde_health: kh, inprocess: is };
       let ss: { p50: number; p99: number; n: number } | null = null;
       if (server) {
-        ss = await load(server.url, "/health");
+        ss = await load(server.url, "/health", false);
         (results.status_latency as Record<string, unknown>).llama_server_health = ss;
       }
       const bound = (x: number | null) => (x === null ? "n/a" : `≤ ${x}`);
       md.push("## 3. Status latency under load while a generation runs (8 concurrent clients on the same machine, ms)", "");
-      table(["", "Kekahyde GET /status", "Kekahyde GET /status, inside the daemon", "Kekahyde GET /health", "llama-server GET /health"], [
-        ["p50", round(ks.p50), bound(inside.p50_at_most), round(kh.p50), ss ? round(ss.p50) : "n/a"],
-        ["p99", round(ks.p99), bound(inside.p99_at_most), round(kh.p99), ss ? round(ss.p99) : "n/a"],
-        ["requests", ks.n, ks.n, kh.n, ss ? ss.n : "n/a"],
+      table(["", "Kekahyde GET /status", "Kekahyde GET /status, inside the daemon", "Kekahyde GET /health", "engine in-process GET /status", "llama-server GET /health"], [
+        ["p50", round(ks.p50), bound(inside.p50_at_most), round(kh.p50), round(is.p50), ss ? round(ss.p50) : "n/a"],
+        ["p99", round(ks.p99), bound(inside.p99_at_most), round(kh.p99), round(is.p99), ss ? round(ss.p99) : "n/a"],
+        ["requests", ks.n, ks.n, kh.n, is.n, ss ? ss.n : "n/a"],
       ]);
     }
 
     if (ONLY.has("cancel")) {
       console.log("4. cancel latency ...");
-      const lat: number[] = [];
-      // Token times from the same runs (gaps between streamed events): what a stop waits for is the token
-      // in flight, and on a noisy machine a slow token is what makes the tail.
-      const gaps: number[] = [];
-      // When /stop itself is answered: once the engine has ended its token in flight.
-      const stopped: number[] = [];
-      for (let r = 0; r < Math.max(10, REPS * 5); r++) {
-        // Stop at a random point of a token while tokens are flowing (not during the prompt's evaluation).
-        let generating!: () => void;
-        const flowing = new Promise<void>((resolve) => (generating = resolve));
-        const gen = http(d.url, "POST", "/run_prompt", { prompt: freshPrompt(8), raw: true, max_tokens: 100_000, temperature: 0 }, { accept: "text/event-stream" }, undefined, (n) => {
-          if (n >= 3) generating();
-        });
-        await flowing;
-        await sleep(Math.random() * (gaps.length ? pct(gaps, 50) : 10));
-        const t = performance.now();
-        const stop = http(d.url, "POST", "/stop").then(() => performance.now() - t);
-        const { events } = await gen;
-        lat.push(performance.now() - t);
-        stopped.push(await stop);
-        const tokens = events.slice(0, -1); // the last event is "done"
-        for (let i = 2; i < tokens.length; i++) gaps.push(tokens[i] - tokens[i - 1]);
+      // Per daemon: POST /stop → the generating response complete; when /stop itself is answered (once the
+      // engine has ended its token in flight); token times from the same runs (gaps between streamed events:
+      // what a stop waits for is the token in flight, and on a noisy machine a slow token makes the tail).
+      const runs = Math.max(10, REPS * 5);
+      const out: Record<EngineKind, { lat: number[]; stopped: number[]; gaps: number[] }> = {
+        process: { lat: [], stopped: [], gaps: [] },
+        "in-process": { lat: [], stopped: [], gaps: [] },
+      };
+      for (let r = 0; r < runs; r++) {
+        for (const kind of turns(r)) {
+          const { lat, stopped, gaps } = out[kind];
+          const d = daemons[kind];
+          // Stop at a random point of a token while tokens are flowing (not during the prompt's evaluation).
+          let generating!: () => void;
+          const flowing = new Promise<void>((resolve) => (generating = resolve));
+          const gen = http(d.url, "POST", "/run_prompt", { prompt: freshPrompt(8), raw: true, max_tokens: 100_000, temperature: 0 }, { accept: "text/event-stream" }, undefined, (n) => {
+            if (n >= 3) generating();
+          });
+          // A generation that ends before its third token (an error) must not leave the bench waiting forever.
+          await Promise.race([flowing, gen.then((res) => Promise.reject(new Error(`the generation to stop ended first: ${res.status} ${res.body.slice(-300)}`)))]);
+          await sleep(Math.random() * (gaps.length ? pct(gaps, 50) : 10));
+          const t = performance.now();
+          const stop = http(d.url, "POST", "/stop").then(() => performance.now() - t);
+          const { events } = await gen;
+          lat.push(performance.now() - t);
+          stopped.push(await stop);
+          const tokens = events.slice(0, -1); // the last event is "done"
+          for (let i = 2; i < tokens.length; i++) gaps.push(tokens[i] - tokens[i - 1]);
+        }
       }
-      const tokenMs = gaps.length ? pct(gaps, 50) : null;
-      results.cancel_ms = {
+      const summarize = ({ lat, stopped, gaps }: { lat: number[]; stopped: number[]; gaps: number[] }) => ({
         p50: pct(lat, 50),
         p99: pct(lat, 99),
         runs: lat.length,
         stop_answered_p50: pct(stopped, 50),
         stop_answered_p99: pct(stopped, 99),
-        token_ms_p50: tokenMs,
+        token_ms_p50: gaps.length ? pct(gaps, 50) : null,
         token_ms_p99: gaps.length ? pct(gaps, 99) : null,
-      };
-      md.push(`## 4. Cancel latency: POST /stop → the generating response complete (ms, ${lat.length} runs; token times from the same runs)`, "");
-      table(["", "p50", "p99"], [
-        ["POST /stop → the generating response complete", round(pct(lat, 50)), round(pct(lat, 99))],
-        ["POST /stop → its own answer (the engine has ended its token)", round(pct(stopped, 50)), round(pct(stopped, 99))],
-        ["one token", tokenMs ? round(tokenMs) : "n/a", gaps.length ? round(pct(gaps, 99)) : "n/a"],
+      });
+      const kp = summarize(out.process);
+      const ki = summarize(out["in-process"]);
+      results.cancel_ms = { ...kp, inprocess: ki };
+      const r2 = (x: number | null) => (x === null ? "n/a" : round(x));
+      md.push(`## 4. Cancel latency: POST /stop → the generating response complete (ms, ${runs} runs each, taking turns; token times from the same runs)`, "");
+      table(["", "Kekahyde p50", "Kekahyde p99", "engine in-process p50", "engine in-process p99"], [
+        ["POST /stop → the generating response complete", r2(kp.p50), r2(kp.p99), r2(ki.p50), r2(ki.p99)],
+        ["POST /stop → its own answer (the engine has ended its token)", r2(kp.stop_answered_p50), r2(kp.stop_answered_p99), r2(ki.stop_answered_p50), r2(ki.stop_answered_p99)],
+        ["one token", r2(kp.token_ms_p50), r2(kp.token_ms_p99), r2(ki.token_ms_p50), r2(ki.token_ms_p99)],
       ]);
-      md.push(`Target: one token + 20 ms at p99 = ${tokenMs ? round(tokenMs + 20) : "n/a"} ms (token p50).`, "");
+      md.push(`Target: one token + 20 ms at p99 = ${kp.token_ms_p50 ? round(kp.token_ms_p50 + 20) : "n/a"} ms (token p50).`, "");
     }
 
     if (ONLY.has("load")) {
-      console.log("5. load time and memory ...");
-      results.load = { kekahyde_load_ms: loadMs, kekahyde_reload_ms: reloadMs, llama_server_start_ms: server?.startMs ?? null, kekahyde_idle_rss: idleRss, kekahyde_loaded_rss: loadedRss, llama_server_rss: serverRss };
-      md.push("## 5. Model load and memory", "");
-      table(["", "Kekahyde", "llama-server", "ratio"], [
-        ["first load, engine start included (request → idle / start → healthy), ms", round(loadMs, 0), server ? round(server.startMs, 0) : "n/a", ratio(loadMs, server?.startMs)],
-        ["next load (unload, then load again), ms", round(reloadMs, 0), server ? round(server.startMs, 0) : "n/a", ratio(reloadMs, server?.startMs)],
-        ["RSS idle, MB", round(idleRss / 1e6, 1), "", ""],
-        ["RSS with the model, MB", round(loadedRss / 1e6, 1), serverRss ? round(serverRss / 1e6, 1) : "n/a", ratio(loadedRss, serverRss)],
+      const p = (k: string) => lmed((x) => x.process[k]);
+      const i = (k: string) => lmed((x) => x.inprocess[k]);
+      const s = (k: string) => lmed((x) => x.llama_server?.[k]);
+      const load = {
+        rounds: loadRounds,
+        kekahyde_load_ms: p("first_load_ms"),
+        kekahyde_reload_ms: p("next_load_ms"),
+        inprocess_load_ms: i("first_load_ms"),
+        inprocess_reload_ms: i("next_load_ms"),
+        llama_server_start_ms: s("start_ms"),
+        kekahyde_idle_rss: p("daemon_idle_rss"),
+        spare_idle_rss: p("spare_idle_rss"),
+        kekahyde_loaded_rss: p("daemon_loaded_rss"),
+        engine_loaded_rss: p("engine_loaded_rss"),
+        next_spare_rss: p("next_spare_rss"),
+        kekahyde_total_loaded_rss: p("total_loaded_rss"),
+        inprocess_idle_rss: i("daemon_idle_rss"),
+        inprocess_loaded_rss: i("daemon_loaded_rss"),
+        inprocess_growth_rss: i("growth_rss"),
+        llama_server_rss: s("rss"),
+        ratios: {
+          first_load_vs_inprocess: lmed((x) => x.process.first_load_ms / x.inprocess.first_load_ms),
+          next_load_vs_inprocess: lmed((x) => x.process.next_load_ms / x.inprocess.next_load_ms),
+          first_load_vs_llama_server: lmed((x) => x.llama_server && x.process.first_load_ms / x.llama_server.start_ms),
+          next_load_vs_llama_server: lmed((x) => x.llama_server && x.process.next_load_ms / x.llama_server.start_ms),
+        },
+        // What one engine process costs beyond the model itself: its RSS with the model loaded minus what the
+        // same load added to the in-process daemon (node-llama-cpp's module graph and the model's memory).
+        engine_process_overhead_rss: lmed((x) => x.process.engine_loaded_rss - x.inprocess.growth_rss),
+      };
+      results.load = load;
+      const ms = (x: number | null) => (x === null ? "n/a" : round(x, 0));
+      const mb = (x: number | null) => (x === null ? "" : round(x / 1e6, 1));
+      md.push(`## 5. Model load and memory (fresh daemons, median of ${loadRoundCount} rounds taking turns; RSS from /proc)`, "");
+      table(["", "Kekahyde", "engine in-process", "llama-server", "Kekahyde / engine in-process", "Kekahyde / llama-server"], [
+        ["first load on a fresh daemon (Kekahyde: spare engine ready), request → answer / start → healthy, ms", ms(load.kekahyde_load_ms), ms(load.inprocess_load_ms), ms(load.llama_server_start_ms), times(load.ratios.first_load_vs_inprocess), times(load.ratios.first_load_vs_llama_server)],
+        ["next load (unload, then load again), ms", ms(load.kekahyde_reload_ms), ms(load.inprocess_reload_ms), ms(load.llama_server_start_ms), times(load.ratios.next_load_vs_inprocess), times(load.ratios.next_load_vs_llama_server)],
+        ["RSS idle: the daemon process, MB (Kekahyde: with its spare engine running)", mb(load.kekahyde_idle_rss), mb(load.inprocess_idle_rss), "", "", ""],
+        ["RSS idle: the spare engine process, MB", mb(load.spare_idle_rss), "", "", "", ""],
+        ["RSS with the model: the daemon process, MB", mb(load.kekahyde_loaded_rss), mb(load.inprocess_loaded_rss), mb(load.llama_server_rss), "", ""],
+        ["RSS with the model: its engine process / the in-process daemon's growth, MB", mb(load.engine_loaded_rss), mb(load.inprocess_growth_rss), "", ratio(load.engine_loaded_rss ?? 0, load.inprocess_growth_rss), ""],
+        ["RSS with the model: the next spare engine process, MB", mb(load.next_spare_rss), "", "", "", ""],
+        ["RSS with the model: all processes, MB", mb(load.kekahyde_total_loaded_rss), mb(load.inprocess_loaded_rss), mb(load.llama_server_rss), ratio(load.kekahyde_total_loaded_rss ?? 0, load.inprocess_loaded_rss), ratio(load.kekahyde_total_loaded_rss ?? 0, load.llama_server_rss)],
       ]);
+      md.push(
+        `One engine process costs ${mb(load.engine_process_overhead_rss)} MB more than the same model in the daemon (its RSS with the model minus the in-process daemon's growth on loading it), ` +
+          `and the spare ${mb(load.spare_idle_rss)} MB. Target: the daemon process idle ≤ 100 MB (with the spare running): ${load.kekahyde_idle_rss === null ? "n/a" : load.kekahyde_idle_rss <= 100e6 ? "holds" : "does not hold"}.`,
+        "",
+      );
     }
-    await d.stop();
+    await dp.stop();
+    await di.stop();
     await server?.stop();
   }
 
@@ -585,9 +815,15 @@ async function main(): Promise<void> {
   writeFileSync(join(ROOT, "bench", "results", `${date}.json`), JSON.stringify(results, null, 2));
   const text = md.join("\n");
   console.log("\n" + text);
-  // A partial run (--only) must not replace the full tables in docs/benchmarks.md.
-  if (opt("only", "") === "") writeFileSync(join(ROOT, "docs", "benchmarks.md"), text + "\n");
-  else console.log(`\n(--only: docs/benchmarks.md left as it was; results in bench/results/${date}.json)`);
+  writeFileSync(join(ROOT, "bench", "results", `${date}.md`), text + "\n");
+  // A partial run (--only) must not replace the full tables in docs/benchmarks.md. A full run replaces what is
+  // above the marker and keeps the notes below it (other models' runs, the soak, the local engine build).
+  if (opt("only", "") === "") {
+    const docs = join(ROOT, "docs", "benchmarks.md");
+    const old = existsSync(docs) ? readFileSync(docs, "utf8") : "";
+    const kept = old.includes(DOCS_MARKER) ? old.slice(old.indexOf(DOCS_MARKER) + DOCS_MARKER.length) : "\n";
+    writeFileSync(docs, `${text}\n${DOCS_MARKER}${kept}`);
+  } else console.log(`\n(--only: docs/benchmarks.md left as it was; results in bench/results/${date}.json and .md)`);
   agent.destroy();
 }
 
