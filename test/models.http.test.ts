@@ -75,7 +75,7 @@ describe("several models at once", () => {
     const body = await json(res);
     assert.equal(res.status, 404);
     assert.equal(body.code, "UNKNOWN_MODEL");
-    assert.match(body.message, /No model named "nope" is loaded \(loaded: .*abc.*\)/);
+    assert.match(body.message, /No model named "nope" is loaded or in the models directories \(loaded: .*abc.*\)/);
   });
 
   it("routes OpenAI requests by their model field and lists the loaded models", async () => {

@@ -21,8 +21,10 @@ export interface TestDaemon extends Daemon {
   status(): Promise<Record<string, any>>;
 }
 
-// Digests of model files persist in $XDG_CACHE_HOME; tests keep theirs in the git-ignored fixtures folder.
-process.env.XDG_CACHE_HOME ??= join(FIXTURES, "cache");
+// The default models directory ($XDG_DATA_HOME/kekahyde/models) and the digests' cache ($XDG_CACHE_HOME) of
+// the daemons that tests start are the git-ignored fixtures folder's, never the user's.
+process.env.XDG_DATA_HOME = join(FIXTURES, "data");
+process.env.XDG_CACHE_HOME = join(FIXTURES, "cache");
 
 /** Starts the real daemon (real node-llama-cpp engine) on a free loopback port. */
 export async function startTestDaemon(overrides: Partial<ServeConfig> = {}, timeouts?: { headersMs: number; requestMs: number }): Promise<TestDaemon> {
