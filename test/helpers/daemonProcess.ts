@@ -1,7 +1,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { FIXTURES } from "./fixtures.ts";
 
 /** The real daemon (the TypeScript sources) in a process of its own, for tests that signal or kill it. */
 
@@ -35,7 +37,7 @@ export async function spawnDaemon(args: string[] = []): Promise<DaemonProcess> {
   const port = await freePort();
   const child = spawn(process.execPath, ["--import", "tsx", CLI, "serve", "--port", String(port), "--threads", "1", "--log-format", "json", ...args], {
     cwd: ROOT,
-    env: { ...process.env, KEKAHYDE_GPU: "off" },
+    env: { ...process.env, KEKAHYDE_GPU: "off", XDG_DATA_HOME: join(FIXTURES, "data"), XDG_CACHE_HOME: join(FIXTURES, "cache") },
     stdio: ["ignore", "pipe", "pipe"],
   });
   started.push(child);
