@@ -5,7 +5,7 @@ import { after, before, describe, it } from "node:test";
 import { expectedContinuation } from "../src/gguf/charModel.ts";
 import { CRASH_CLASSES } from "../src/gguf/craftedModels.ts";
 import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
-import { childrenOf, isAlive, killStartedDaemons, spawnDaemon } from "./helpers/daemonProcess.ts";
+import { engineProcessesOf, isAlive, killStartedDaemons, spawnDaemon } from "./helpers/daemonProcess.ts";
 import { FIXTURES, skipModel, slowModel, tinyModel } from "./helpers/fixtures.ts";
 
 /**
@@ -126,6 +126,25 @@ describe("a daemon whose engines run in their own processes", () => {
   });
 });
 
+describe("the spare engine process", () => {
+  it("is started ahead, serves the first load, and is replaced by a new one", async () => {
+    const d = await startTestDaemon({ spareEngine: true });
+    try {
+      let spares: number[] = [];
+      await waitUntil(() => (spares = engineProcessesOf(process.pid).filter(isAlive)).length === 1, 15_000, "a spare engine process");
+      const [spare] = spares;
+      const started = performance.now();
+      assert.equal((await d.post("/load_model", { path: await tinyModel() })).status, 200);
+      const loadMs = performance.now() - started;
+      assert.equal((await d.status()).models[0].engine_pid, spare, "the load took the spare process");
+      await waitUntil(() => engineProcessesOf(process.pid).filter((p) => p !== spare && isAlive(p)).length === 1, 15_000, "a new spare behind it");
+      assert.ok(loadMs < 10_000, `loaded in ${loadMs.toFixed(0)} ms`);
+    } finally {
+      await d.close();
+    }
+  });
+});
+
 describe("engine processes end with the daemon", () => {
   after(killStartedDaemons);
 
@@ -135,7 +154,7 @@ describe("engine processes end with the daemon", () => {
     assert.equal((await daemon.post("/load_model", { path: await crafted("chat-template-loop-2m"), name: "loop" })).status, 200);
     void daemon.post("/run_prompt", { model: "loop", prompt: "hi" }).catch(() => {});
     await new Promise((r) => setTimeout(r, 1_000)); // the loop's engine is now stuck rendering the template
-    const engines = childrenOf(daemon.child.pid!);
+    const engines = engineProcessesOf(daemon.child.pid!);
     assert.ok(engines.length >= 2, `engine processes ${engines.join(", ")}`);
     daemon.child.kill("SIGKILL");
     await daemon.exited;
@@ -149,7 +168,8 @@ describe("engine processes end with the daemon", () => {
     assert.equal((await daemon.post("/load_model", { path: await slowModel() })).status, 200);
     const clients = [0, 1, 2, 3].map((i) => daemon.post("/run_prompt", { prompt: "abc", raw: true, max_tokens: 5000, stream: i % 2 === 0 }).then(async (r) => ({ status: r.status, body: await r.text() })));
     await waitUntil(async () => (await daemon.status()).models[0]?.running === 2, 10_000, "two generating");
-    const engines = childrenOf(daemon.child.pid!);
+    const engines = engineProcessesOf(daemon.child.pid!);
+    assert.ok(engines.length >= 1);
     daemon.child.kill("SIGTERM");
     const answers = await Promise.all(clients);
     for (const a of answers) assert.ok([200, 503].includes(a.status), `answered ${a.status}: ${a.body.slice(0, 200)}`);

@@ -29,7 +29,9 @@ process.env.XDG_CACHE_HOME = join(FIXTURES, "cache");
 /** Starts the real daemon (real node-llama-cpp engine) on a free loopback port. */
 export async function startTestDaemon(overrides: Partial<ServeConfig> = {}, timeouts?: { headersMs: number; requestMs: number }): Promise<TestDaemon> {
   const logs = new LogCapture();
-  const config: ServeConfig = { ...DEFAULTS, port: 0, gpu: "off", monitorIntervalMs: 200, ...overrides };
+  // No spare engine process unless a test asks for one: starting one costs a second of CPU, and most test
+  // daemons load one model or none (test/isolation.http.test.ts tests the spare itself).
+  const config: ServeConfig = { ...DEFAULTS, port: 0, gpu: "off", monitorIntervalMs: 200, spareEngine: false, ...overrides };
   const daemon = await startDaemon(config, { log: createLogger("info", logs), timeouts });
   const post = (path: string, body?: unknown, headers: Record<string, string> = {}, signal?: AbortSignal) =>
     fetch(daemon.url + path, {

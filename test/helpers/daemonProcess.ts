@@ -85,6 +85,17 @@ export function childrenOf(pid: number): number[] {
   return children;
 }
 
+/** The engine processes among `pid`'s children (their command line runs the engine host). */
+export function engineProcessesOf(pid: number): number[] {
+  return childrenOf(pid).filter((child) => {
+    try {
+      return /engine[/\\]process[/\\]host\.[jt]s/.test(readFileSync(`/proc/${child}/cmdline`, "utf8"));
+    } catch {
+      return false;
+    }
+  });
+}
+
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
