@@ -278,6 +278,25 @@ describe("several clients on the slow model", () => {
     assert.equal((await d.status()).queue_length, 0);
   });
 
+  it("stops one request by its X-Request-Id, running or waiting, and no other", async () => {
+    const running = d.post("/run_prompt", { prompt: "The quick brown fox", raw: true, max_tokens: 4000 }, { "X-Request-Id": "mine-1" });
+    await waitUntil(async () => (await d.status()).state === "generating", 10_000, "generating");
+    const waiting = d.post("/run_prompt", { prompt: "abc", raw: true, max_tokens: 5 }, { "X-Request-Id": "mine-2" });
+    const other = d.post("/run_prompt", { prompt: "K", raw: true, max_tokens: 5 });
+    await waitUntil(async () => (await d.status()).queue_length === 2, 10_000, "two waiting");
+    assert.deepEqual(await (await d.post("/stop", { id: "nope" })).json(), { stopped: false, dropped: 0 });
+    assert.deepEqual(await (await d.post("/stop", { id: "mine-2" })).json(), { stopped: false, dropped: 1 });
+    assert.equal((await errorOf(await waiting)).code, "QUEUE_CLEARED");
+    assert.deepEqual(await (await d.post("/stop", { id: "mine-1" })).json(), { stopped: true, dropped: 0 });
+    const first = await running;
+    assert.equal(first.headers.get("x-request-id"), "mine-1");
+    assert.equal(first.headers.get("x-finish-reason"), "cancelled");
+    const third = await other;
+    assert.equal(await third.text(), "LMNOP", "the request nobody named ran to its end");
+    assert.match(third.headers.get("x-request-id") ?? "", /^[0-9a-f-]{36}$/, "a request without an id gets one");
+    assert.equal((await errorOf(await d.post("/stop", { id: "bad id!" }))).field, "id");
+  });
+
   it("cancels a generation whose client disconnects, and starts the next queued one", async () => {
     const client = new AbortController();
     const first = await longRun(client.signal);

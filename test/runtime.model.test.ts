@@ -25,8 +25,8 @@ const SLOTS = 2;
 const MAX_QUEUE = 2;
 const REQUEST = { prompt: "p", raw: true, sampling: {} };
 
-type Op = "load" | "loadDone" | "loadFailed" | "run" | "stop" | "stopAll" | "unload" | "cancel" | "cancelNewest" | "finish" | "fail" | "engineFail" | "lose" | "disposed" | "shutdown";
-const OPS: Op[] = ["load", "loadDone", "loadFailed", "run", "stop", "stopAll", "unload", "cancel", "cancelNewest", "finish", "fail", "engineFail", "lose", "disposed", "shutdown"];
+type Op = "load" | "loadDone" | "loadFailed" | "run" | "stop" | "stopAll" | "stopJob" | "stopJobNewest" | "stopJobGone" | "unload" | "cancel" | "cancelNewest" | "finish" | "fail" | "engineFail" | "lose" | "disposed" | "shutdown";
+const OPS: Op[] = ["load", "loadDone", "loadFailed", "run", "stop", "stopAll", "stopJob", "stopJobNewest", "stopJobGone", "unload", "cancel", "cancelNewest", "finish", "fail", "engineFail", "lose", "disposed", "shutdown"];
 
 const answerOf = (o: Outcome<unknown>): string => {
   if (!o.ok) return `err:${o.error.code}`;
@@ -97,6 +97,16 @@ function system(limits = { slots: SLOTS, maxQueue: MAX_QUEUE }) {
         const { ticket, reply } = request<StopResult>();
         send({ type: "STOP", all: op === "stopAll", ticket });
         oracle.stop(op === "stopAll", reply);
+        break;
+      }
+      case "stopJob":
+      case "stopJobNewest":
+      case "stopJobGone": {
+        // STOP {"id"}: the oldest running job (else the first waiting), or the newest; or a job it does not hold.
+        const job = (op !== "stopJobGone" && pickCancelled(op === "stopJob" ? "cancel" : "cancelNewest", oracle)?.id) || "job-gone";
+        const { ticket, reply } = request<StopResult>();
+        send({ type: "STOP", all: false, request: job, ticket });
+        oracle.stop(false, reply, job);
         break;
       }
       case "unload": {
@@ -180,6 +190,8 @@ function explore(maxDepth: number): Map<string, Op[]> {
       else if (op === "loadFailed") oracle.loadFailed();
       else if (op === "run") oracle.run(`job-${++n}`, reply);
       else if (op === "stop" || op === "stopAll") oracle.stop(op === "stopAll", reply);
+      else if (op === "stopJob" || op === "stopJobNewest" || op === "stopJobGone")
+        oracle.stop(false, reply, (op !== "stopJobGone" && pickCancelled(op === "stopJob" ? "cancel" : "cancelNewest", oracle)?.id) || "job-gone");
       else if (op === "unload") oracle.unload(reply);
       else if (op === "cancel" || op === "cancelNewest") {
         const job = pickCancelled(op, oracle);

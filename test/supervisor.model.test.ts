@@ -55,15 +55,16 @@ type Op =
   | "cancel"
   | "stopAll"
   | "stopA"
+  | "stopJob"
   | "unloadA"
   | "unloadAll"
   | "disposed"
   | "tick"
   | "sample"
   | "shutdown";
-const OPS: Op[] = ["loadA", "loadB", "loadC", "loadBig", "loadHuge", "sample", "admitOk", "admitBad", "loaded", "loadFailed", "loadCrashed", "runA", "runB", "runDefault", "runUnknown", "runCatalogueC", "finish", "fail", "engineFail", "loseA", "loseB", "cancel", "stopAll", "stopA", "unloadA", "unloadAll", "disposed", "tick", "shutdown"];
+const OPS: Op[] = ["loadA", "loadB", "loadC", "loadBig", "loadHuge", "sample", "admitOk", "admitBad", "loaded", "loadFailed", "loadCrashed", "runA", "runB", "runDefault", "runUnknown", "runCatalogueC", "finish", "fail", "engineFail", "loseA", "loseB", "cancel", "stopAll", "stopA", "stopJob", "unloadA", "unloadAll", "disposed", "tick", "shutdown"];
 /** The operations that change most: the three-step walks use these. */
-const CORE: Op[] = ["loadB", "admitOk", "loaded", "runA", "runCatalogueC", "runDefault", "finish", "engineFail", "stopAll", "unloadA", "disposed", "tick", "shutdown"];
+const CORE: Op[] = ["loadB", "admitOk", "loaded", "runA", "runCatalogueC", "runDefault", "finish", "engineFail", "stopAll", "stopJob", "unloadA", "disposed", "tick", "shutdown"];
 /** Where the walks start: the rules differ most with nothing loaded, a model loading, idle, or working. */
 const PREFIXES: Record<string, Op[]> = {
   "nothing loaded": [],
@@ -216,6 +217,14 @@ function system({ limits, input }: (typeof CONFIGS)[number]) {
         const model = op === "stopA" ? "a" : undefined;
         sendRequest(actor, { type: "STOP", all: true, ticket, ...(model && { model }) });
         oracle.stop(model, true, reply);
+        break;
+      }
+      case "stopJob": {
+        // POST /stop {"id"} for the last request, wherever it is (or has been).
+        const { ticket, reply } = request<StopResult>();
+        const job = lastJob ?? "job-none";
+        sendRequest(actor, { type: "STOP", all: false, request: job, ticket });
+        oracle.stop(undefined, false, reply, job);
         break;
       }
       case "unloadA":

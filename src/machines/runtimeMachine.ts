@@ -42,6 +42,8 @@ export interface UnloadResult {
 /** One generation request, waiting or running. `id` names it in CANCEL, in the engine's reports and as its actor. */
 export interface Job {
   id: string;
+  /** The client's id for its request (X-Request-Id), which POST /stop {"id"} names; the job id if it gave none. */
+  requestId: string;
   ticket: Ticket<GenerateResult>;
   request: GenerationRequest;
   onText?: (chunk: string) => void;
@@ -51,8 +53,9 @@ export interface Job {
 
 export type RuntimeEvent =
   | { type: "LOAD"; plan: ModelPlan; ticket: Ticket<LoadResult> }
-  | { type: "RUN"; id: string; request: GenerationRequest; onText?: (chunk: string) => void; ticket: Ticket<GenerateResult> }
-  | { type: "STOP"; all: boolean; ticket: Ticket<StopResult> }
+  | { type: "RUN"; id: string; requestId?: string; request: GenerationRequest; onText?: (chunk: string) => void; ticket: Ticket<GenerateResult> }
+  /** Stops the running generations (`all`: and drops the waiting ones), or only the jobs of request `request`. */
+  | { type: "STOP"; all: boolean; request?: string; ticket: Ticket<StopResult> }
   | { type: "UNLOAD"; ticket: Ticket<UnloadResult> }
   /** The client of a job went away: stop it if it runs, drop it if it waits. */
   | { type: "CANCEL"; job: string }
@@ -132,6 +135,7 @@ export const errorRecord = (error: KekahydeError): LastError => ({ code: error.c
 
 const jobOf = (context: RuntimeContext, id: string): Job | undefined => context.running.find((j) => j.id === id);
 const jobIdOf = (event: RuntimeEvent): string | null => ("job" in event ? event.job : null);
+const requestOf = (event: RuntimeEvent): string | null => (event.type === "STOP" ? (event.request ?? null) : null);
 
 function freshStats(): GenerationStats {
   return { startedAt: Date.now(), endedAt: null, promptTokens: null, completionTokens: 0, firstTokenMs: null, finishReason: null };
@@ -148,12 +152,19 @@ function retryAfterSeconds(context: RuntimeContext): number {
  * What `loading` and `replacing` do with requests: a generation waits for the model (in the bounded queue),
  * anything that needs the model loaded is refused.
  */
+/** STOP {"id"}: only that request's jobs, running (stopped, answered at once) or waiting (dropped). */
+const STOP_ONE_REQUEST = [
+  { guard: "stopsRunningRequest", actions: ["abortRequest", "refuseStoppedRequest", "answerRequestStopped", "dropStoppedRequest"] },
+  { guard: "stopsWaitingRequest", actions: ["refuseStoppedRequest", "answerRequestDropped", "dropStoppedRequest"] },
+  { guard: "namesRequest", actions: "answerNothingToStop" },
+] as const;
+
 const WAITING_FOR_THE_MODEL = {
   LOAD: { actions: { type: "refuse", params: LOADING.load } },
   RUN: [{ guard: "queueHasRoom", actions: "enqueueJob" }, { actions: { type: "refuse", params: LOADING.run } }],
   CANCEL: { guard: "isQueuedJob", actions: ["refuseCancelledJob", "dropCancelledJob"] },
   UNLOAD: { actions: { type: "refuse", params: LOADING.unload } },
-  STOP: [{ guard: "stopsAll", actions: ["refuseQueuedJobs", "answerStopDroppingQueue", "clearQueue"] }, { actions: "answerNothingToStop" }],
+  STOP: [STOP_ONE_REQUEST[1], STOP_ONE_REQUEST[2], { guard: "stopsAll", actions: ["refuseQueuedJobs", "answerStopDroppingQueue", "clearQueue"] }, { actions: "answerNothingToStop" }],
 } as const;
 
 export const runtimeMachine = setup({
@@ -176,6 +187,9 @@ export const runtimeMachine = setup({
     isQueuedJob: ({ context, event }) => context.queue.some((j) => j.id === jobIdOf(event)),
     isEngineFailure: ({ event }) => event.type === "GENERATION.FAILED" && ENGINE_FAILURES.has(event.error.code),
     stopsAll: ({ event }) => event.type === "STOP" && event.all,
+    namesRequest: ({ event }) => requestOf(event) !== null,
+    stopsRunningRequest: ({ context, event }) => context.running.some((j) => j.requestId === requestOf(event)),
+    stopsWaitingRequest: ({ context, event }) => context.queue.some((j) => j.requestId === requestOf(event)),
     hasWaitingJobs: ({ context }) => context.queue.length > 0,
   },
   actions: {
@@ -189,6 +203,19 @@ export const runtimeMachine = setup({
     // ── Answers (effects: run after the transition) ─────────────────────────────────────────────────────
     refuse: ({ event }, params: Refusal) => {
       if ("ticket" in event) event.ticket.reject(new KekahydeError(params.code, params.message));
+    },
+    answerRequestStopped: ({ context, event }) => {
+      assertEvent(event, "STOP");
+      event.ticket.resolve({ stopped: true, dropped: context.queue.filter((j) => j.requestId === event.request).length });
+    },
+    answerRequestDropped: ({ context, event }) => {
+      assertEvent(event, "STOP");
+      event.ticket.resolve({ stopped: false, dropped: context.queue.filter((j) => j.requestId === event.request).length });
+    },
+    refuseStoppedRequest: ({ context, event }) => {
+      assertEvent(event, "STOP");
+      const error = new KekahydeError("QUEUE_CLEARED", "Stopped by POST /stop {\"id\"} before it started. Send it again if you still want it.");
+      for (const job of context.queue) if (job.requestId === event.request) job.ticket.reject(error);
     },
     answerNothingToStop: ({ event }) => {
       assertEvent(event, "STOP");
@@ -291,6 +318,10 @@ export const runtimeMachine = setup({
       assertEvent(event, "CANCEL");
       enqueue.sendTo(event.job, { type: "ABORT" });
     }),
+    abortRequest: enqueueActions(({ context, event, enqueue }) => {
+      assertEvent(event, "STOP");
+      for (const job of context.running) if (job.requestId === event.request) enqueue.sendTo(job.id, { type: "ABORT" });
+    }),
     abortRunningJobs: enqueueActions(({ context, enqueue }) => {
       for (const job of context.running) enqueue.sendTo(job.id, { type: "ABORT" });
     }),
@@ -349,13 +380,19 @@ export const runtimeMachine = setup({
     clearUnloads: assign({ unloadTickets: [] }),
     enqueueJob: assign(({ context, event }) => {
       assertEvent(event, "RUN");
-      const job: Job = { id: event.id, ticket: event.ticket, request: event.request, onText: event.onText, enqueuedAt: Date.now(), stats: null };
+      const job: Job = { id: event.id, requestId: event.requestId ?? event.id, ticket: event.ticket, request: event.request, onText: event.onText, enqueuedAt: Date.now(), stats: null };
       return { queue: [...context.queue, job] };
     }),
     dropCancelledJob: assign({
       queue: ({ context, event }) => {
         assertEvent(event, "CANCEL");
         return context.queue.filter((j) => j.id !== event.job);
+      },
+    }),
+    dropStoppedRequest: assign({
+      queue: ({ context, event }) => {
+        assertEvent(event, "STOP");
+        return context.queue.filter((j) => j.requestId !== event.request);
       },
     }),
     /** Holds the STOP's answer until the generations have ended. */
@@ -477,6 +514,7 @@ export const runtimeMachine = setup({
                   { actions: "refuseQueueFull" },
                 ],
                 STOP: [
+                  ...STOP_ONE_REQUEST,
                   { guard: "stopsAll", target: "cancelling", actions: ["refuseQueuedJobs", "acceptStop", "clearQueue", "abortRunningJobs"] },
                   { target: "cancelling", actions: ["acceptStop", "abortRunningJobs"] },
                 ],
@@ -496,6 +534,7 @@ export const runtimeMachine = setup({
               always: { guard: "nothingRunning", target: "generating", actions: ["answerStops", "clearStops", "startJobs"] },
               on: {
                 STOP: [
+                  ...STOP_ONE_REQUEST,
                   { guard: "stopsAll", actions: ["refuseQueuedJobs", "acceptStop", "clearQueue"] },
                   { actions: "acceptStop" },
                 ],

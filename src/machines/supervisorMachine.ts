@@ -92,6 +92,8 @@ export type FanOut =
 /** A generation request as the supervisor gets it. */
 export interface RunRequest {
   id: string;
+  /** The client's id for the request (X-Request-Id), which POST /stop {"id"} names; the job id if it gave none. */
+  requestId?: string;
   /** A model's name; without it, the default model. */
   model?: string;
   /** Where the named model's file is, when it is not loaded but the catalogue has it: it is loaded first, with these settings. */
@@ -107,7 +109,8 @@ export interface RunRequest {
 export type SupervisorEvent =
   | ({ type: "LOAD" } & LoadRequest)
   | ({ type: "RUN" } & RunRequest)
-  | { type: "STOP"; model?: string; all: boolean; ticket: Ticket<StopResult> }
+  /** Stops generations: of one model or all, or only those of request `request` (wherever they are). */
+  | { type: "STOP"; model?: string; all: boolean; request?: string; ticket: Ticket<StopResult> }
   | { type: "UNLOAD"; model?: string; ticket: Ticket<UnloadResult> }
   | { type: "CANCEL"; job: string }
   | { type: "SHUTDOWN" }
@@ -201,6 +204,9 @@ function unknownModel(context: SupervisorContext, name: string, suggestions: rea
     { model: name, loaded, suggestions: close },
   );
 }
+
+/** The parked generations of request `request` (the client's id, or the job id it gave none). */
+const parkedOf = (context: SupervisorContext, request: string): RunRequest[] => Object.values(context.parkedRuns).flat().filter((r) => (r.requestId ?? r.id) === request);
 
 /** The name a load will have. */
 const loadName = (load: LoadRequest): string => load.name ?? defaultModelName(load.path);
@@ -304,6 +310,7 @@ export const supervisorMachine = setup({
     namesModelLoadingOnDemand: ({ context, event }) => event.type === "RUN" && event.model !== undefined && !(event.model in context.models) && loadPending(context, event.model),
     namesCatalogueModel: ({ context, event }) => event.type === "RUN" && event.model !== undefined && !(event.model in context.models) && event.load !== undefined,
     isParkedJob: ({ context, event }) => event.type === "CANCEL" && Object.values(context.parkedRuns).some((runs) => runs.some((r) => r.id === event.job)),
+    stopsParkedRequest: ({ context, event }) => event.type === "STOP" && event.request !== undefined && parkedOf(context, event.request).length > 0,
     namesModel: ({ event }) => modelNamed(event) !== undefined,
     namesIdleModel: ({ context, event }) => context.models[modelNamed(event) ?? ""]?.phase === "idle",
     hasNoModels: ({ context }) => entries(context).length === 0,
@@ -361,6 +368,13 @@ export const supervisorMachine = setup({
       assertEvent(event, "CANCEL");
       for (const runs of Object.values(context.parkedRuns)) runs.find((r) => r.id === event.job)?.ticket.reject(new KekahydeError("CLIENT_CLOSED", "The client closed the request while its model was being loaded."));
     },
+    /** STOP {"id"} for a request that waits for its model to be admitted: it is dropped, and counted in the answer. */
+    refuseParkedRequest: ({ context, event }) => {
+      assertEvent(event, "STOP");
+      const error = new KekahydeError("QUEUE_CLEARED", "Stopped by POST /stop {\"id\"} while its model was being loaded. Send it again if you still want it.");
+      for (const run of parkedOf(context, event.request!)) run.ticket.reject(error);
+      event.ticket.resolve({ stopped: false, dropped: parkedOf(context, event.request!).length });
+    },
     answerNothingStopped: ({ event }) => {
       assertEvent(event, "STOP");
       event.ticket.resolve({ stopped: false, dropped: 0 });
@@ -393,7 +407,7 @@ export const supervisorMachine = setup({
     forwardRun: enqueueActions(({ context, event, enqueue }) => {
       assertEvent(event, "RUN");
       const target = targetOf(context, event.model)!;
-      enqueue.sendTo(target.ref, { type: "RUN", id: event.id, request: event.request, onText: event.onText, ticket: event.ticket });
+      enqueue.sendTo(target.ref, { type: "RUN", id: event.id, requestId: event.requestId, request: event.request, onText: event.onText, ticket: event.ticket });
     }),
     forwardCancel: enqueueActions(({ context, event, enqueue }) => {
       assertEvent(event, "CANCEL");
@@ -401,7 +415,7 @@ export const supervisorMachine = setup({
     }),
     forwardStop: enqueueActions(({ context, event, enqueue }) => {
       assertEvent(event, "STOP");
-      enqueue.sendTo(context.models[event.model!].ref, { type: "STOP", all: event.all, ticket: event.ticket });
+      enqueue.sendTo(context.models[event.model!].ref, { type: "STOP", all: event.all, ...(event.request !== undefined && { request: event.request }), ticket: event.ticket });
     }),
     forwardUnload: enqueueActions(({ context, event, enqueue }) => {
       assertEvent(event, "UNLOAD");
@@ -418,7 +432,7 @@ export const supervisorMachine = setup({
       });
       for (const m of models) {
         const part = createTicket<StopResult>((outcome) => self.send({ type: "FANOUT.ANSWER", fanOut: id, outcome }));
-        enqueue.raise({ type: "STOP", model: m.name, all: event.all, ticket: part });
+        enqueue.raise({ type: "STOP", model: m.name, all: event.all, ...(event.request !== undefined && { request: event.request }), ticket: part });
       }
     }),
     fanOutUnload: enqueueActions(({ context, event, enqueue, self }) => {
@@ -495,7 +509,7 @@ export const supervisorMachine = setup({
       enqueue.sendTo(({ context: c }) => c.models[name].ref, { type: "LOAD", plan, ticket: request.ticket });
       // Generations that asked for this model wait for it in its runtime's queue, in order.
       for (const run of context.parkedRuns[name] ?? []) {
-        enqueue.sendTo(({ context: c }) => c.models[name].ref, { type: "RUN", id: run.id, request: run.request, onText: run.onText, ticket: run.ticket });
+        enqueue.sendTo(({ context: c }) => c.models[name].ref, { type: "RUN", id: run.id, requestId: run.requestId, request: run.request, onText: run.onText, ticket: run.ticket });
       }
       enqueue.assign({ parkedRuns: without(context.parkedRuns, [name]) });
     }),
@@ -573,6 +587,13 @@ export const supervisorMachine = setup({
         assertEvent(event, "RUN");
         const { type: _, ...run } = event;
         return { ...context.parkedRuns, [run.model!]: [...(context.parkedRuns[run.model!] ?? []), run] };
+      },
+    }),
+    dropParkedRequest: assign({
+      parkedRuns: ({ context, event }) => {
+        assertEvent(event, "STOP");
+        const stopped = parkedOf(context, event.request!);
+        return Object.fromEntries(Object.entries(context.parkedRuns).map(([name, runs]) => [name, runs.filter((r) => !stopped.includes(r))]));
       },
     }),
     dropParkedJob: assign({
@@ -708,6 +729,7 @@ export const supervisorMachine = setup({
         ],
         STOP: [
           { guard: "namesUnknownModel", actions: "refuseUnknownModel" },
+          { guard: "stopsParkedRequest", actions: ["refuseParkedRequest", "dropParkedRequest"] },
           { guard: "namesModel", actions: "forwardStop" },
           { guard: "hasNoModels", actions: "answerNothingStopped" },
           { actions: "fanOutStop" },

@@ -6,7 +6,7 @@ import type { KekahydeError } from "../errors.ts";
 import { sendRequest } from "../machines/sendRequest.ts";
 import { createTicket, type Ticket } from "../machines/ticket.ts";
 import type { RouteDeps } from "./runtime.ts";
-import type { Routing } from "./validation.ts";
+import { REQUEST_ID, type Routing } from "./validation.ts";
 
 /** How a streaming route writes: its content type, and how it frames text, the end and a late failure. */
 export interface StreamFormat {
@@ -23,13 +23,18 @@ export interface StreamFormat {
  * A new request's identity: the job id the machines know it by (CANCEL names it, the engine reports by it)
  * and its ticket. A client that goes away cancels its own request: stopped if it runs, dropped if it waits.
  */
-function newJob(ctx: Context, { supervisor }: RouteDeps): { id: string; ticket: Ticket<GenerateResult> } {
+function newJob(ctx: Context, { supervisor }: RouteDeps): { id: string; requestId: string; ticket: Ticket<GenerateResult> } {
   const id = randomUUID();
+  // What POST /stop {"id"} names: the client's own X-Request-Id (so it can stop a request before any answer
+  // arrives), else the job's id, sent back either way; a proxy in front of several daemons routes by it.
+  const given = ctx.get("X-Request-Id");
+  const requestId = REQUEST_ID.test(given) ? given : id;
+  ctx.set("X-Request-Id", requestId);
   const ticket = createTicket<GenerateResult>();
   ctx.res.once("close", () => {
     if (!ctx.res.writableFinished && !ticket.settled && supervisor.getSnapshot().status === "active") supervisor.send({ type: "CANCEL", job: id });
   });
-  return { id, ticket };
+  return { id, requestId, ticket };
 }
 
 /** Runs one generation for a route and returns its result (non-streaming). */

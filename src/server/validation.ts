@@ -170,9 +170,14 @@ export function parseLoadModel(body: Body): LoadModelRequest {
   return request;
 }
 
-export function parseStop(body: Body): { all: boolean; model?: string } {
+/** A request's id, as X-Request-Id gives it (a client's own, or the daemon's): what `/stop {"id"}` names. */
+export const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export function parseStop(body: Body): { all: boolean; model?: string; request?: string } {
   const model = optionalModelName(body, "model");
-  return { all: optionalBoolean(body, "all") ?? false, ...(model !== undefined && { model }) };
+  const id = optionalString(body, "id");
+  if (id !== undefined && !REQUEST_ID.test(id)) bad("id", "must be a request id as X-Request-Id gave it");
+  return { all: optionalBoolean(body, "all") ?? false, ...(model !== undefined && { model }), ...(id !== undefined && { request: id }) };
 }
 
 export function parseUnload(body: Body): { model?: string } {

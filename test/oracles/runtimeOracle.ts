@@ -126,8 +126,10 @@ export class RuntimeOracle {
     }
   }
 
-  stop(all: boolean, reply: Reply): void {
+  /** STOP: every running generation (`all`: and the waiting ones), or only the job `job` names. */
+  stop(all: boolean, reply: Reply, job?: string): void {
     if (this.phase === "stopped") return reply.settle("err:SHUTTING_DOWN");
+    if (job !== undefined) return this.stopOne(job, reply);
     if (this.phase === "loading" || this.phase === "replacing") {
       // Nothing runs yet; with `all`, the requests waiting for the model are dropped.
       const dropped = all ? this.queue.length : 0;
@@ -145,6 +147,22 @@ export class RuntimeOracle {
       for (const job of this.running) this.abort(job);
       this.phase = "cancelling";
     }
+  }
+
+  /** STOP {"id"}: a running job is stopped (answered at once), a waiting one dropped; anything else is nothing to stop. */
+  private stopOne(id: string, reply: Reply): void {
+    const holdsJobs = ["generating", "cancelling", "loading", "replacing"].includes(this.phase);
+    const running = holdsJobs ? this.running.find((j) => j.id === id) : undefined;
+    if (running) {
+      this.abort(running);
+      return reply.settle("ok:stopped=true,dropped=0");
+    }
+    const queued = holdsJobs ? this.queue.findIndex((j) => j.id === id) : -1;
+    if (queued >= 0) {
+      this.queue.splice(queued, 1)[0].reply.settle("err:QUEUE_CLEARED");
+      return reply.settle("ok:stopped=false,dropped=1");
+    }
+    reply.settle("ok:stopped=false,dropped=0");
   }
 
   unload(reply: Reply): void {

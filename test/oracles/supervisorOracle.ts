@@ -95,12 +95,18 @@ export class SupervisorOracle {
     this.touch(target.runtime, () => target.runtime.run(id, reply));
   }
 
-  stop(model: string | undefined, all: boolean, reply: Reply): void {
+  stop(model: string | undefined, all: boolean, reply: Reply, job?: string): void {
     if (this.stoppingOrStopped(reply)) return;
     if (model !== undefined && !this.models.has(model)) return reply.settle("err:UNKNOWN_MODEL");
+    const parked = job !== undefined ? this.parked.find((p) => p.id === job) : undefined;
+    if (parked) {
+      this.parked = this.parked.filter((p) => p !== parked);
+      parked.reply.settle("err:QUEUE_CLEARED");
+      return reply.settle("ok:stopped=false,dropped=1");
+    }
     if (model !== undefined) {
       const m = this.models.get(model)!;
-      return this.touch(m.runtime, () => m.runtime.stop(all, reply));
+      return this.touch(m.runtime, () => m.runtime.stop(all, reply, job));
     }
     if (this.models.size === 0) return reply.settle("ok:stopped=false,dropped=0");
     const names = [...this.models.keys()];
@@ -108,7 +114,7 @@ export class SupervisorOracle {
       const parsed = answers.map((a) => /stopped=(\w+),dropped=(\d+)/.exec(a)!);
       return `ok:stopped=${parsed.some((p) => p[1] === "true")},dropped=${parsed.reduce((n, p) => n + Number(p[2]), 0)}`;
     });
-    for (const name of names) this.stop(name, all, gathered());
+    for (const name of names) this.stop(name, all, gathered(), job);
   }
 
   unload(model: string | undefined, reply: Reply): void {

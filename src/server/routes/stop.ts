@@ -6,10 +6,14 @@ import { optionalBody } from "../middleware/jsonBody.ts";
 import type { RouteDeps } from "../runtime.ts";
 import { parseStop } from "../validation.ts";
 
-/** Stops one model's generations (`"model"`), or every model's; answers once the generation has really ended, so the next request finds the engine free. */
+/**
+ * Stops one model's generations (`"model"`), or every model's, and answers once the generation has really
+ * ended, so the next request finds the engine free; or stops only the request `{"id"}` names (its
+ * X-Request-Id), wherever it runs or waits, and answers at once.
+ */
 export function stopRoute(router: Router, { supervisor }: RouteDeps): void {
   router.post("/stop", async (ctx) => {
-    const { all, model } = parseStop(optionalBody(ctx));
-    ctx.body = await sendRequest(supervisor, { type: "STOP", all, model, ticket: createTicket<StopResult>() });
+    const stop = parseStop(optionalBody(ctx));
+    ctx.body = await sendRequest(supervisor, { type: "STOP", ...stop, ticket: createTicket<StopResult>() });
   });
 }
