@@ -48,6 +48,10 @@ export interface ServeConfig {
   maxFirstTokenSeconds: number | null;
   /** Keep one engine process started ahead, so that a load does not wait for one to start. */
   spareEngine: boolean;
+  /** Port of HAProxy's agent-check responder (load feedback for a fleet); null: none. */
+  agentPort: number | null;
+  /** How long the daemon drains before it stops on SIGTERM; null: 2 s with --agent-port, else 0. */
+  drainSeconds: number | null;
   logFormat: "auto" | "json" | "pretty";
   /** WebSocket URL of a Stately inspector; null: nothing leaves the machine. */
   inspectUrl: string | null;
@@ -78,6 +82,8 @@ export const DEFAULTS: ServeConfig = {
   maxLoadSeconds: DEFAULT_MAX_LOAD_SECONDS,
   maxFirstTokenSeconds: DEFAULT_MAX_FIRST_TOKEN_SECONDS,
   spareEngine: true,
+  agentPort: null,
+  drainSeconds: null,
   logFormat: "auto",
   inspectUrl: null,
   monitorIntervalMs: 1000,
@@ -181,6 +187,8 @@ export const OPTIONS: readonly OptionDoc[] = [
   { flag: "max-load-time", env: "KEKAHYDE_MAX_LOAD_TIME", key: "maxLoadSeconds", value: "SECONDS", help: "stop a model's engine process when its load takes longer (refused with 504)", parse: integer(1, 86_400) },
   { flag: "max-first-token-time", env: "KEKAHYDE_MAX_FIRST_TOKEN_TIME", key: "maxFirstTokenSeconds", value: "SECONDS", help: "stop a model's engine process when a generation waits longer for its first token (a runaway prompt or chat template; 504)", parse: integer(1, 86_400) },
   { flag: "spare-engine", env: "KEKAHYDE_SPARE_ENGINE", key: "spareEngine", value: "true|false", help: "keep one engine process started ahead, so a load does not wait for one to start", parse: bool },
+  { flag: "agent-port", env: "KEKAHYDE_AGENT_PORT", key: "agentPort", value: "PORT", help: "answer HAProxy's agent-check on this port with the daemon's load (free slots, queue), or drain (docs/scale-out.md)", parse: integer(1, 65535) },
+  { flag: "drain-seconds", env: "KEKAHYDE_DRAIN_SECONDS", key: "drainSeconds", value: "SECONDS", help: "on SIGTERM, keep serving this long while /health and the agent say 'draining' (default: 2 with --agent-port, else 0)", parse: integer(0, 3600) },
   { flag: "log-level", env: "KEKAHYDE_LOG_LEVEL", key: "logLevel", value: "LEVEL", help: `log level: ${LOG_LEVELS.join(", ")}`, parse: oneOf(LOG_LEVELS) },
   { flag: "log-format", env: "KEKAHYDE_LOG_FORMAT", key: "logFormat", value: "auto|json|pretty", help: "json lines, or pretty for people; auto: pretty when stdout is a terminal", parse: oneOf(["auto", "json", "pretty"]) },
   { flag: "inspect", env: "KEKAHYDE_INSPECT", key: "inspectUrl", value: "WS_URL", help: "send the machine's events to a Stately inspector over WebSocket, e.g. ws://localhost:8080 (off by default)", parse: text },

@@ -114,9 +114,10 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
   logTransitions(feed, log);
   supervisor.start();
   const startedAt = Date.now();
+  let draining = false;
 
   const app = createApp(
-    { supervisor, startedAt, defaultThreads: threads, feed, metrics: metrics.watch(supervisor, feed), modelsDirs: config.modelsDirs, catalogue },
+    { supervisor, startedAt, defaultThreads: threads, feed, metrics: metrics.watch(supervisor, feed), modelsDirs: config.modelsDirs, catalogue, draining: () => draining },
     {
       listenHost: config.host,
       allowedHosts: config.allowedHosts,
@@ -161,8 +162,15 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
   }
 
   let closing: Promise<void> | null = null;
+  const drainMs = (config.drainSeconds ?? (config.agentPort !== null ? 2 : 0)) * 1000;
   const close = () =>
     (closing ??= (async () => {
+      if (drainMs > 0) {
+        // A load balancer learns from /health and the agent that this daemon is going, and sends it nothing new.
+        draining = true;
+        log.info({ event: "draining", ms: drainMs }, `draining for ${drainMs / 1000} s`);
+        await new Promise((r) => setTimeout(r, drainMs));
+      }
       log.info({ event: "shutdown" }, "shutting down");
       const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
       supervisor.send({ type: "SHUTDOWN" });

@@ -162,3 +162,19 @@ describe("client commands against a running daemon", () => {
     assert.match(wrongKey.stderr, /401: The API key is wrong/);
   });
 });
+
+describe("draining before a stop", () => {
+  it("answers /health with 503 draining for --drain-seconds while it still serves, then stops", async () => {
+    const d = await startTestDaemon({ drainSeconds: 1 });
+    assert.equal((await d.post("/load_model", { path: await tinyModel() })).status, 200);
+    const closed = d.close();
+    const health = await d.get("/health");
+    assert.equal(health.status, 503);
+    assert.deepEqual(await health.json(), { ok: false, draining: true });
+    const served = await d.post("/run_prompt", { prompt: "abc", raw: true, max_tokens: 3 });
+    assert.equal(await served.text(), "def", "a request that still arrives is served");
+    const started = performance.now();
+    await closed;
+    assert.ok(performance.now() - started < 5_000);
+  });
+});
