@@ -21,6 +21,8 @@ export type ErrorCode =
   | "SHUTTING_DOWN"
   | "QUEUE_FULL"
   | "QUEUE_CLEARED"
+  | "JOB_STOPPED"
+  | "NOT_SUPPORTED"
   | "CLIENT_CLOSED"
   | "UNAUTHORIZED"
   | "FORBIDDEN_HOST"

@@ -215,7 +215,7 @@ describe("daemon over HTTP with the real engine", () => {
       assert.equal(during.state, "generating");
       await assertError(await d.post("/load_model", { path: tiny }), 409, "BUSY", /POST \/stop first/);
 
-      await new Promise((r) => setTimeout(r, 300));
+      await waitUntil(async () => (await d.status()).generation?.tokens >= 5, 10_000, "some text generated");
       const stopAt = performance.now();
       const stop = await d.post("/stop");
       assert.deepEqual(await json(stop), { stopped: true, dropped: 0 });

@@ -19,7 +19,7 @@ import { FIXTURES, tinyModel } from "./helpers/fixtures.ts";
 /** A plan made by hand, as if the bounded check had let the file through. */
 async function unchecked(path: string): Promise<ModelPlan> {
   const { size } = await stat(path);
-  return { path, name: null, architecture: "llama", fileSize: size, mtimeMs: 0, trainContextSize: 64, contextSize: 64, sequences: 1, bytes: 0, weightsBytes: 0, kvCacheBytes: 0, freeBytes: 0, onGpu: false };
+  return { path, name: null, architecture: "llama", fileSize: size, mtimeMs: 0, vocabularySize: 0, trainContextSize: 64, contextSize: 64, sequences: 1, bytes: 0, weightsBytes: 0, kvCacheBytes: 0, freeBytes: 0, onGpu: false };
 }
 
 async function craftedFile(name: string): Promise<string> {

@@ -63,7 +63,7 @@ describe("GET /events", () => {
     assert.deepEqual(events[0].data.supervisor_active, initialIds(chartOf(supervisorMachine)), "the supervisor starts where its chart says");
     assert.deepEqual(events[0].data.models_active, {}, "no model, no runtime");
     const transitions = events.filter((e) => e.type === "transition").map((e) => `${e.data.from}->${e.data.state} (${e.data.event})`);
-    assert.deepEqual(transitions, ["empty->loading (LOAD)", "loading->idle (LOAD.DONE)", "idle->generating (RUN)", "generating->idle (GENERATION.DONE)"]);
+    assert.deepEqual(transitions, ["empty->loading (LOAD)", "loading->idle (LOAD.DONE)", "idle->generating (RUN)", "generating->idle (JOB.DONE)"]);
     const generating = events.find((e) => e.type === "transition" && e.data.state === "generating")!;
     assert.deepEqual(generating.data.active, ["runtime.loaded", "runtime.loaded.busy", "runtime.loaded.busy.generating"]);
     assert.equal(generating.data.queue_length, 0);

@@ -33,6 +33,10 @@ function countingModel() {
     dispose: async () => {
       calls.dispose++;
     },
+    embed: () => new Promise(() => {}),
+    rank: () => new Promise(() => {}),
+    tokenize: () => new Promise(() => {}),
+    detokenize: () => new Promise(() => {}),
     lost: new Promise(() => {}),
   };
   return { model, calls };
@@ -57,12 +61,12 @@ describe("pure transitions", () => {
     assert.equal(load.settled, true);
 
     const first = createTicket<GenerateResult>();
-    [s, actions] = step(runtimeMachine, s, { type: "RUN", id: "first", request: { prompt: "p", raw: true, sampling: {} }, ticket: first });
+    [s, actions] = step(runtimeMachine, s, { type: "RUN", id: "first", work: { kind: "generate", request: { prompt: "p", raw: true, sampling: {} } }, ticket: first });
     run(actions);
     assert.equal(calls.generate, 0, "the generation actor is spawned as an action; nothing generates in a pure transition");
 
     const second = createTicket<GenerateResult>();
-    [s, actions] = step(runtimeMachine, s, { type: "RUN", id: "second", request: { prompt: "p", raw: true, sampling: {} }, ticket: second });
+    [s, actions] = step(runtimeMachine, s, { type: "RUN", id: "second", work: { kind: "generate", request: { prompt: "p", raw: true, sampling: {} } }, ticket: second });
     assert.equal(second.settled, false, "the queue-full refusal is an action");
     run(actions);
     assert.equal(second.settled, true);
@@ -71,11 +75,11 @@ describe("pure transitions", () => {
     [s, actions] = step(runtimeMachine, s, { type: "STOP", all: true, ticket: stop });
     run(actions);
     const result: GenerateResult = { text: "", finishReason: "cancelled", promptTokens: 1, completionTokens: 0, durationMs: 1, firstTokenMs: null };
-    [s, actions] = step(runtimeMachine, s, { type: "GENERATION.STOPPED", job: "first", result });
+    [s, actions] = step(runtimeMachine, s, { type: "JOB.STOPPED", job: "first", result });
     assert.equal(first.settled, false, "the early answer of a stopped job is an action");
     run(actions);
     assert.equal(first.settled, true);
-    [s, actions] = step(runtimeMachine, s, { type: "GENERATION.DONE", job: "first", result });
+    [s, actions] = step(runtimeMachine, s, { type: "JOB.DONE", job: "first", result });
     assert.equal(stop.settled, false, "the STOP's answer is an action");
     run(actions);
     assert.equal(stop.settled, true);
@@ -94,8 +98,8 @@ describe("pure transitions", () => {
     const late = createTicket<GenerateResult>();
     [s] = step(runtimeMachine, s, { type: "LOAD", plan: fakePlan("/m.gguf"), ticket: createTicket<LoadResult>() });
     [s] = step(runtimeMachine, s, { type: "LOAD.DONE", model });
-    [s] = step(runtimeMachine, s, { type: "RUN", id: "late", request: { prompt: "p", raw: true, sampling: {} }, ticket: late });
-    [s, actions] = step(runtimeMachine, s, { type: "GENERATION.FAILED", job: "late", error: new KekahydeError("ENGINE_FAILURE", "x") });
+    [s] = step(runtimeMachine, s, { type: "RUN", id: "late", work: { kind: "generate", request: { prompt: "p", raw: true, sampling: {} } }, ticket: late });
+    [s, actions] = step(runtimeMachine, s, { type: "JOB.FAILED", job: "late", error: new KekahydeError("ENGINE_FAILURE", "x") });
     assert.equal(late.settled, false, "an engine failure's answers are actions");
     assert.equal(calls.dispose, 0);
     run(actions);
@@ -106,7 +110,7 @@ describe("pure transitions", () => {
     const engine = new FakeEngine();
     let [s, actions]: [SnapshotFrom<typeof supervisorMachine>, unknown[]] = initialTransition(supervisorMachine, { engine, sampleResources: async () => EMPTY_SAMPLE, maxModels: 2, maxMemory: { bytes: 1500 } });
     const unknown = createTicket<GenerateResult>();
-    [s, actions] = step(supervisorMachine, s, { type: "RUN", id: "r", model: "nope", request: { prompt: "p", raw: true, sampling: {} }, ticket: unknown });
+    [s, actions] = step(supervisorMachine, s, { type: "RUN", id: "r", model: "nope", work: { kind: "generate", request: { prompt: "p", raw: true, sampling: {} } }, ticket: unknown });
     assert.equal(unknown.settled, false, "the 404 is an action");
     run(actions);
     await404(unknown);

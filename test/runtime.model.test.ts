@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import fc from "fast-check";
 import { createActor } from "xstate";
 import type { GenerateResult } from "../src/domain/generation.ts";
+import type { JobResult } from "../src/domain/jobs.ts";
 import { KekahydeError } from "../src/errors.ts";
 import { runtimeMachine, type LoadResult, type StopResult, type UnloadResult } from "../src/machines/runtimeMachine.ts";
 import { stateName } from "../src/machines/selectors.ts";
@@ -24,14 +25,17 @@ import { finishOldest, Reply, RuntimeOracle, type EngineGeneration } from "./ora
 const SLOTS = 2;
 const MAX_QUEUE = 2;
 const REQUEST = { prompt: "p", raw: true, sampling: {} };
+const GENERATE = { kind: "generate" as const, request: REQUEST };
+const EMBED = { kind: "embed" as const, request: { inputs: ["p"], truncate: false } };
 
-type Op = "load" | "loadDone" | "loadFailed" | "run" | "stop" | "stopAll" | "stopJob" | "stopJobNewest" | "stopJobGone" | "unload" | "cancel" | "cancelNewest" | "finish" | "fail" | "engineFail" | "lose" | "disposed" | "shutdown";
-const OPS: Op[] = ["load", "loadDone", "loadFailed", "run", "stop", "stopAll", "stopJob", "stopJobNewest", "stopJobGone", "unload", "cancel", "cancelNewest", "finish", "fail", "engineFail", "lose", "disposed", "shutdown"];
+type Op = "load" | "loadDone" | "loadFailed" | "run" | "embed" | "stop" | "stopAll" | "stopJob" | "stopJobNewest" | "stopJobGone" | "unload" | "cancel" | "cancelNewest" | "finish" | "fail" | "engineFail" | "lose" | "disposed" | "shutdown";
+const OPS: Op[] = ["load", "loadDone", "loadFailed", "run", "embed", "stop", "stopAll", "stopJob", "stopJobNewest", "stopJobGone", "unload", "cancel", "cancelNewest", "finish", "fail", "engineFail", "lose", "disposed", "shutdown"];
 
 const answerOf = (o: Outcome<unknown>): string => {
   if (!o.ok) return `err:${o.error.code}`;
   const v = o.value as Partial<GenerateResult & LoadResult & StopResult & UnloadResult>;
   if ("finishReason" in v) return `ok:${v.finishReason}`;
+  if ("vectors" in v) return "ok:embedded";
   if ("stopped" in v) return `ok:stopped=${v.stopped},dropped=${v.dropped}`;
   if ("unloaded" in v) return `ok:unloaded=${v.unloaded}`;
   return "ok:loaded";
@@ -85,11 +89,12 @@ function system(limits = { slots: SLOTS, maxQueue: MAX_QUEUE }) {
         engine.failLoad();
         oracle.loadFailed();
         break;
-      case "run": {
-        const { ticket, reply } = request<GenerateResult>();
+      case "run":
+      case "embed": {
+        const { ticket, reply } = request<JobResult>();
         const id = `job-${++jobs}`;
-        send({ type: "RUN", id, request: REQUEST, ticket });
-        oracle.run(id, reply);
+        send({ type: "RUN", id, work: op === "run" ? GENERATE : EMBED, ticket });
+        oracle.run(id, reply, op === "run" ? "generate" : "embed");
         break;
       }
       case "stop":
@@ -188,7 +193,7 @@ function explore(maxDepth: number): Map<string, Op[]> {
       if (op === "load") oracle.loadModel(`/models/m${++n}.gguf`, reply);
       else if (op === "loadDone") oracle.loadDone();
       else if (op === "loadFailed") oracle.loadFailed();
-      else if (op === "run") oracle.run(`job-${++n}`, reply);
+      else if (op === "run" || op === "embed") oracle.run(`job-${++n}`, reply, op === "run" ? "generate" : "embed");
       else if (op === "stop" || op === "stopAll") oracle.stop(op === "stopAll", reply);
       else if (op === "stopJob" || op === "stopJobNewest" || op === "stopJobGone")
         oracle.stop(false, reply, (op !== "stopJobGone" && pickCancelled(op === "stopJob" ? "cancel" : "cancelNewest", oracle)?.id) || "job-gone");
@@ -277,12 +282,12 @@ describe("runtime machine, specific behaviour", () => {
   it("starts a request in a free slot at once even with --max-queue 0, and refuses only when every slot is taken", async () => {
     const sut = await generating({ slots: 2, maxQueue: 0 });
     const second = createTicket<GenerateResult>();
-    sut.actor.send({ type: "RUN", id: "second", request: REQUEST, ticket: second });
+    sut.actor.send({ type: "RUN", id: "second", work: GENERATE, ticket: second });
     await settle();
     assert.equal(sut.actor.getSnapshot().context.running.length, 2, "two slots, two generations");
     assert.equal(second.settled, false);
     const third = createTicket<GenerateResult>();
-    sut.actor.send({ type: "RUN", id: "third", request: REQUEST, ticket: third });
+    sut.actor.send({ type: "RUN", id: "third", work: GENERATE, ticket: third });
     await assert.rejects(third.promise, (e: { code: string; message: string }) => e.code === "QUEUE_FULL" && /no request waits/.test(e.message));
     sut.actor.stop();
   });

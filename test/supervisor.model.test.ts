@@ -30,6 +30,7 @@ import { SupervisorOracle, type SupervisorLimits } from "./oracles/supervisorOra
 const MODEL_BYTES = 1000;
 const KEEP_ALIVE_MS = 10;
 const REQUEST = { prompt: "p", raw: true, sampling: {} };
+const GENERATE = { kind: "generate" as const, request: REQUEST };
 
 type Op =
   | "loadA"
@@ -134,7 +135,7 @@ function system({ limits, input }: (typeof CONFIGS)[number]) {
     const { ticket, reply } = request<GenerateResult>();
     const id = `job-${++jobs}`;
     lastJob = id;
-    sendRequest(actor, { type: "RUN", id, request: REQUEST, ticket, ...(model !== undefined && { model }), ...(fromCatalogue && { load: { path: `/models/${model}.gguf` } }) });
+    sendRequest(actor, { type: "RUN", id, work: GENERATE, ticket, ...(model !== undefined && { model }), ...(fromCatalogue && { load: { path: `/models/${model}.gguf` } }) });
     oracle.run(id, model, reply, fromCatalogue);
   }
 
@@ -380,7 +381,7 @@ describe("supervisor machine, specific behaviour", () => {
     const sut = system(twoModels);
     await sut.exec("shutdown");
     assert.equal(sut.actor.getSnapshot().status, "done");
-    await assert.rejects(sendRequest(sut.actor, { type: "RUN", id: "late", request: REQUEST, ticket: createTicket() }), /shutting down/);
+    await assert.rejects(sendRequest(sut.actor, { type: "RUN", id: "late", work: GENERATE, ticket: createTicket() }), /shutting down/);
   });
 
   it("places by count, budget and the machine's memory, least recently used first, and never evicts a busy model", () => {

@@ -32,6 +32,8 @@ export interface ModelPlan {
   mtimeMs: number;
   /** The context length the model was trained with. */
   trainContextSize: number | null;
+  /** Tokens in the model's vocabulary. */
+  vocabularySize: number;
   /** Tokens of context per sequence: the requested size capped at the trained length. */
   contextSize: number;
   /** Context sequences: generations that may run at once. */

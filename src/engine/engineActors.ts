@@ -1,6 +1,7 @@
 import { fromCallback, fromPromise, type EventObject } from "xstate";
-import { toKekahydeError, type KekahydeError } from "../errors.ts";
-import type { GenerateResult, GenerationProgress, GenerationRequest } from "../domain/generation.ts";
+import { KekahydeError, toKekahydeError } from "../errors.ts";
+import type { GenerateResult, GenerationProgress } from "../domain/generation.ts";
+import type { JobResult, Work } from "../domain/jobs.ts";
 import type { ModelPlan } from "../domain/models.ts";
 import type { Engine, LoadedModel } from "./types.ts";
 
@@ -12,10 +13,11 @@ export type EngineEvent =
   | { type: "LOAD.PROGRESS"; progress: number }
   | { type: "LOAD.DONE"; model: LoadedModel }
   | { type: "LOAD.FAILED"; error: KekahydeError }
-  | { type: "GENERATION.PROGRESS"; job: string; progress: GenerationProgress }
-  | { type: "GENERATION.STOPPED"; job: string; result: GenerateResult }
-  | { type: "GENERATION.DONE"; job: string; result: GenerateResult }
-  | { type: "GENERATION.FAILED"; job: string; error: KekahydeError }
+  | { type: "JOB.PROGRESS"; job: string; progress: GenerationProgress }
+  /** A stopped generation's text so far: its requester is answered before the engine has ended. */
+  | { type: "JOB.STOPPED"; job: string; result: GenerateResult }
+  | { type: "JOB.DONE"; job: string; result: JobResult }
+  | { type: "JOB.FAILED"; job: string; error: KekahydeError }
   | { type: "ENGINE.LOST"; error: KekahydeError };
 
 export interface LoadModelInput {
@@ -41,32 +43,36 @@ export const loadModelActor = fromCallback<EventObject, LoadModelInput, EngineEv
   return () => abort.abort();
 });
 
-export interface GenerateInput {
+export interface JobInput {
   model: LoadedModel;
-  /** The job this generation serves; every report names it. */
+  /** The job this actor serves; every report names it. */
   job: string;
-  request: GenerationRequest;
-  /** Receives text as it is decoded. It goes straight to the requester, not through the machine. */
+  work: Work;
+  /** Receives a generation's text as it is decoded. It goes straight to the requester, not through the machine. */
   onText?: (chunk: string) => void;
-  /** Abort after this long (Infinity: never) and report finish reason "timeout". */
+  /** Abort after this long (Infinity: never); a generation then reports finish reason "timeout". */
   timeLimitMs?: number;
 }
+
+/** Failures of the engine itself, not of the job. */
+const ENGINE_FAILURES = new Set(["ENGINE_FAILURE", "ENGINE_CRASHED", "ENGINE_TIMEOUT"]);
 
 /** How often, at most, token counts are reported to the machine (the first token always is). */
 const PROGRESS_INTERVAL_MS = 100;
 
 /**
- * Runs one generation. The ABORT event (or stopping the actor) aborts it inside the engine.
+ * Runs one job on the model: a generation, embeddings, ranking or tokens. The ABORT event (or stopping the
+ * actor) aborts it inside the engine.
  *
- * On ABORT the actor reports GENERATION.STOPPED at once, with the text the requester has been sent so far:
- * the requester need not wait for the token in flight (a whole token time on a large model: measured ~70 ms
- * on a 1.1B model here, hundreds of ms for 7B on CPU). Text decoded after the abort is dropped, so the answer
- * and the stream agree. GENERATION.DONE still follows when the engine has really ended; only that frees
- * the slot.
+ * On ABORT a generation reports JOB.STOPPED at once, with the text the requester has been sent so far: the
+ * requester need not wait for the token in flight (a whole token time on a large model: measured ~70 ms on a
+ * 1.1B model here, hundreds of ms for 7B on CPU). Text decoded after the abort is dropped, so the answer and
+ * the stream agree. JOB.DONE still follows when the engine has really ended; only that frees the slot.
  */
-export const generateActor = fromCallback<{ type: "ABORT" }, GenerateInput, EngineEvent>(({ input, sendBack, receive }) => {
+export const jobActor = fromCallback<{ type: "ABORT" }, JobInput, EngineEvent>(({ input, sendBack, receive }) => {
   const abort = new AbortController();
   const started = performance.now();
+  const { work } = input;
   let sent = "";
   let latest: GenerationProgress = { completionTokens: 0, firstTokenMs: null };
   let stopped = false;
@@ -74,8 +80,9 @@ export const generateActor = fromCallback<{ type: "ABORT" }, GenerateInput, Engi
     if (event.type !== "ABORT" || stopped) return;
     stopped = true;
     abort.abort();
+    if (work.kind !== "generate") return;
     sendBack({
-      type: "GENERATION.STOPPED",
+      type: "JOB.STOPPED",
       job: input.job,
       result: {
         text: sent,
@@ -96,27 +103,42 @@ export const generateActor = fromCallback<{ type: "ABORT" }, GenerateInput, Engi
         abort.abort();
       }, limit)
     : undefined;
-  input.model
-    .generate({
-      ...input.request,
-      signal: abort.signal,
-      onText: (chunk) => {
-        if (stopped) return;
-        sent += chunk;
-        input.onText?.(chunk);
-      },
-      onProgress: (progress) => {
-        if (stopped) return;
-        latest = progress;
-        const now = performance.now();
-        if (progress.completionTokens > 1 && now - lastReport < PROGRESS_INTERVAL_MS) return;
-        lastReport = now;
-        sendBack({ type: "GENERATION.PROGRESS", job: input.job, progress });
-      },
-    })
+  const options = { signal: abort.signal };
+  const running: Promise<JobResult> =
+    work.kind === "generate"
+      ? input.model.generate({
+          ...work.request,
+          signal: abort.signal,
+          onText: (chunk) => {
+            if (stopped) return;
+            sent += chunk;
+            input.onText?.(chunk);
+          },
+          onProgress: (progress) => {
+            if (stopped) return;
+            latest = progress;
+            const now = performance.now();
+            if (progress.completionTokens > 1 && now - lastReport < PROGRESS_INTERVAL_MS) return;
+            lastReport = now;
+            sendBack({ type: "JOB.PROGRESS", job: input.job, progress });
+          },
+        })
+      : work.kind === "embed"
+        ? input.model.embed(work.request, options)
+        : work.kind === "rank"
+          ? input.model.rank(work.request, options)
+          : work.kind === "tokenize"
+            ? input.model.tokenize(work.request, options)
+            : input.model.detokenize(work.request, options);
+  running
     .then(
-      (result) => sendBack({ type: "GENERATION.DONE", job: input.job, result: timedOut ? { ...result, finishReason: "timeout" } : result }),
-      (e) => sendBack({ type: "GENERATION.FAILED", job: input.job, error: toKekahydeError(e, "ENGINE_FAILURE") }),
+      (result) => sendBack({ type: "JOB.DONE", job: input.job, result: timedOut && "finishReason" in result ? { ...result, finishReason: "timeout" } : result }),
+      (e) => {
+        const error = toKekahydeError(e, "ENGINE_FAILURE");
+        // A job other than a generation that was asked to stop ends as stopped, unless the engine itself failed.
+        const asked = stopped && work.kind !== "generate" && !ENGINE_FAILURES.has(error.code);
+        sendBack({ type: "JOB.FAILED", job: input.job, error: asked ? new KekahydeError("JOB_STOPPED", "Stopped before it finished. Send it again if you still want it.") : error });
+      },
     )
     .finally(() => clearTimeout(timer));
   return () => {

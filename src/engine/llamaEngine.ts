@@ -7,7 +7,9 @@ import { defaultModelName, type GpuMode, type ModelInfo } from "../domain/models
 import { toGrammarSchema } from "./jsonSchema.ts";
 import { planModel } from "./planning.ts";
 import { sourceBuildOptions } from "./sourceBuild.ts";
-import type { Engine, GenerateOptions, LoadedModel } from "./types.ts";
+import type { DetokenizeRequest, DetokenizeResult, EmbedRequest, EmbedResult, RankRequest, RankResult, TokenizeRequest, TokenizeResult } from "../domain/jobs.ts";
+import { ModelJobs } from "./modelJobs.ts";
+import type { Engine, GenerateOptions, JobOptions, LoadedModel } from "./types.ts";
 
 export interface LlamaEngineOptions {
   gpu: GpuMode;
@@ -63,14 +65,34 @@ class LlamaLoadedModel implements LoadedModel {
    */
   private readonly freeSequences: LlamaContextSequence[] = [];
 
+  private readonly jobs: ModelJobs;
+
   constructor(
     readonly info: ModelInfo,
     private readonly lib: NodeLlamaCpp,
     private readonly llama: Llama,
     private readonly model: LlamaModel,
     private readonly context: LlamaContext,
+    vocabularySize: number,
   ) {
     for (let i = 0; i < context.totalSequences; i++) this.freeSequences.push(context.getSequence());
+    this.jobs = new ModelJobs(model, info.threads, info.context_size, vocabularySize);
+  }
+
+  embed(request: EmbedRequest, { signal }: JobOptions): Promise<EmbedResult> {
+    return this.jobs.embed(request, signal);
+  }
+
+  rank(request: RankRequest, { signal }: JobOptions): Promise<RankResult> {
+    return this.jobs.rank(request, signal);
+  }
+
+  async tokenize(request: TokenizeRequest): Promise<TokenizeResult> {
+    return this.jobs.tokenize(request);
+  }
+
+  async detokenize(request: DetokenizeRequest): Promise<DetokenizeResult> {
+    return this.jobs.detokenize(request);
   }
 
   generate(options: GenerateOptions): Promise<GenerateResult> {
@@ -194,6 +216,7 @@ class LlamaLoadedModel implements LoadedModel {
     this.disposing ??= (async () => {
       for (const { abort } of this.inflight) abort.abort();
       await Promise.all([...this.inflight].map((g) => g.done));
+      await this.jobs.dispose();
       await this.context.dispose();
       await this.model.dispose();
     })();
@@ -284,7 +307,7 @@ export function createLlamaEngine(options: LlamaEngineOptions): LlamaEngine {
         engine_pid: process.pid,
         parallel: context.totalSequences,
       };
-      const loaded = new LlamaLoadedModel(info, await binding(), lib, model, context);
+      const loaded = new LlamaLoadedModel(info, await binding(), lib, model, context, plan.vocabularySize);
       await loaded.warmUp();
       return loaded;
     },

@@ -16,6 +16,11 @@ export interface PlanningOptions {
   freeBytes(onGpu: boolean): Promise<number>;
 }
 
+const vocabularyOf = (gguf: GgufInfo): number => {
+  const tokens = gguf.metadata.get("tokenizer.ggml.tokens");
+  return Array.isArray(tokens) ? tokens.length : 0;
+};
+
 /** The context a load gets: the requested (or default) size, capped at the model's trained length. */
 export function contextFor(gguf: GgufInfo, settings: LoadSettings, defaultSize: number): number {
   const requested = settings.contextSize ?? defaultSize;
@@ -41,6 +46,7 @@ export async function planModel(rawPath: string, settings: LoadSettings, options
     fileSize: gguf.fileSize,
     mtimeMs,
     trainContextSize: gguf.contextLength,
+    vocabularySize: vocabularyOf(gguf),
     contextSize,
     sequences,
     ...(settings.gpuLayers !== undefined && { gpuLayers: settings.gpuLayers }),

@@ -1,5 +1,6 @@
 import type { KekahydeError } from "../errors.ts";
 import type { GenerateResult, GenerationProgress, GenerationRequest } from "../domain/generation.ts";
+import type { DetokenizeRequest, DetokenizeResult, EmbedRequest, EmbedResult, RankRequest, RankResult, TokenizeRequest, TokenizeResult } from "../domain/jobs.ts";
 import type { LoadSettings, ModelInfo, ModelPlan } from "../domain/models.ts";
 
 /**
@@ -19,9 +20,20 @@ export interface GenerateOptions extends GenerationRequest {
   onProgress?: (progress: GenerationProgress) => void;
 }
 
+/** Options of the jobs other than generation. */
+export interface JobOptions {
+  signal: AbortSignal;
+}
+
 export interface LoadedModel {
   readonly info: ModelInfo;
   generate(options: GenerateOptions): Promise<GenerateResult>;
+  /** One vector per input, as the model's pooling and metadata say (see docs/api.md for normalisation). */
+  embed(request: EmbedRequest, options: JobOptions): Promise<EmbedResult>;
+  /** One relevance score per document (a reranking model). */
+  rank(request: RankRequest, options: JobOptions): Promise<RankResult>;
+  tokenize(request: TokenizeRequest, options: JobOptions): Promise<TokenizeResult>;
+  detokenize(request: DetokenizeRequest, options: JobOptions): Promise<DetokenizeResult>;
   /** Frees the model; idempotent. Ends running generations first. */
   dispose(): Promise<void>;
   /**

@@ -1,8 +1,9 @@
 import { assertEvent, assign, enqueueActions, setup, type AnyActorRef } from "xstate";
 import { DEFAULT_MAX_QUEUE } from "../domain/defaults.ts";
-import type { FinishReason, GenerateResult, GenerationRequest } from "../domain/generation.ts";
+import type { FinishReason } from "../domain/generation.ts";
+import type { JobResult, Work } from "../domain/jobs.ts";
 import type { ModelInfo, ModelPlan } from "../domain/models.ts";
-import { disposeModelActor, generateActor, loadModelActor, watchEngineActor, type EngineEvent } from "../engine/engineActors.ts";
+import { disposeModelActor, jobActor, loadModelActor, watchEngineActor, type EngineEvent } from "../engine/engineActors.ts";
 import type { Engine, LoadedModel } from "../engine/types.ts";
 import { KekahydeError, type ErrorCode } from "../errors.ts";
 import { BUSY, LOADING, NO_MODEL, SHUTTING_DOWN, UNLOADING, type Refusal } from "./refusals.ts";
@@ -44,8 +45,9 @@ export interface Job {
   id: string;
   /** The client's id for its request (X-Request-Id), which POST /stop {"id"} names; the job id if it gave none. */
   requestId: string;
-  ticket: Ticket<GenerateResult>;
-  request: GenerationRequest;
+  ticket: Ticket<JobResult>;
+  /** What it asks of the model: a generation, embeddings, ranking, tokens. */
+  work: Work;
   onText?: (chunk: string) => void;
   enqueuedAt: number;
   stats: GenerationStats | null;
@@ -53,7 +55,7 @@ export interface Job {
 
 export type RuntimeEvent =
   | { type: "LOAD"; plan: ModelPlan; ticket: Ticket<LoadResult> }
-  | { type: "RUN"; id: string; requestId?: string; request: GenerationRequest; onText?: (chunk: string) => void; ticket: Ticket<GenerateResult> }
+  | { type: "RUN"; id: string; requestId?: string; work: Work; onText?: (chunk: string) => void; ticket: Ticket<JobResult> }
   /** Stops the running generations (`all`: and drops the waiting ones), or only the jobs of request `request`. */
   | { type: "STOP"; all: boolean; request?: string; ticket: Ticket<StopResult> }
   | { type: "UNLOAD"; ticket: Ticket<UnloadResult> }
@@ -175,7 +177,7 @@ export const runtimeMachine = setup({
   },
   actors: {
     loadModel: loadModelActor,
-    generate: generateActor,
+    runJob: jobActor,
     disposeModel: disposeModelActor,
     watchEngine: watchEngineActor,
   },
@@ -185,7 +187,7 @@ export const runtimeMachine = setup({
     nothingRunning: ({ context }) => context.running.length === 0,
     isRunningJob: ({ context, event }) => context.running.some((j) => j.id === jobIdOf(event)),
     isQueuedJob: ({ context, event }) => context.queue.some((j) => j.id === jobIdOf(event)),
-    isEngineFailure: ({ event }) => event.type === "GENERATION.FAILED" && ENGINE_FAILURES.has(event.error.code),
+    isEngineFailure: ({ event }) => event.type === "JOB.FAILED" && ENGINE_FAILURES.has(event.error.code),
     stopsAll: ({ event }) => event.type === "STOP" && event.all,
     namesRequest: ({ event }) => requestOf(event) !== null,
     stopsRunningRequest: ({ context, event }) => context.running.some((j) => j.requestId === requestOf(event)),
@@ -247,13 +249,13 @@ export const runtimeMachine = setup({
         }),
       );
     },
-    /** Answers a job: at GENERATION.DONE, or earlier at GENERATION.STOPPED (then DONE finds it answered). */
+    /** Answers a job: at JOB.DONE, or earlier at JOB.STOPPED (then DONE finds it answered). */
     answerJob: ({ context, event }) => {
-      assertEvent(event, ["GENERATION.DONE", "GENERATION.STOPPED"]);
+      assertEvent(event, ["JOB.DONE", "JOB.STOPPED"]);
       jobOf(context, event.job)?.ticket.resolve(event.result);
     },
     rejectJob: ({ context, event }) => {
-      assertEvent(event, "GENERATION.FAILED");
+      assertEvent(event, "JOB.FAILED");
       jobOf(context, event.job)?.ticket.reject(event.error);
     },
     refuseCancelledJob: ({ context, event }) => {
@@ -279,7 +281,7 @@ export const runtimeMachine = setup({
     },
     /** After an engine failure nothing can run on this model: the failed job gets its error, every other job one that says why. */
     failAllJobs: ({ context, event }) => {
-      assertEvent(event, "GENERATION.FAILED");
+      assertEvent(event, "JOB.FAILED");
       const error = new KekahydeError("ENGINE_FAILURE", `The engine failed: ${event.error.message}`);
       for (const job of [...context.running, ...context.queue]) job.ticket.reject(job.id === event.job ? event.error : error);
     },
@@ -301,14 +303,14 @@ export const runtimeMachine = setup({
       const free = Math.max(0, context.slots - context.running.length);
       const starting = context.queue.slice(0, free).map((job) => ({ ...job, stats: freshStats() }));
       for (const job of starting) {
-        enqueue.spawnChild("generate", {
+        enqueue.spawnChild("runJob", {
           id: job.id,
           input: {
             model: context.model!,
             job: job.id,
-            request: job.request,
+            work: job.work,
             onText: job.onText,
-            timeLimitMs: Math.min(job.request.timeLimitMs ?? Infinity, context.maxGenerationMs ?? Infinity),
+            timeLimitMs: Math.min(job.work.kind === "generate" ? (job.work.request.timeLimitMs ?? Infinity) : Infinity, context.maxGenerationMs ?? Infinity),
           },
         });
       }
@@ -330,16 +332,18 @@ export const runtimeMachine = setup({
     }),
     /** Ends a job's generation actor and keeps its figures as the last generation's. */
     releaseJob: enqueueActions(({ context, event, enqueue }) => {
-      assertEvent(event, ["GENERATION.DONE", "GENERATION.FAILED"]);
+      assertEvent(event, ["JOB.DONE", "JOB.FAILED"]);
       const job = jobOf(context, event.job)!;
       enqueue.stopChild(job.id);
-      const r = event.type === "GENERATION.DONE" ? event.result : null;
+      const r = event.type === "JOB.DONE" && "finishReason" in event.result ? event.result : null;
       const ended: GenerationStats | null = job.stats && {
         ...job.stats,
         endedAt: Date.now(),
         ...(r && { promptTokens: r.promptTokens, completionTokens: r.completionTokens, firstTokenMs: r.firstTokenMs, finishReason: r.finishReason }),
       };
-      enqueue.assign({ running: context.running.filter((j) => j !== job), lastGeneration: ended ?? context.lastGeneration });
+      // The last generation's figures are a generation's: other jobs leave them as they were.
+      const generation = job.work.kind === "generate" ? ended : null;
+      enqueue.assign({ running: context.running.filter((j) => j !== job), lastGeneration: generation ?? context.lastGeneration });
     }),
 
     // ── Context ─────────────────────────────────────────────────────────────────────────────────────────
@@ -380,7 +384,7 @@ export const runtimeMachine = setup({
     clearUnloads: assign({ unloadTickets: [] }),
     enqueueJob: assign(({ context, event }) => {
       assertEvent(event, "RUN");
-      const job: Job = { id: event.id, requestId: event.requestId ?? event.id, ticket: event.ticket, request: event.request, onText: event.onText, enqueuedAt: Date.now(), stats: null };
+      const job: Job = { id: event.id, requestId: event.requestId ?? event.id, ticket: event.ticket, work: event.work, onText: event.onText, enqueuedAt: Date.now(), stats: null };
       return { queue: [...context.queue, job] };
     }),
     dropCancelledJob: assign({
@@ -406,14 +410,14 @@ export const runtimeMachine = setup({
     clearStops: assign({ stopTickets: [] }),
     recordProgress: assign({
       running: ({ context, event }) => {
-        assertEvent(event, "GENERATION.PROGRESS");
+        assertEvent(event, "JOB.PROGRESS");
         return context.running.map((j) => (j.id === event.job && j.stats ? { ...j, stats: { ...j.stats, ...event.progress } } : j));
       },
     }),
     clearJobs: assign({ running: [], queue: [] }),
     recordEngineError: assign({
       lastError: ({ event }) => {
-        assertEvent(event, ["GENERATION.FAILED", "ENGINE.LOST"]);
+        assertEvent(event, ["JOB.FAILED", "ENGINE.LOST"]);
         return errorRecord(event.error);
       },
     }),
@@ -492,9 +496,9 @@ export const runtimeMachine = setup({
           // Checked after every event: the last job has ended and none waits.
           always: { guard: "nothingRunning", target: "idle" },
           on: {
-            "GENERATION.PROGRESS": { guard: "isRunningJob", actions: "recordProgress" },
-            // A stopped generation's requester is answered at once; its slot is freed at GENERATION.DONE.
-            "GENERATION.STOPPED": { guard: "isRunningJob", actions: "answerJob" },
+            "JOB.PROGRESS": { guard: "isRunningJob", actions: "recordProgress" },
+            // A stopped generation's requester is answered at once; its slot is freed at JOB.DONE.
+            "JOB.STOPPED": { guard: "isRunningJob", actions: "answerJob" },
             RUN: [{ guard: "queueHasRoom", actions: "enqueueJob" }, { actions: "refuseQueueFull" }],
             CANCEL: [
               { guard: "isRunningJob", actions: "abortJob" },
@@ -518,8 +522,8 @@ export const runtimeMachine = setup({
                   { guard: "stopsAll", target: "cancelling", actions: ["refuseQueuedJobs", "acceptStop", "clearQueue", "abortRunningJobs"] },
                   { target: "cancelling", actions: ["acceptStop", "abortRunningJobs"] },
                 ],
-                "GENERATION.DONE": { guard: "isRunningJob", actions: ["answerJob", "releaseJob", "startJobs"] },
-                "GENERATION.FAILED": [
+                "JOB.DONE": { guard: "isRunningJob", actions: ["answerJob", "releaseJob", "startJobs"] },
+                "JOB.FAILED": [
                   {
                     guard: "isEngineFailure",
                     target: "#runtime.unloading",
@@ -538,8 +542,8 @@ export const runtimeMachine = setup({
                   { guard: "stopsAll", actions: ["refuseQueuedJobs", "acceptStop", "clearQueue"] },
                   { actions: "acceptStop" },
                 ],
-                "GENERATION.DONE": { guard: "isRunningJob", actions: ["answerJob", "releaseJob"] },
-                "GENERATION.FAILED": [
+                "JOB.DONE": { guard: "isRunningJob", actions: ["answerJob", "releaseJob"] },
+                "JOB.FAILED": [
                   {
                     guard: "isEngineFailure",
                     target: "#runtime.unloading",

@@ -1,6 +1,6 @@
 import { assertEvent, assign, enqueueActions, fromPromise, setup, type ActorRefFrom } from "xstate";
 import { DEFAULT_KEEP_ALIVE_MS, DEFAULT_MEMORY_FRACTION } from "../domain/defaults.ts";
-import type { GenerateResult, GenerationRequest } from "../domain/generation.ts";
+import type { JobResult, Work } from "../domain/jobs.ts";
 import { defaultModelName, type LoadSettings, type MemoryBudget, type ModelPlan } from "../domain/models.ts";
 import type { Engine } from "../engine/types.ts";
 import { KekahydeError, toKekahydeError, type ErrorCode } from "../errors.ts";
@@ -100,10 +100,10 @@ export interface RunRequest {
   load?: { path: string; settings?: LoadSettings };
   /** Names close to an unknown `model`, for the refusal. */
   suggestions?: string[];
-  request: GenerationRequest;
+  work: Work;
   onText?: (chunk: string) => void;
   keepAliveMs?: number;
-  ticket: Ticket<GenerateResult>;
+  ticket: Ticket<JobResult>;
 }
 
 export type SupervisorEvent =
@@ -407,7 +407,7 @@ export const supervisorMachine = setup({
     forwardRun: enqueueActions(({ context, event, enqueue }) => {
       assertEvent(event, "RUN");
       const target = targetOf(context, event.model)!;
-      enqueue.sendTo(target.ref, { type: "RUN", id: event.id, requestId: event.requestId, request: event.request, onText: event.onText, ticket: event.ticket });
+      enqueue.sendTo(target.ref, { type: "RUN", id: event.id, requestId: event.requestId, work: event.work, onText: event.onText, ticket: event.ticket });
     }),
     forwardCancel: enqueueActions(({ context, event, enqueue }) => {
       assertEvent(event, "CANCEL");
@@ -509,7 +509,7 @@ export const supervisorMachine = setup({
       enqueue.sendTo(({ context: c }) => c.models[name].ref, { type: "LOAD", plan, ticket: request.ticket });
       // Generations that asked for this model wait for it in its runtime's queue, in order.
       for (const run of context.parkedRuns[name] ?? []) {
-        enqueue.sendTo(({ context: c }) => c.models[name].ref, { type: "RUN", id: run.id, requestId: run.requestId, request: run.request, onText: run.onText, ticket: run.ticket });
+        enqueue.sendTo(({ context: c }) => c.models[name].ref, { type: "RUN", id: run.id, requestId: run.requestId, work: run.work, onText: run.onText, ticket: run.ticket });
       }
       enqueue.assign({ parkedRuns: without(context.parkedRuns, [name]) });
     }),

@@ -29,6 +29,8 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   INSUFFICIENT_MEMORY: 507,
   QUEUE_FULL: 503,
   QUEUE_CLEARED: 503,
+  JOB_STOPPED: 503,
+  NOT_SUPPORTED: 400,
   // nginx's "client closed request": nobody reads it, but the request log shows why it ended.
   CLIENT_CLOSED: 499,
 };

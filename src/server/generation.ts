@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { PassThrough } from "node:stream";
 import type { Context } from "koa";
 import type { GenerateResult, GenerationRequest } from "../domain/generation.ts";
+import type { JobResult, Work, WorkKind, WorkResults } from "../domain/jobs.ts";
 import type { KekahydeError } from "../errors.ts";
 import { sendRequest } from "../machines/sendRequest.ts";
 import { createTicket, type Ticket } from "../machines/ticket.ts";
@@ -23,23 +24,31 @@ export interface StreamFormat {
  * A new request's identity: the job id the machines know it by (CANCEL names it, the engine reports by it)
  * and its ticket. A client that goes away cancels its own request: stopped if it runs, dropped if it waits.
  */
-function newJob(ctx: Context, { supervisor }: RouteDeps): { id: string; requestId: string; ticket: Ticket<GenerateResult> } {
+function newJob(ctx: Context, { supervisor }: RouteDeps): { id: string; requestId: string; ticket: Ticket<JobResult> } {
   const id = randomUUID();
   // What POST /stop {"id"} names: the client's own X-Request-Id (so it can stop a request before any answer
   // arrives), else the job's id, sent back either way; a proxy in front of several daemons routes by it.
   const given = ctx.get("X-Request-Id");
   const requestId = REQUEST_ID.test(given) ? given : id;
   ctx.set("X-Request-Id", requestId);
-  const ticket = createTicket<GenerateResult>();
+  const ticket = createTicket<JobResult>();
   ctx.res.once("close", () => {
     if (!ctx.res.writableFinished && !ticket.settled && supervisor.getSnapshot().status === "active") supervisor.send({ type: "CANCEL", job: id });
   });
   return { id, requestId, ticket };
 }
 
+/**
+ * Runs one job on the model the routing names and returns its result: the result of that kind of work (the
+ * runtime answers a job with the result its actor produced for it).
+ */
+export function runJob<K extends WorkKind>(ctx: Context, deps: RouteDeps, work: Extract<Work, { kind: K }>, routing: Routing): Promise<WorkResults[K]> {
+  return sendRequest(deps.supervisor, { type: "RUN", ...routing, ...newJob(ctx, deps), work }) as Promise<WorkResults[K]>;
+}
+
 /** Runs one generation for a route and returns its result (non-streaming). */
 export function generate(ctx: Context, deps: RouteDeps, request: GenerationRequest, routing: Routing): Promise<GenerateResult> {
-  return sendRequest(deps.supervisor, { type: "RUN", ...routing, ...newJob(ctx, deps), request });
+  return runJob(ctx, deps, { kind: "generate", request }, routing);
 }
 
 /**
@@ -59,7 +68,7 @@ export async function generateStreaming(ctx: Context, deps: RouteDeps, request: 
       firstText();
     }
   };
-  const done = sendRequest(deps.supervisor, { type: "RUN", ...routing, ...newJob(ctx, deps), request, onText });
+  const done = sendRequest(deps.supervisor, { type: "RUN", ...routing, ...newJob(ctx, deps), work: { kind: "generate", request }, onText }) as Promise<GenerateResult>;
   await Promise.race([textStarted, done]);
 
   const out = new PassThrough();

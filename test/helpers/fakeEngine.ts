@@ -1,5 +1,6 @@
 import { KekahydeError, type ErrorCode } from "../../src/errors.ts";
 import type { GenerateResult } from "../../src/domain/generation.ts";
+import type { EmbedResult, JobResult } from "../../src/domain/jobs.ts";
 import type { ModelInfo, ModelPlan } from "../../src/domain/models.ts";
 import type { Engine, GenerateOptions, LoadedModel, LoadOptions } from "../../src/engine/types.ts";
 
@@ -16,10 +17,12 @@ function deferred<T>(): Deferred<T> {
   return { promise, resolve, reject };
 }
 
-export interface FakeGeneration extends Deferred<GenerateResult> {
+export interface FakeGeneration extends Deferred<JobResult> {
   signal: AbortSignal;
   /** The path of the model it runs on. */
   path: string;
+  /** A generation, or an embedding job (which ends with JOB_STOPPED when it was aborted, as the real engine's). */
+  kind: "generate" | "embed";
 }
 
 /**
@@ -93,12 +96,20 @@ export class FakeEngine implements Engine {
     const model: LoadedModel = {
       info,
       generate(options: GenerateOptions) {
-        const d = deferred<GenerateResult>();
+        const d = deferred<JobResult>();
         options.onProgress?.({ promptTokens: 1, completionTokens: 0, firstTokenMs: null });
         // An abort is only noticed when the test lets the generation end, as a real engine ends after a token.
-        engine.generations.push({ ...d, signal: options.signal, path: loading.path });
-        return d.promise;
+        engine.generations.push({ ...d, signal: options.signal, path: loading.path, kind: "generate" });
+        return d.promise as Promise<GenerateResult>;
       },
+      embed(_request, { signal }) {
+        const d = deferred<JobResult>();
+        engine.generations.push({ ...d, signal, path: loading.path, kind: "embed" });
+        return d.promise as Promise<EmbedResult>;
+      },
+      rank: () => Promise.reject(new KekahydeError("NOT_SUPPORTED", "the fake engine does not rank")),
+      tokenize: async ({ text }) => ({ tokens: [...text].map((c) => c.charCodeAt(0)) }),
+      detokenize: async ({ tokens }) => ({ text: String.fromCharCode(...tokens) }),
       dispose() {
         if (!disposal) {
           disposal = deferred<void>();
@@ -129,6 +140,11 @@ export class FakeEngine implements Engine {
   finishGeneration(path?: string): void {
     const generation = this.take(path);
     const cancelled = generation?.signal.aborted;
+    if (generation?.kind === "embed") {
+      if (cancelled) generation.reject(new KekahydeError("JOB_STOPPED", "fake embedding stopped"));
+      else generation.resolve({ vectors: [[1]], promptTokens: 1 });
+      return;
+    }
     generation?.resolve({
       text: cancelled ? "partial" : "done",
       finishReason: cancelled ? "cancelled" : "stop",
@@ -157,6 +173,7 @@ export function fakePlan(path: string, bytes = 1000): ModelPlan {
     fileSize: 1,
     mtimeMs: 0,
     trainContextSize: 64,
+    vocabularySize: 32,
     contextSize: 64,
     sequences: 1,
     bytes,

@@ -28,7 +28,9 @@ export class Reply {
 interface Job {
   id: string;
   reply: Reply;
-  /** Its generation was aborted (STOP, CANCEL): its requester has been answered. */
+  /** A generation (stopped ones are answered at once) or another job (answered when the engine ends it). */
+  kind: "generate" | "embed";
+  /** It was aborted (STOP, CANCEL); a stopped generation's requester has been answered. */
   aborted: boolean;
 }
 
@@ -97,14 +99,14 @@ export class RuntimeOracle {
     }
   }
 
-  run(id: string, reply: Reply): void {
+  run(id: string, reply: Reply, kind: Job["kind"] = "generate"): void {
     switch (this.phase) {
       case "empty":
         return reply.settle("err:NO_MODEL");
       case "loading":
       case "replacing":
         // It waits for the model, in the queue.
-        if (this.queue.length < this.limits.maxQueue) return void this.queue.push({ id, reply, aborted: false });
+        if (this.queue.length < this.limits.maxQueue) return void this.queue.push({ id, reply, kind, aborted: false });
         return reply.settle("err:MODEL_LOADING");
       case "unloading":
         return reply.settle("err:MODEL_UNLOADING");
@@ -113,15 +115,15 @@ export class RuntimeOracle {
         return reply.settle("err:SHUTTING_DOWN");
       case "idle":
         this.phase = "generating";
-        return this.start({ id, reply, aborted: false });
+        return this.start({ id, reply, kind, aborted: false });
       case "generating":
         // A free slot starts it at once, whatever the queue's size.
-        if (this.running.length < this.limits.slots) return this.start({ id, reply, aborted: false });
-        if (this.queue.length < this.limits.maxQueue) return void this.queue.push({ id, reply, aborted: false });
+        if (this.running.length < this.limits.slots) return this.start({ id, reply, kind, aborted: false });
+        if (this.queue.length < this.limits.maxQueue) return void this.queue.push({ id, reply, kind, aborted: false });
         return reply.settle("err:QUEUE_FULL");
       case "cancelling":
         // While stopping, new requests wait for the stopped ones to end.
-        if (this.queue.length < this.limits.maxQueue) return void this.queue.push({ id, reply, aborted: false });
+        if (this.queue.length < this.limits.maxQueue) return void this.queue.push({ id, reply, kind, aborted: false });
         return reply.settle("err:QUEUE_FULL");
     }
   }
@@ -233,10 +235,10 @@ export class RuntimeOracle {
     this.phase = "empty";
   }
 
-  /** The engine has ended `job`'s generation normally. */
+  /** The engine has ended `job` normally (an embedding job it had been asked to stop ends with JOB_STOPPED). */
   generationDone(job: Job): void {
     if (!this.running.includes(job)) return;
-    job.reply.settle("ok:stop");
+    job.reply.settle(job.kind === "generate" ? "ok:stop" : job.aborted ? "err:JOB_STOPPED" : "ok:embedded");
     this.end(job);
   }
 
@@ -244,7 +246,8 @@ export class RuntimeOracle {
   generationFailed(job: Job, code: string): void {
     if (!this.running.includes(job)) return;
     if (code !== "ENGINE_FAILURE") {
-      job.reply.settle(`err:${code}`);
+      // A stopped job other than a generation ends as stopped, whatever else went wrong.
+      job.reply.settle(job.kind === "embed" && job.aborted ? "err:JOB_STOPPED" : `err:${code}`);
       return this.end(job);
     }
     for (const j of [...this.running, ...this.queue]) j.reply.settle("err:ENGINE_FAILURE");
@@ -294,7 +297,7 @@ export class RuntimeOracle {
   private abort(job: Job): void {
     if (job.aborted) return;
     job.aborted = true;
-    job.reply.settle("ok:cancelled");
+    if (job.kind === "generate") job.reply.settle("ok:cancelled");
   }
 
   private end(job: Job): void {
@@ -323,7 +326,7 @@ export class RuntimeOracle {
 
   /** A summary for comparing with the machine and for naming states in the exploration. */
   key(): string {
-    return JSON.stringify([this.phase, this.holdsModel, this.running.map((j) => j.aborted), this.queue.length, this.stops.length > 0, this.unloads.length > 0, this.load !== null]);
+    return JSON.stringify([this.phase, this.holdsModel, this.running.map((j) => `${j.kind}:${j.aborted}`), this.queue.map((j) => j.kind), this.stops.length > 0, this.unloads.length > 0, this.load !== null]);
   }
 }
 

@@ -121,6 +121,29 @@ async function handle(message: ToEngine): Promise<void> {
       }
       return;
     }
+    case "work": {
+      const abort = new AbortController();
+      generations.set(message.id, abort);
+      try {
+        if (!model) throw toKekahydeError(new Error("no model is loaded in this engine process"), "NO_MODEL");
+        const { work } = message;
+        const options = { signal: abort.signal };
+        const result =
+          work.kind === "embed"
+            ? await model.embed(work.request, options)
+            : work.kind === "rank"
+              ? await model.rank(work.request, options)
+              : work.kind === "tokenize"
+                ? await model.tokenize(work.request, options)
+                : await model.detokenize(work.request, options);
+        send({ type: "done", id: message.id, result });
+      } catch (e) {
+        send({ type: "failed", id: message.id, error: serialize(e, "ENGINE_FAILURE") });
+      } finally {
+        generations.delete(message.id);
+      }
+      return;
+    }
     case "abort":
       generations.get(message.id)?.abort();
       return;

@@ -1,12 +1,13 @@
 import { basename } from "node:path";
 import si from "systeminformation";
 import type { GenerateResult } from "../../domain/generation.ts";
+import type { DetokenizeRequest, DetokenizeResult, EmbedRequest, EmbedResult, JobResult, RankRequest, RankResult, TokenizeRequest, TokenizeResult } from "../../domain/jobs.ts";
 import type { GpuMode, ModelInfo, ModelPlan } from "../../domain/models.ts";
 import { KekahydeError } from "../../errors.ts";
 import { planModel } from "../planning.ts";
-import type { Engine, GenerateOptions, LoadedModel, LoadOptions } from "../types.ts";
+import type { Engine, GenerateOptions, JobOptions, LoadedModel, LoadOptions } from "../types.ts";
 import { EngineProcess, errorFrom, nativeMessage, type EngineExit } from "./engineProcess.ts";
-import type { FromEngine } from "./protocol.ts";
+import type { FromEngine, ToEngine } from "./protocol.ts";
 
 /** Why an engine process ended, as /metrics counts it. */
 export type EngineExitReason = "crash" | "load_timeout" | "first_token_timeout" | "stuck" | "cancelled";
@@ -197,9 +198,10 @@ export function createProcessEngine(options: ProcessEngineOptions): ProcessEngin
 }
 
 interface Pending {
-  resolve(result: GenerateResult): void;
+  resolve(result: JobResult): void;
   reject(error: KekahydeError): void;
-  options: GenerateOptions;
+  /** Where a generation's text and counts go (none for other jobs). */
+  options: Pick<GenerateOptions, "onText" | "onProgress">;
   firstToken: ReturnType<typeof setTimeout> | undefined;
   grace: ReturnType<typeof setTimeout> | undefined;
   /** Stops listening to the request's abort signal (once it has ended, an abort means nothing). */
@@ -260,13 +262,38 @@ class ProcessLoadedModel implements LoadedModel {
   }
 
   generate(options: GenerateOptions): Promise<GenerateResult> {
+    const { signal, onText, onProgress, ...request } = options;
+    return this.call({ type: "generate", id: 0, request }, signal, { onText, onProgress }) as Promise<GenerateResult>;
+  }
+
+  embed(request: EmbedRequest, { signal }: JobOptions): Promise<EmbedResult> {
+    return this.call({ type: "work", id: 0, work: { kind: "embed", request } }, signal) as Promise<EmbedResult>;
+  }
+
+  rank(request: RankRequest, { signal }: JobOptions): Promise<RankResult> {
+    return this.call({ type: "work", id: 0, work: { kind: "rank", request } }, signal) as Promise<RankResult>;
+  }
+
+  tokenize(request: TokenizeRequest, { signal }: JobOptions): Promise<TokenizeResult> {
+    return this.call({ type: "work", id: 0, work: { kind: "tokenize", request } }, signal) as Promise<TokenizeResult>;
+  }
+
+  detokenize(request: DetokenizeRequest, { signal }: JobOptions): Promise<DetokenizeResult> {
+    return this.call({ type: "work", id: 0, work: { kind: "detokenize", request } }, signal) as Promise<DetokenizeResult>;
+  }
+
+  /**
+   * Sends a job to the engine process and settles with its answer. A generation must show its first token
+   * within --max-first-token-time; any job that does not end within the grace after its abort ends with its
+   * process.
+   */
+  private call(message: Extract<ToEngine, { type: "generate" | "work" }>, signal: AbortSignal, stream: Pending["options"] = {}): Promise<JobResult> {
     if (this.disposing || !this.process.alive) return Promise.reject(new KekahydeError("NO_MODEL", "The model has been unloaded."));
     const id = ++this.nextId;
-    const { signal, onText: _t, onProgress: _p, ...request } = options;
-    return new Promise<GenerateResult>((resolve, reject) => {
+    return new Promise<JobResult>((resolve, reject) => {
       const { maxFirstTokenMs, abortGraceMs } = this.limits;
       const firstToken =
-        maxFirstTokenMs !== null
+        maxFirstTokenMs !== null && message.type === "generate"
           ? setTimeout(
               () =>
                 this.process.kill(
@@ -291,11 +318,11 @@ class ProcessLoadedModel implements LoadedModel {
           abortGraceMs,
         );
       };
-      const pending: Pending = { resolve, reject, options, firstToken, grace: undefined, unlisten: () => signal.removeEventListener("abort", abort) };
+      const pending: Pending = { resolve, reject, options: stream, firstToken, grace: undefined, unlisten: () => signal.removeEventListener("abort", abort) };
       this.pending.set(id, pending);
       if (signal.aborted) abort();
       else signal.addEventListener("abort", abort, { once: true });
-      this.process.send({ type: "generate", id, request });
+      this.process.send({ ...message, id });
     });
   }
 

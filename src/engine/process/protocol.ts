@@ -1,5 +1,6 @@
 import type { ErrorCode } from "../../errors.ts";
-import type { GenerateResult, GenerationProgress, GenerationRequest } from "../../domain/generation.ts";
+import type { GenerationProgress, GenerationRequest } from "../../domain/generation.ts";
+import type { JobResult, Work } from "../../domain/jobs.ts";
 import type { GpuMode, ModelInfo, ModelPlan } from "../../domain/models.ts";
 
 /**
@@ -26,6 +27,8 @@ export type ToEngine =
   | { type: "probe" }
   | { type: "load"; plan: ModelPlan }
   | { type: "generate"; id: number; request: GenerationRequest }
+  /** A job other than generation: embeddings, ranking, tokens. */
+  | { type: "work"; id: number; work: Exclude<Work, { kind: "generate" }> }
   | { type: "abort"; id: number }
   /** Free the model and exit. */
   | { type: "dispose" };
@@ -41,7 +44,7 @@ export type FromEngine =
    * coalesced while the channel is busy.
    */
   | { type: "stream"; id: number; text: string; progress: GenerationProgress | null }
-  | { type: "done"; id: number; result: GenerateResult }
+  | { type: "done"; id: number; result: JobResult }
   | { type: "failed"; id: number; error: SerializedError }
   /** llama.cpp's own log lines (warnings and errors). */
   | { type: "log"; level: string; message: string };

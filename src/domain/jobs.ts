@@ -1,0 +1,70 @@
+import type { GenerateResult, GenerationRequest } from "./generation.ts";
+
+/**
+ * What a model can be asked to do. Every kind is a job of the model's runtime machine: it waits in the same
+ * queue, takes a slot, can be stopped, and is counted in /status and /metrics.
+ */
+
+/** Vectors for texts (OpenAI's /v1/embeddings, Ollama's /api/embed). */
+export interface EmbedRequest {
+  inputs: string[];
+  /** Cut inputs longer than the context to fit (Ollama's default), instead of refusing them. */
+  truncate: boolean;
+  /** Keep only the first `dimensions` values of each vector (renormalised), where the model allows. */
+  dimensions?: number;
+}
+export interface EmbedResult {
+  vectors: number[][];
+  /** Tokens of all inputs together. */
+  promptTokens: number;
+}
+
+/** Relevance of documents to a query (llama-server's /v1/rerank). */
+export interface RankRequest {
+  query: string;
+  documents: string[];
+}
+export interface RankResult {
+  /** One score per document, in the documents' order. */
+  scores: number[];
+  promptTokens: number;
+}
+
+export interface TokenizeRequest {
+  text: string;
+  /** Add the model's special tokens (BOS) as a prompt would have them. */
+  addSpecial: boolean;
+  /** Also return each token's text. */
+  withPieces: boolean;
+}
+export interface TokenizeResult {
+  tokens: number[];
+  pieces?: string[];
+}
+
+export interface DetokenizeRequest {
+  tokens: number[];
+}
+export interface DetokenizeResult {
+  text: string;
+}
+
+export type Work =
+  | { kind: "generate"; request: GenerationRequest }
+  | { kind: "embed"; request: EmbedRequest }
+  | { kind: "rank"; request: RankRequest }
+  | { kind: "tokenize"; request: TokenizeRequest }
+  | { kind: "detokenize"; request: DetokenizeRequest };
+
+export type WorkKind = Work["kind"];
+
+/** What each kind of work answers. */
+export interface WorkResults {
+  generate: GenerateResult;
+  embed: EmbedResult;
+  rank: RankResult;
+  tokenize: TokenizeResult;
+  detokenize: DetokenizeResult;
+}
+
+export type JobResult = WorkResults[WorkKind];
