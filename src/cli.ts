@@ -1,8 +1,6 @@
 import { readFileSync } from "node:fs";
 import { ConfigError, parseServeArgs, printableConfig, serveHelp } from "./config.ts";
-import { CLIENT_HELP, CLIENT_VERBS, runClientVerb, type ClientVerb } from "./cli/client.ts";
-import { startDaemon } from "./daemon.ts";
-import { createLogger } from "./log.ts";
+import { CLIENT_HELP, CLIENT_VERBS, clientVerbHelp, runClientVerb, type ClientVerb } from "./cli/client.ts";
 
 const VERSION = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
 
@@ -10,9 +8,9 @@ const USAGE = `Usage: kekahyde <command> [options]
 
 Commands:
   serve     run the daemon (default when no command is given)
-  status, load, run, stop, unload   talk to a running daemon
+  list, ps, show, run, status, load, stop, unload   talk to a running daemon
 
-Run "kekahyde serve --help" for the daemon's options.
+Run "kekahyde serve --help" for the daemon's options, "kekahyde VERB --help" for a command's.
 
 ${CLIENT_HELP}`;
 
@@ -21,6 +19,8 @@ async function serve(argv: string[]): Promise<void> {
   if (help) return void console.log(serveHelp());
   if (version) return void console.log(VERSION);
   if (printConfig) return void console.log(JSON.stringify(printableConfig(config), null, 2));
+  // Imported here, so that the client commands start without loading the daemon (and its engine binding).
+  const [{ startDaemon }, { createLogger }] = await Promise.all([import("./daemon.ts"), import("./log.ts")]);
   const log = createLogger(config.logLevel, undefined, config.logFormat);
   const daemon = await startDaemon(config, { log });
   let signals = 0;
@@ -53,7 +53,11 @@ async function main(argv: string[]): Promise<void> {
   }
   if (first === "serve") return serve(rest);
   if ((CLIENT_VERBS as readonly string[]).includes(first)) return runClientVerb(first as ClientVerb, rest);
-  if (first === "help") return void console.log(`${USAGE}\n\n${serveHelp()}`);
+  if (first === "help") {
+    if (rest[0] === "serve") return void console.log(serveHelp());
+    if ((CLIENT_VERBS as readonly string[]).includes(rest[0])) return void console.log(clientVerbHelp(rest[0] as ClientVerb));
+    return void console.log(`${USAGE}\n\n${serveHelp()}`);
+  }
   throw new ConfigError(`unknown command "${first}"\n\n${USAGE}`);
 }
 

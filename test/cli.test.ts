@@ -4,6 +4,10 @@ import { once } from "node:events";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
+import { joinMultiline } from "../src/cli/chat.ts";
+import { CLIENT_VERBS, clientVerbHelp } from "../src/cli/client.ts";
+import { humanBytes, humanTime, table } from "../src/cli/format.ts";
+import { formatList, formatPs, formatShow, processor, until } from "../src/cli/models.ts";
 import { ConfigError, DEFAULTS, OPTIONS, parseServeArgs } from "../src/config.ts";
 import { defaultThreadCount } from "../src/engine/threads.ts";
 import { slowModel, tinyModel } from "./helpers/fixtures.ts";
@@ -66,7 +70,90 @@ describe("configuration", () => {
   });
 });
 
+describe("what the client commands write", () => {
+  const now = Date.parse("2026-11-26T12:00:00Z");
+  const ago = (ms: number) => new Date(now - ms).toISOString();
+
+  it("sizes and times as ollama writes them", () => {
+    assert.deepEqual([0, 999, 1000, 5_036_864, 12_400_000, 2_000_000_000, 4_680_000_000].map(humanBytes), ["0 B", "999 B", "1 KB", "5.0 MB", "12 MB", "2 GB", "4.7 GB"]);
+    assert.deepEqual(
+      [500, 1000, 42_000, 61_000, 3 * 60_000, 60 * 60_000, 5 * 3_600_000, 3 * 86_400_000, 15 * 86_400_000].map((ms) => humanTime(new Date(now - ms), now)),
+      ["Less than a second ago", "1 second ago", "42 seconds ago", "About a minute ago", "3 minutes ago", "About an hour ago", "5 hours ago", "3 days ago", "2 weeks ago"],
+    );
+    assert.equal(humanTime(new Date(now + 4.5 * 60_000), now), "4 minutes from now");
+  });
+
+  it("list and ps: aligned columns, the digest's first 12 hex digits, where the model runs and until when", () => {
+    const model = { name: "tiny:latest", model: "tiny:latest", size: 5_036_864, digest: "sha256:0123456789abcdef0123", modified_at: ago(3 * 60_000) };
+    assert.equal(formatList([model, { ...model, name: "a-much-longer-name:q8", digest: "", size: 2e9 }], now), [
+      "NAME                    ID             SIZE     MODIFIED",
+      "tiny:latest             0123456789ab   5.0 MB   3 minutes ago",
+      "a-much-longer-name:q8                  2 GB     3 minutes ago",
+    ].join("\n"));
+    const loaded = { ...model, size_vram: 0, context_length: 2048 };
+    assert.equal(formatPs([{ ...loaded, expires_at: new Date(now + 299_000).toISOString() }, { ...loaded, name: "f", expires_at: "2318-11-29T00:00:00Z" }, { ...loaded, name: "g", expires_at: ago(1000) }], now), [
+      "NAME          ID             SIZE     PROCESSOR   CONTEXT   UNTIL",
+      "tiny:latest   0123456789ab   5.0 MB   100% CPU    2048      4 minutes from now",
+      "f             0123456789ab   5.0 MB   100% CPU    2048      Forever",
+      "g             0123456789ab   5.0 MB   100% CPU    2048      Stopping...",
+    ].join("\n"));
+    assert.deepEqual([processor(100, 0), processor(100, 100), processor(100, 25), processor(100, 200)], ["100% CPU", "100% GPU", "75%/25% CPU/GPU", "Unknown"]);
+    assert.equal(until(null, now), "Forever");
+    assert.equal(table(["A", "B"], [["x", ""]]), "A   B\nx");
+  });
+
+  it("show: the model's facts, capabilities and parameters in ollama's sections", () => {
+    const text = formatShow({
+      details: { family: "llama", parameter_size: "8.0B", quantization_level: "Q4_K_M" },
+      model_info: { "general.architecture": "llama", "general.parameter_count": 8_030_261_248, "llama.context_length": 131072, "llama.embedding_length": 4096 },
+      capabilities: ["completion", "tools"],
+      parameters: 'stop                           "<|eot_id|>"\nnum_ctx 4096',
+    });
+    assert.equal(text, [
+      "  Model",
+      "    architecture        llama",
+      "    parameters          8.0B",
+      "    context length      131072",
+      "    embedding length    4096",
+      "    quantization        Q4_K_M",
+      "",
+      "  Capabilities",
+      "    completion",
+      "    tools",
+      "",
+      "  Parameters",
+      '    stop       "<|eot_id|>"',
+      "    num_ctx    4096",
+      "",
+    ].join("\n"));
+    assert.match(formatShow({ model_info: { "general.architecture": "qwen2", "general.parameter_count": 494_032_768 } }), /\n {4}parameters {6}494\.03M\n/);
+  });
+
+  it('a """ message keeps its lines, without the empty rest of the opening and closing lines', () => {
+    assert.equal(joinMultiline(["", "ab", "cd", ""]), "ab\ncd");
+    assert.equal(joinMultiline(["ab", "cd"]), "ab\ncd");
+    assert.equal(joinMultiline(["", "", "x", ""]), "\nx");
+  });
+});
+
 describe("the kekahyde command", () => {
+  it("has help for every verb, and the overview names them all", () => {
+    const overview = spawnSync(process.execPath, [BIN, "--help"], { encoding: "utf8" });
+    assert.equal(overview.status, 0, overview.stderr);
+    for (const verb of CLIENT_VERBS) {
+      assert.match(overview.stdout, new RegExp(`kekahyde ${verb}\\b`));
+      assert.match(clientVerbHelp(verb), new RegExp(`^Usage:[\\s\\S]*kekahyde ${verb}\\b[\\s\\S]*--host, --port, --api-key and --config`));
+    }
+    const r = spawnSync(process.execPath, [BIN, "run", "--help"], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    const run = r.stdout;
+    assert.equal(run, `${clientVerbHelp("run")}\n`);
+    for (const piece of ["kekahyde run NAME ", '"""', "Ctrl-C", "Ctrl-D", "/bye", "/clear", "names no", "POST /run_prompt"]) assert.ok(run.includes(piece), piece);
+    const bad = spawnSync(process.execPath, [BIN, "list", "--raw"], { encoding: "utf8" });
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /kekahyde: Unknown option '--raw'.*\(kekahyde list --help\)/);
+  });
+
   it("explains every option with --help", () => {
     const r = spawnSync(process.execPath, [BIN, "serve", "--help"], { encoding: "utf8" });
     assert.equal(r.status, 0, r.stderr);
