@@ -1,61 +1,17 @@
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { createServer } from "node:net";
 import { Writable } from "node:stream";
-import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
 import { LogDestination, logLinesDropped } from "../src/log.ts";
+import { killStartedDaemons, spawnDaemon as spawnDaemonProcess } from "./helpers/daemonProcess.ts";
 
 // Logging never holds the daemon: a log reader that stops reading, or goes away, costs log lines (dropped
 // and counted), never a request and never the shutdown.
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const CLI = fileURLToPath(new URL("../src/cli.ts", import.meta.url));
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/**
- * The real daemon (the TypeScript sources) in its own process, its stdout a pipe that this test never reads
- * (Node itself buffers at most its high-water mark from it, then stops reading). Readiness is polled over
- * HTTP, so nothing here drains the pipe.
- */
-async function spawnDaemon(): Promise<{ child: ChildProcess; url: string; stderr: () => string }> {
-  const port = await freePort();
-  const child = spawn(process.execPath, ["--import", "tsx", CLI, "serve", "--port", String(port), "--threads", "1", "--log-format", "json"], {
-    cwd: ROOT,
-    env: { ...process.env, KEKAHYDE_GPU: "off" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  children.push(child);
-  let stderr = "";
-  child.stderr!.on("data", (d) => (stderr += d));
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`the daemon exited with ${child.exitCode}: ${stderr}`);
-    try {
-      if ((await fetch(`${url}/health`)).ok) break;
-    } catch {
-      /* not listening yet */
-    }
-    if (Date.now() > deadline) throw new Error(`the daemon did not start: ${stderr}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { child, url, stderr: () => stderr };
-}
-
-const children: ChildProcess[] = [];
-after(() => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-});
+/** The real daemon in its own process, its stdout a pipe that this test never reads. */
+const spawnDaemon = () => spawnDaemonProcess([], { readStdout: false });
+after(killStartedDaemons);
 
 /** Requests that each write an info line of about 8 KiB (a 404 names its path): `count` of them, 8 at a time. */
 async function logLoudly(url: string, count: number): Promise<void> {

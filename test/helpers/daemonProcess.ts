@@ -32,8 +32,12 @@ export interface DaemonProcess {
 
 const started: ChildProcess[] = [];
 
-/** Starts `kekahyde serve` with `args` on a free port and waits until it answers /health. */
-export async function spawnDaemon(args: string[] = []): Promise<DaemonProcess> {
+/**
+ * Starts `kekahyde serve` with `args` on a free port and waits until it answers /health (readiness is polled
+ * over HTTP). `readStdout: false` leaves its stdout a pipe nobody reads, once Node's own buffer is full: a
+ * stalled log reader.
+ */
+export async function spawnDaemon(args: string[] = [], { readStdout = true }: { readStdout?: boolean } = {}): Promise<DaemonProcess> {
   const port = await freePort();
   const child = spawn(process.execPath, ["--import", "tsx", CLI, "serve", "--port", String(port), "--threads", "1", "--log-format", "json", ...args], {
     cwd: ROOT,
@@ -43,7 +47,7 @@ export async function spawnDaemon(args: string[] = []): Promise<DaemonProcess> {
   started.push(child);
   let stdout = "";
   let stderr = "";
-  child.stdout!.on("data", (d) => (stdout += d));
+  if (readStdout) child.stdout!.on("data", (d) => (stdout += d));
   child.stderr!.on("data", (d) => (stderr += d));
   const exited = new Promise<number | NodeJS.Signals | null>((resolve) => child.once("exit", (code, signal) => resolve(code ?? signal)));
   const url = `http://127.0.0.1:${port}`;
