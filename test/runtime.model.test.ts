@@ -7,9 +7,10 @@ import type { JobResult } from "../src/domain/jobs.ts";
 import { KekahydeError } from "../src/errors.ts";
 import { runtimeMachine, type LoadResult, type StopResult, type UnloadResult } from "../src/machines/runtimeMachine.ts";
 import { stateName } from "../src/machines/selectors.ts";
-import { createTicket, type Outcome, type Ticket } from "../src/machines/ticket.ts";
+import { createTicket } from "../src/machines/ticket.ts";
 import { FakeEngine, fakePlan, settle } from "./helpers/fakeEngine.ts";
 import { TransitionCoverage } from "./helpers/machineCoverage.ts";
+import { pairedRequests } from "./oracles/pairedRequests.ts";
 import { finishOldest, Reply, RuntimeOracle, type EngineGeneration } from "./oracles/runtimeOracle.ts";
 
 /**
@@ -31,15 +32,6 @@ const EMBED = { kind: "embed" as const, request: { inputs: ["p"], truncate: fals
 type Op = "load" | "loadDone" | "loadFailed" | "run" | "embed" | "stop" | "stopAll" | "stopJob" | "stopJobNewest" | "stopJobGone" | "unload" | "cancel" | "cancelNewest" | "finish" | "fail" | "engineFail" | "lose" | "disposed" | "shutdown";
 const OPS: Op[] = ["load", "loadDone", "loadFailed", "run", "embed", "stop", "stopAll", "stopJob", "stopJobNewest", "stopJobGone", "unload", "cancel", "cancelNewest", "finish", "fail", "engineFail", "lose", "disposed", "shutdown"];
 
-const answerOf = (o: Outcome<unknown>): string => {
-  if (!o.ok) return `err:${o.error.code}`;
-  const v = o.value as Partial<GenerateResult & LoadResult & StopResult & UnloadResult>;
-  if ("finishReason" in v) return `ok:${v.finishReason}`;
-  if ("vectors" in v) return "ok:embedded";
-  if ("stopped" in v) return `ok:stopped=${v.stopped},dropped=${v.dropped}`;
-  if ("unloaded" in v) return `ok:unloaded=${v.unloaded}`;
-  return "ok:loaded";
-};
 
 const coverage = new TransitionCoverage(runtimeMachine);
 
@@ -53,19 +45,12 @@ function system(limits = { slots: SLOTS, maxQueue: MAX_QUEUE }) {
   actor.start();
   const generations: EngineGeneration[] = [];
   const oracle = new RuntimeOracle(limits, generations);
-  const live: string[] = [];
-  const expected: Reply[] = [];
+  const requests = pairedRequests();
   let loads = 0;
   let jobs = 0;
 
   /** A ticket for the machine and its reply in the reference model, side by side. */
-  function request<T>(): { ticket: Ticket<T>; reply: Reply } {
-    const i = live.length;
-    live.push("pending");
-    const reply = new Reply();
-    expected.push(reply);
-    return { ticket: createTicket<T>((o) => (live[i] = answerOf(o))), reply };
-  }
+  const request = <T,>() => requests.request<T>();
   /** As sendRequest does: a stopped machine takes no events, so the request is answered at once. */
   function send(event: Parameters<typeof actor.send>[0]): void {
     if (actor.getSnapshot().status === "active") actor.send(event);
@@ -161,10 +146,10 @@ function system(limits = { slots: SLOTS, maxQueue: MAX_QUEUE }) {
   /** What the machine shows, in the reference model's terms. */
   function observed() {
     const s = actor.getSnapshot();
-    return { state: stateName(s), holdsModel: s.context.model !== null, running: s.context.running.length, queue: s.context.queue.length, answers: [...live] };
+    return { state: stateName(s), holdsModel: s.context.model !== null, running: s.context.running.length, queue: s.context.queue.length, answers: requests.live() };
   }
   function predicted() {
-    return { state: oracle.phase, holdsModel: oracle.holdsModel, running: oracle.running.length, queue: oracle.queue.length, answers: expected.map((r) => r.answer) };
+    return { state: oracle.phase, holdsModel: oracle.holdsModel, running: oracle.running.length, queue: oracle.queue.length, answers: requests.expected() };
   }
   return { actor, engine, oracle, exec, observed, predicted };
 }

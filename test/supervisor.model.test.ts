@@ -8,11 +8,11 @@ import type { LoadResult, StopResult, UnloadResult } from "../src/machines/runti
 import { sendRequest } from "../src/machines/sendRequest.ts";
 import { stateName, statusView } from "../src/machines/selectors.ts";
 import { defaultModel, supervisorMachine, type SupervisorInput } from "../src/machines/supervisorMachine.ts";
-import { createTicket, type Outcome, type Ticket } from "../src/machines/ticket.ts";
+import { createTicket } from "../src/machines/ticket.ts";
 import { EMPTY_SAMPLE } from "../src/monitor/resourceSampler.ts";
 import { FakeEngine, settle } from "./helpers/fakeEngine.ts";
 import { TransitionCoverage } from "./helpers/machineCoverage.ts";
-import { Reply } from "./oracles/runtimeOracle.ts";
+import { pairedRequests } from "./oracles/pairedRequests.ts";
 import { SupervisorOracle, type SupervisorLimits } from "./oracles/supervisorOracle.ts";
 
 /**
@@ -97,14 +97,6 @@ const CONFIGS: Array<{ label: string; limits: SupervisorLimits; input: Partial<S
   },
 ];
 
-const answerOf = (o: Outcome<unknown>): string => {
-  if (!o.ok) return `err:${o.error.code}`;
-  const v = o.value as Partial<GenerateResult & LoadResult & StopResult & UnloadResult>;
-  if ("finishReason" in v) return `ok:${v.finishReason}`;
-  if ("stopped" in v) return `ok:stopped=${v.stopped},dropped=${v.dropped}`;
-  if ("unloaded" in v) return `ok:unloaded=${v.unloaded}`;
-  return "ok:loaded";
-};
 
 const noMonitor = fromCallback(() => {});
 const machine = supervisorMachine.provide({ actors: { monitor: noMonitor as never } });
@@ -118,18 +110,11 @@ function system({ limits, input }: (typeof CONFIGS)[number]) {
   const actor = createActor(machine, { clock, inspect: coverage.inspect, input: { engine, sampleResources: async () => EMPTY_SAMPLE, ...input } });
   actor.start();
   const oracle = new SupervisorOracle(limits);
-  const live: string[] = [];
-  const expected: Reply[] = [];
+  const requests = pairedRequests();
   let jobs = 0;
   let lastJob: string | null = null;
 
-  function request<T>(): { ticket: Ticket<T>; reply: Reply } {
-    const i = live.length;
-    live.push("pending");
-    const reply = new Reply();
-    expected.push(reply);
-    return { ticket: createTicket<T>((o) => (live[i] = answerOf(o))), reply };
-  }
+  const request = <T,>() => requests.request<T>();
 
   function run(model: string | undefined, fromCatalogue = false) {
     const { ticket, reply } = request<GenerateResult>();
@@ -268,7 +253,7 @@ function system({ limits, input }: (typeof CONFIGS)[number]) {
       departing: s.context.departing.length,
       default: defaultModel(s.context)?.name ?? null,
       lastError: s.context.lastError?.code ?? null,
-      answers: [...live],
+      answers: requests.live(),
     };
   }
   function predicted() {
@@ -278,7 +263,7 @@ function system({ limits, input }: (typeof CONFIGS)[number]) {
       departing: oracle.departing.length,
       default: oracle.defaultModel?.name ?? null,
       lastError: oracle.lastError,
-      answers: expected.map((r) => r.answer),
+      answers: requests.expected(),
     };
   }
   return { actor, engine, clock, oracle, exec, observed, predicted };
