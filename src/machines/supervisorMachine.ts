@@ -1,15 +1,16 @@
-import { assertEvent, assign, enqueueActions, fromPromise, setup, type ActorRefFrom } from "xstate";
+import { assertEvent, assign, enqueueActions, fromPromise, setup } from "xstate";
 import { DEFAULT_KEEP_ALIVE_MS, DEFAULT_MEMORY_FRACTION } from "../domain/defaults.ts";
-import type { JobResult, Work } from "../domain/jobs.ts";
-import { defaultModelName, type LoadSettings, type MemoryBudget, type ModelPlan } from "../domain/models.ts";
+import { defaultModelName, type LoadSettings, type ModelPlan } from "../domain/models.ts";
 import type { Engine } from "../engine/types.ts";
-import { KekahydeError, toKekahydeError, type ErrorCode } from "../errors.ts";
-import { monitorActor, type MonitorEvent } from "../monitor/monitorActor.ts";
-import { EMPTY_SAMPLE, type ResourceSample, type ResourceSampler } from "../monitor/resourceSampler.ts";
-import { place, type Placement } from "./placement.ts";
+import { KekahydeError, toKekahydeError } from "../errors.ts";
+import { monitorActor } from "../monitor/monitorActor.ts";
+import { EMPTY_SAMPLE } from "../monitor/resourceSampler.ts";
+import { CRASHES_BEFORE_QUARANTINE, ENGINE_LOSSES, placementIs, placementOf, quarantineOf, refusalParams, refusals, unknownModel } from "./admission.ts";
+import type { Placement } from "./placement.ts";
 import { NO_MODEL, SHUTTING_DOWN, type Refusal } from "./refusals.ts";
-import { errorRecord, runtimeMachine, type LastError, type LoadResult, type ModelPhaseEvent, type RuntimePhase, type StopResult, type UnloadResult } from "./runtimeMachine.ts";
-import { createTicket, type Outcome, type Ticket } from "./ticket.ts";
+import { errorRecord, runtimeMachine, type LoadResult, type StopResult, type UnloadResult } from "./runtimeMachine.ts";
+import { createTicket, type Ticket } from "./ticket.ts";
+import type { Admission, CrashRecord, FanOut, LoadRequest, ModelEntry, RunRequest, SupervisorContext, SupervisorEvent, SupervisorInput } from "./supervisorTypes.ts";
 
 /**
  * The supervisor: owns the loaded models, one runtime-machine actor each, and decides which model a request
@@ -29,142 +30,8 @@ import { createTicket, type Outcome, type Ticket } from "./ticket.ts";
  * memory is free; a new load waits for that in `evicting`.
  */
 
-export type RuntimeRef = ActorRefFrom<typeof runtimeMachine>;
-
-/** A loaded model, as the supervisor keeps it. */
-export interface ModelEntry {
-  name: string;
-  ref: RuntimeRef;
-  /** The real path of the file. */
-  path: string;
-  /** The runtime's last reported phase; "new": spawned, its load not yet under way. */
-  phase: RuntimePhase | "new";
-  bytes: number;
-  /** When its load was accepted. */
-  loadedAt: number;
-  /** Order of loads (a counter: several fall in one millisecond): the most recent is the default model. */
-  loadOrder: number;
-  lastUsed: number;
-  /** Order of last use (a counter: many uses fall in one millisecond); eviction takes the lowest first. */
-  useOrder: number;
-  /** How long it stays loaded once idle: 0 unload at once, -1 forever. */
-  keepAliveMs: number;
-  expiresAt: number | null;
-  /** With `path`, what identifies the file's contents (a changed file is a new file). */
-  fileSize: number;
-  mtimeMs: number;
-}
-
-/** A file whose engine crashed (or was stopped for a time limit): not loaded again in a loop. */
-export interface CrashRecord {
-  fileSize: number;
-  mtimeMs: number;
-  /** Engines of this file lost so far. */
-  losses: number;
-  /** Refused until the file changes or the daemon restarts: it crashed while loading, or too often. */
-  quarantined: boolean;
-  error: LastError;
-}
-
-/** Engines of one file that may be lost while generating before the file is refused. */
-export const CRASHES_BEFORE_QUARANTINE = 3;
-
-export interface LoadRequest {
-  path: string;
-  name?: string;
-  settings: LoadSettings;
-  keepAliveMs?: number;
-  ticket: Ticket<LoadResult>;
-}
-
-/** The load being admitted: its request, then the plan the engine made of the file, then where it goes. */
-export interface Admission {
-  request: LoadRequest;
-  plan: ModelPlan | null;
-  placement: Placement | null;
-}
-
-/** A STOP or UNLOAD sent to every model, answered once each model has answered its part. */
-export type FanOut =
-  | { kind: "stop"; ticket: Ticket<StopResult>; waiting: number; stopped: boolean; dropped: number; error: KekahydeError | null }
-  | { kind: "unload"; ticket: Ticket<UnloadResult>; waiting: number; unloaded: boolean; error: KekahydeError | null };
-
-/** A generation request as the supervisor gets it. */
-export interface RunRequest {
-  id: string;
-  /** The client's id for the request (X-Request-Id), which POST /stop {"id"} names; the job id if it gave none. */
-  requestId?: string;
-  /** A model's name; without it, the default model. */
-  model?: string;
-  /** Where the named model's file is, when it is not loaded but the catalogue has it: it is loaded first, with these settings. */
-  load?: { path: string; settings?: LoadSettings };
-  /** Names close to an unknown `model`, for the refusal. */
-  suggestions?: string[];
-  work: Work;
-  onText?: (chunk: string) => void;
-  keepAliveMs?: number;
-  ticket: Ticket<JobResult>;
-}
-
-export type SupervisorEvent =
-  | ({ type: "LOAD" } & LoadRequest)
-  | ({ type: "RUN" } & RunRequest)
-  /** Stops generations: of one model or all, or only those of request `request` (wherever they are). */
-  | { type: "STOP"; model?: string; all: boolean; request?: string; ticket: Ticket<StopResult> }
-  | { type: "UNLOAD"; model?: string; ticket: Ticket<UnloadResult> }
-  | { type: "CANCEL"; job: string }
-  | { type: "SHUTDOWN" }
-  | { type: "KEEPALIVE.EXPIRED"; name: string }
-  | { type: "FANOUT.ANSWER"; fanOut: string; outcome: Outcome<StopResult> | Outcome<UnloadResult> }
-  | ModelPhaseEvent
-  | MonitorEvent;
-
-export type SupervisorRequestEvent = Extract<SupervisorEvent, { ticket: unknown }>;
-
-export interface SupervisorContext {
-  engine: Engine;
-  sampleResources: ResourceSampler;
-  monitorIntervalMs: number;
-  maxModels: number;
-  maxMemory: MemoryBudget;
-  keepAliveMs: number;
-  parallel: number;
-  maxQueue?: number;
-  maxGenerationMs: number | null;
-  models: Record<string, ModelEntry>;
-  /** Models that have left the set, until their runtime reports their memory free (or stopped). */
-  departing: ModelEntry[];
-  admission: Admission | null;
-  /** Loads that wait for the one being admitted, in order. */
-  waitingLoads: LoadRequest[];
-  /** Generations for a model that is being admitted on their behalf, by its name: sent to it once it loads. */
-  parkedRuns: Record<string, RunRequest[]>;
-  fanOuts: Record<string, FanOut>;
-  fanOutCount: number;
-  /** Uses so far: the source of `useOrder`. */
-  uses: number;
-  /** The last load that failed: refused before it reached a model (bad file, no room), or failed in its runtime. */
-  lastError: LastError | null;
-  /** Files whose engine crashed, by real path. */
-  crashes: Record<string, CrashRecord>;
-  resources: ResourceSample;
-}
-
-export interface SupervisorInput {
-  engine: Engine;
-  sampleResources: ResourceSampler;
-  monitorIntervalMs?: number;
-  /** Models loaded at once (default 1: a new model replaces the loaded one). */
-  maxModels?: number;
-  /** Default: 90% of the memory free for models. */
-  maxMemory?: MemoryBudget;
-  /** Default keep-alive (default 5 minutes; 0 unload after each request; -1 forever). */
-  keepAliveMs?: number;
-  /** Generations per model at once (default 1). */
-  parallel?: number;
-  maxQueue?: number;
-  maxGenerationMs?: number | null;
-}
+export type { Admission, CrashRecord, FanOut, LoadRequest, ModelEntry, RunRequest, RuntimeRef, SupervisorContext, SupervisorEvent, SupervisorInput, SupervisorRequestEvent } from "./supervisorTypes.ts";
+export { CRASHES_BEFORE_QUARANTINE };
 
 const entries = (context: SupervisorContext): ModelEntry[] => Object.values(context.models);
 
@@ -182,29 +49,6 @@ const without = <T,>(byName: Record<string, T>, names: readonly string[]): Recor
 const departed = (m: ModelEntry): ModelEntry => ({ ...m, phase: "unloading", expiresAt: null });
 const modelNamed = (event: SupervisorEvent): string | undefined => ("model" in event ? event.model : undefined);
 
-/** Where the admitted model goes: computed once, when its plan arrives. */
-function placementOf(context: SupervisorContext, request: LoadRequest, plan: ModelPlan): Placement {
-  const name = request.name ?? defaultModelName(request.path);
-  const held = [...entries(context), ...context.departing].reduce((sum, m) => sum + m.bytes, 0);
-  const budgetBytes = "bytes" in context.maxMemory ? context.maxMemory.bytes : Math.floor(context.maxMemory.fraction * (plan.freeBytes + held));
-  // Layers on a GPU: llama.cpp sizes VRAM itself; only the budget applies.
-  const machineBytes = plan.onGpu ? Infinity : plan.freeBytes + held;
-  const loaded = entries(context).map((m) => ({ name: m.name, phase: m.phase, bytes: m.bytes, lastUsed: m.useOrder }));
-  return place(loaded, { name, bytes: plan.bytes }, { maxModels: context.maxModels, budgetBytes, machineBytes });
-}
-
-const gib = (n: number) => `${(n / 1024 ** 3).toFixed(2)} GiB`;
-
-function unknownModel(context: SupervisorContext, name: string, suggestions: readonly string[] = []): KekahydeError {
-  const loaded = Object.keys(context.models);
-  const close = [...new Set(suggestions)];
-  return new KekahydeError(
-    "UNKNOWN_MODEL",
-    `No model named "${name}" is loaded or in the models directories (loaded: ${loaded.length ? loaded.join(", ") : "none"}${close.length ? `; close names: ${close.join(", ")}` : ""}). Put its .gguf file in a models directory (GET /status shows them), or load it with POST /load_model {"path": "...", "name": "${name}"}.`,
-    { model: name, loaded, suggestions: close },
-  );
-}
-
 /** The parked generations of request `request` (the client's id, or the job id it gave none). */
 const parkedOf = (context: SupervisorContext, request: string): RunRequest[] => Object.values(context.parkedRuns).flat().filter((r) => (r.requestId ?? r.id) === request);
 
@@ -213,67 +57,6 @@ const loadName = (load: LoadRequest): string => load.name ?? defaultModelName(lo
 /** Whether a load of this name is being admitted or waits to be. */
 const loadPending = (context: SupervisorContext, name: string): boolean =>
   (context.admission !== null && loadName(context.admission.request) === name) || context.waitingLoads.some((l) => loadName(l) === name);
-
-/** Failures that mean the engine itself ended: its process crashed, or was stopped for a time limit. */
-const ENGINE_LOSSES = new Set<ErrorCode>(["ENGINE_CRASHED", "ENGINE_TIMEOUT"]);
-
-/** The crash record that keeps the admitted file out, if any: same path, same contents, quarantined. */
-function quarantineOf(context: SupervisorContext): CrashRecord | null {
-  const plan = context.admission?.plan;
-  const record = plan ? context.crashes[plan.path] : undefined;
-  return record && record.quarantined && record.fileSize === plan!.fileSize && record.mtimeMs === plan!.mtimeMs ? record : null;
-}
-
-/** The refusal for each reason a placement can fail, word for word. */
-const refusals = {
-  quarantined: (context: SupervisorContext): KekahydeError => {
-    const record = quarantineOf(context)!;
-    const path = context.admission!.plan!.path;
-    return new KekahydeError(
-      "MODEL_INVALID",
-      `${path} is not loaded again: its engine ${record.losses > 1 ? `was lost ${record.losses} times, last` : "was lost"} at ${record.error.at} (${record.error.message}). The daemon does not retry a file that crashes its engine. Replace the file (a changed file is tried again) or restart the daemon.`,
-      { path, crashes: record.losses, last_crash: record.error },
-    );
-  },
-  loading: (context: SupervisorContext): KekahydeError => {
-    const p = context.admission!.placement as Extract<Placement, { reason: "loading" }>;
-    return new KekahydeError(
-      "MODEL_LOADING",
-      `A model is already loading (${p.busy.join(", ")}) and no other can make room (--max-models ${context.maxModels}). Wait until GET /status shows it "idle", then retry.`,
-      { busy: p.busy, max_models: context.maxModels },
-    );
-  },
-  busy: (context: SupervisorContext): KekahydeError => {
-    const p = context.admission!.placement as Extract<Placement, { reason: "busy" }>;
-    return new KekahydeError(
-      "BUSY",
-      `${context.maxModels} model(s) are loaded (--max-models) and none can be unloaded to make room: ${p.busy.join(", ")} ${p.busy.length === 1 ? "is" : "are"} busy. POST /stop first (with {"model": "<name>"} for one model), or wait, then retry.`,
-      { busy: p.busy, max_models: context.maxModels },
-    );
-  },
-  budget: (context: SupervisorContext): KekahydeError => {
-    const p = context.admission!.placement as Extract<Placement, { reason: "budget" }>;
-    return new KekahydeError(
-      "INSUFFICIENT_MEMORY",
-      `Not enough memory budget for this model: it needs about ${gib(p.neededBytes)} but ${gib(p.availableBytes)} of the --max-memory budget is left after unloading every idle model. Unload or stop a model, raise --max-memory, or load with a smaller context_size.`,
-      { needed_bytes: p.neededBytes, available_bytes: p.availableBytes },
-    );
-  },
-  machine: (context: SupervisorContext): KekahydeError => {
-    const p = context.admission!.placement as Extract<Placement, { reason: "machine" }>;
-    const plan = context.admission!.plan!;
-    return new KekahydeError(
-      "INSUFFICIENT_MEMORY",
-      `Not enough memory for ${plan.name ?? "this model"}: it needs about ${gib(p.neededBytes)} (weights ${gib(plan.weightsBytes)}, KV cache for ${plan.contextSize * plan.sequences} tokens ${gib(plan.kvCacheBytes)}) but ${gib(p.availableBytes)} is available after unloading every idle model. Use a smaller quantization or context_size, or free memory.`,
-      { needed_bytes: p.neededBytes, available_bytes: p.availableBytes },
-    );
-  },
-};
-const refusalParams = (reason: keyof typeof refusals) => ({ context }: { context: SupervisorContext }) => ({ error: refusals[reason](context) });
-const placementIs = (context: SupervisorContext, reason: Exclude<Placement, { ok: true }>["reason"]): boolean => {
-  const p = context.admission?.placement;
-  return p !== null && p !== undefined && !p.ok && p.reason === reason;
-};
 
 /** Reads the file once and plans the load before anything is evicted for it. */
 const admitModel = fromPromise<ModelPlan, { engine: Engine; path: string; settings: LoadSettings }>(({ input }) => input.engine.plan(input.path, input.settings));
