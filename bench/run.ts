@@ -8,6 +8,8 @@
 //   --source        run the daemons from the TypeScript sources through tsx (default: a compiled snapshot of
 //                   src/ in a temporary folder, see bench/snapshot.ts)
 //   --patch FILE    apply a patch to that snapshot only (repeatable; skipped once src/ has it)
+//   --wait-quiet L  before starting, wait (up to 45 min) until the 1-minute load average is below L: this
+//                   machine is shared, and other work moves results by more than the differences measured
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
@@ -185,8 +187,13 @@ async function startKekahyde(threads: number, extra: string[] = [], kind: Engine
     pid: child.pid!,
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once("exit", r));
       child.kill("SIGTERM");
-      await new Promise((r) => child.once("exit", r));
+      if ((await Promise.race([exited, sleep(20_000).then(() => "late")])) === "late") {
+        console.error(`kekahyde (${kind}, pid ${child.pid}) did not exit within 20 s of SIGTERM: killed`);
+        child.kill("SIGKILL");
+        await exited;
+      }
     },
   };
 }
@@ -277,6 +284,95 @@ async function kekahydePpTg(url: string): Promise<PpTg> {
   return { pp: median(reps.map((x) => x.pp)), tg: median(reps.map((x) => x.tg)) };
 }
 
+/** CPU time (user + system, ms) of a process and its live children, from /proc (10 ms ticks). */
+function cpuMsOfTree(pid: number): number {
+  const ticks = (p: number) => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, "utf8");
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return Number(f[11]) + Number(f[12]);
+    } catch {
+      return 0;
+    }
+  };
+  return [pid, ...childrenOf(pid)].reduce((sum, p) => sum + ticks(p), 0) * 10;
+}
+
+/** Tokens of the long generations that measure the process boundary. */
+const TG_LONG = 256;
+
+/**
+ * One measurement of a daemon's time per generated token, wall and CPU (its own process and its engine
+ * processes): a TG_LONG-token and a 1-token request on the same short prompt length, the difference divided
+ * by TG_LONG - 1, so that the prompt, HTTP and the request's own costs cancel.
+ */
+async function perTokenRep(d: Kekahyde): Promise<PerToken> {
+  const run = async (maxTokens: number) => {
+    const cpu = cpuMsOfTree(d.pid);
+    const { ms } = ok(await http(d.url, "POST", "/run_prompt", { prompt: freshPrompt(8), raw: true, max_tokens: maxTokens, temperature: 0 }));
+    return { ms, cpu: cpuMsOfTree(d.pid) - cpu };
+  };
+  const one = await run(1);
+  const many = await run(TG_LONG);
+  // And the median gap between streamed tokens: a stall of the machine moves a few gaps, not the median.
+  const { events } = ok(await http(d.url, "POST", "/run_prompt", { prompt: freshPrompt(8), raw: true, max_tokens: TG_LONG, temperature: 0 }, { accept: "text/event-stream" }));
+  const tokens = events.slice(0, -1); // the last event is "done"
+  const gaps = tokens.slice(2).map((t, i) => t - tokens[i + 1]);
+  return { wall_ms: (many.ms - one.ms) / (TG_LONG - 1), cpu_ms: (many.cpu - one.cpu) / (TG_LONG - 1), gap_ms: gaps.length ? median(gaps) : NaN };
+}
+
+interface PerToken {
+  /** Wall time per token: (TG_LONG-token request - 1-token request) / (TG_LONG - 1). */
+  wall_ms: number;
+  /** CPU time per token of the daemon and its engine processes, the same way. */
+  cpu_ms: number;
+  /** The median gap between streamed tokens of a TG_LONG-token SSE request. */
+  gap_ms: number;
+}
+
+/**
+ * The IPC message alone, as an engine process sends a token: a child process sends `count` stream messages
+ * shaped like host.ts's, each after the previous one's send callback (as its Stream does), and this process
+ * receives them as ProcessLoadedModel does (a lookup, a callback). Wall time per message, and CPU time per
+ * message of each side.
+ */
+async function ipcMicrobench(count = 20_000): Promise<{ wall_us: number; sender_cpu_us: number; receiver_cpu_us: number }> {
+  const child = spawn(process.execPath, [
+    "-e",
+    `const n = ${count};
+         let i = 0;
+         const before = process.cpuUsage();
+         const t = performance.now();
+         const next = () => {
+           if (i === n) {
+             const c = process.cpuUsage(before);
+             return process.send({ type: "end", ms: performance.now() - t, cpuUs: c.user + c.system }, () => process.disconnect());
+           }
+           i++;
+           process.send({ type: "stream", id: 1, text: " w" + (10000 + (i % 20000)), progress: { promptTokens: 9, completionTokens: i, firstTokenMs: 12.5 } }, undefined, {}, next);
+         };
+         process.on("message", () => next());`,
+  ], { stdio: ["ignore", "ignore", "inherit", "ipc"] });
+  const pending = new Map([[1, { onText: (_: string) => {}, onProgress: (_: unknown) => {} }]]);
+  let text = 0;
+  const before = process.cpuUsage();
+  const end = new Promise<{ ms: number; cpuUs: number }>((resolve) => {
+    child.on("message", (m: { type: string; id: number; text: string; progress: unknown; ms: number; cpuUs: number }) => {
+      if (m.type === "end") return resolve(m);
+      const p = pending.get(m.id);
+      if (!p) return;
+      text += m.text.length;
+      p.onText(m.text);
+      p.onProgress(m.progress);
+    });
+  });
+  child.send({ type: "go" });
+  const { ms, cpuUs } = await end;
+  const mine = process.cpuUsage(before);
+  await new Promise((r) => child.once("exit", r));
+  return { wall_us: (ms * 1000) / count, sender_cpu_us: cpuUs / count, receiver_cpu_us: (mine.user + mine.system) / count };
+}
+
 /** llama.cpp's own timing lines (llama_perf_context_print), captured from the binding's logger. */
 const perfLines: string[] = [];
 /** Tokens/s inside llama_decode alone since the last call, from llama.cpp's perf counters. */
@@ -357,8 +453,23 @@ const table = (head: string[], rows: Array<Array<string | number>>) => {
 const times = (x: number | null) => (x === null ? "n/a" : `${x.toFixed(2)}×`);
 const ratio = (a: number, b: number | null | undefined) => times(b ? a / b : null);
 
+const loadAverage = () => Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
+/** The machine's 1-minute load average as each section starts (other work on this shared machine). */
+const loadBySection: Record<string, number> = {};
+
+async function waitQuiet(): Promise<void> {
+  const limit = Number(opt("wait-quiet", "0"));
+  if (!limit) return;
+  const deadline = Date.now() + 45 * 60_000;
+  while (loadAverage() >= limit && Date.now() < deadline) {
+    console.log(`waiting for a quieter machine: load average ${loadAverage()} ≥ ${limit}`);
+    await sleep(15_000);
+  }
+}
+
 async function main(): Promise<void> {
   const model = await modelPath();
+  await waitQuiet();
   const peers = peersAvailable();
   launch = prepareLaunch(launchOptions(args));
   process.once("exit", () => launch.cleanup());
@@ -406,6 +517,7 @@ async function main(): Promise<void> {
 
   if (ONLY.has("pp-tg")) {
     console.log("1. prompt processing and generation ...");
+    loadBySection["1. prompt processing and generation ..."] = loadAverage();
     // The contenders take turns, one repetition each per round (the two daemons in alternating order), so
     // that this machine's drift (the same llama-bench run has measured 150 and 225 tokens/s within minutes)
     // falls on all of them alike; ratios are the median of each round's ratio.
@@ -419,9 +531,40 @@ async function main(): Promise<void> {
       const binding = await b.rep();
       const bench = peers ? (await llamaBench(model, String(THREADS), 1))[0] : null;
       rounds.push({ daemon: got.process!, inprocess: got["in-process"]!, binding, llama_bench: bench ? { pp: bench.pp, tg: bench.tg } : null });
+      console.log(`   round ${r + 1}: tg ${round(got.process!.tg, 1)} / ${round(got["in-process"]!.tg, 1)} / binding ${round(binding.tg, 1)} / llama-bench ${bench ? round(bench.tg, 1) : "n/a"}`);
     }
     await b.close();
+    // The process boundary per token: longer generations, more rounds, wall and CPU time, taking turns.
+    console.log("1b. the process boundary per token ...");
+    loadBySection["1b. the process boundary per token ..."] = loadAverage();
+    const boundaryRounds: Array<Record<EngineKind, PerToken>> = [];
+    for (let r = 0; r < Math.max(10, 2 * REPS); r++) {
+      const got: Partial<Record<EngineKind, PerToken>> = {};
+      for (const kind of turns(r)) got[kind] = await perTokenRep(daemons[kind]);
+      boundaryRounds.push(got as Record<EngineKind, PerToken>);
+      const [p, i] = [got.process!, got["in-process"]!];
+      console.log(`   round ${r + 1}: ms a token (Kekahyde vs in-process): wall ${round(p.wall_ms, 3)} vs ${round(i.wall_ms, 3)}, median gap ${round(p.gap_ms, 3)} vs ${round(i.gap_ms, 3)}, CPU ${round(p.cpu_ms, 3)} vs ${round(i.cpu_ms, 3)}`);
+    }
     for (const d of Object.values(daemons)) await d.stop();
+    const ipc = await ipcMicrobench();
+    const bmed = (f: (x: (typeof boundaryRounds)[number]) => number) => median(boundaryRounds.map(f));
+    const perToken = {
+      tokens: TG_LONG,
+      rounds: boundaryRounds,
+      wall_ms: { process: bmed((x) => x.process.wall_ms), inprocess: bmed((x) => x["in-process"].wall_ms) },
+      cpu_ms: { process: bmed((x) => x.process.cpu_ms), inprocess: bmed((x) => x["in-process"].cpu_ms) },
+      // Medians of each round's difference and ratio (the two measured back to back).
+      wall_diff_ms: bmed((x) => x.process.wall_ms - x["in-process"].wall_ms),
+      wall_diff_ms_quartiles: [pct(boundaryRounds.map((x) => x.process.wall_ms - x["in-process"].wall_ms), 25), pct(boundaryRounds.map((x) => x.process.wall_ms - x["in-process"].wall_ms), 75)],
+      cpu_diff_ms: bmed((x) => x.process.cpu_ms - x["in-process"].cpu_ms),
+      cpu_diff_ms_quartiles: [pct(boundaryRounds.map((x) => x.process.cpu_ms - x["in-process"].cpu_ms), 25), pct(boundaryRounds.map((x) => x.process.cpu_ms - x["in-process"].cpu_ms), 75)],
+      tg_ratio: bmed((x) => x["in-process"].wall_ms / x.process.wall_ms),
+      gap_ms: { process: bmed((x) => x.process.gap_ms), inprocess: bmed((x) => x["in-process"].gap_ms) },
+      gap_diff_ms: bmed((x) => x.process.gap_ms - x["in-process"].gap_ms),
+      gap_diff_ms_quartiles: [pct(boundaryRounds.map((x) => x.process.gap_ms - x["in-process"].gap_ms), 25), pct(boundaryRounds.map((x) => x.process.gap_ms - x["in-process"].gap_ms), 75)],
+      gap_tg_ratio: bmed((x) => x["in-process"].gap_ms / x.process.gap_ms),
+      ipc_microbench: ipc,
+    };
     const med = (f: (x: (typeof rounds)[number]) => number | null | undefined): number | null => {
       const xs = rounds.map(f).filter((x): x is number => typeof x === "number" && Number.isFinite(x));
       return xs.length ? median(xs) : null;
@@ -450,7 +593,7 @@ async function main(): Promise<void> {
         ms_per_prompt_request: med((x) => (PP * 1000) / x.daemon.pp - (PP * 1000) / x.inprocess.pp),
       },
     };
-    results.pp_tg = { ...summary, rounds };
+    results.pp_tg = { ...summary, rounds, per_token: perToken };
     const { daemon, inprocess, binding, llama_bench: bench, ratios, process_boundary: boundary } = summary;
     md.push(`## 1. Prompt processing and generation (tokens/s; median of ${REPS} rounds, contenders taking turns; ratios are medians of each round's ratio)`, "");
     table(["", "Kekahyde (HTTP)", "engine in-process (HTTP)", "binding in-process", "llama-bench", "Kekahyde / engine in-process", "Kekahyde / llama-bench", "Kekahyde / binding"], [
@@ -469,6 +612,21 @@ async function main(): Promise<void> {
         "",
       );
     }
+    const r3 = (x: number) => round(x, 3);
+    md.push(
+      `### 1b. The process boundary, per generated token (${perToken.rounds.length} rounds taking turns; a ${TG_LONG}-token minus a 1-token request, divided by ${TG_LONG - 1}; ms)`,
+      "",
+    );
+    table(["", "Kekahyde", "engine in-process", "difference (median of each round's; quartiles)", "Kekahyde / engine in-process, tokens/s"], [
+      ["wall time per token", r3(perToken.wall_ms.process), r3(perToken.wall_ms.inprocess), `${r3(perToken.wall_diff_ms)} (${perToken.wall_diff_ms_quartiles.map(r3).join(" to ")})`, times(perToken.tg_ratio)],
+      ["median gap between streamed tokens", r3(perToken.gap_ms.process), r3(perToken.gap_ms.inprocess), `${r3(perToken.gap_diff_ms)} (${perToken.gap_diff_ms_quartiles.map(r3).join(" to ")})`, times(perToken.gap_tg_ratio)],
+      ["CPU time per token, the daemon and its engine processes", r3(perToken.cpu_ms.process), r3(perToken.cpu_ms.inprocess), `${r3(perToken.cpu_diff_ms)} (${perToken.cpu_diff_ms_quartiles.map(r3).join(" to ")})`, ""],
+    ]);
+    md.push(
+      `The IPC message alone (a child process sending 20,000 token messages shaped like the engine host's, each after the previous one's send callback; this process receiving them): ` +
+        `${round(ipc.wall_us, 1)} µs a message end to end, ${round(ipc.sender_cpu_us, 1)} µs of CPU in the sender and ${round(ipc.receiver_cpu_us, 1)} µs in the receiver.`,
+      "",
+    );
   }
 
   if (ONLY.has("e2e") || ONLY.has("status") || ONLY.has("cancel") || ONLY.has("load")) {
@@ -476,6 +634,7 @@ async function main(): Promise<void> {
     // the engine in-process as it starts (its first load imports node-llama-cpp and tests its binary), and
     // llama-server from its start; a few rounds, taking turns. The last of each stays for sections 2-4.
     console.log("5. load time and memory (measured first, on fresh daemons) ...");
+    loadBySection["5. load time and memory (measured first, on fresh daemons) ..."] = loadAverage();
     const loadRounds: Array<{ process: Record<string, number>; inprocess: Record<string, number>; llama_server: Record<string, number> | null }> = [];
     const last: Partial<Record<EngineKind, Kekahyde>> = {};
     let server: (Daemon & { startMs: number }) | null = null;
@@ -527,6 +686,7 @@ async function main(): Promise<void> {
 
     if (ONLY.has("e2e")) {
       console.log("2. end-to-end request ...");
+    loadBySection["2. end-to-end request ..."] = loadAverage();
       const rows: Array<{ process: number; inprocess: number; process_ttft: number; inprocess_ttft: number; llama_server: number | null; llama_server_ttft: number | null }> = [];
       for (let r = 0; r < REPS; r++) {
         const prompt = freshPrompt(64);
@@ -574,6 +734,7 @@ async function main(): Promise<void> {
 
     if (ONLY.has("status")) {
       console.log("3. /status under load while generating ...");
+    loadBySection["3. /status under load while generating ..."] = loadAverage();
       const load = async (url: string, path: string, kekahyde: boolean) => {
         // A long generation that is ended by dropping its connection (both servers cancel on disconnect).
         const stop = new AbortController();
@@ -635,6 +796,7 @@ async function main(): Promise<void> {
 
     if (ONLY.has("cancel")) {
       console.log("4. cancel latency ...");
+    loadBySection["4. cancel latency ..."] = loadAverage();
       // Per daemon: POST /stop → the generating response complete; when /stop itself is answered (once the
       // engine has ended its token in flight); token times from the same runs (gaps between streamed events:
       // what a stop waits for is the token in flight, and on a noisy machine a slow token makes the tail).
@@ -745,25 +907,31 @@ async function main(): Promise<void> {
 
   if (ONLY.has("threads")) {
     console.log("6. thread scaling ...");
+    loadBySection["6. thread scaling ..."] = loadAverage();
     const rows: Array<Array<string | number>> = [];
     const bench = peers ? await llamaBench(model, Array.from({ length: availableParallelism() }, (_, i) => i + 1).join(",")) : [];
     const scaling = [];
     for (let t = 1; t <= availableParallelism(); t++) {
-      const d = await startKekahyde(t);
-      await http(d.url, "POST", "/load_model", { path: model });
-      const k = await kekahydePpTg(d.url);
-      await d.stop();
+      // Both daemons loaded at once, taking turns rep by rep.
+      const daemons = { process: await startKekahyde(t), "in-process": await startKekahyde(t, [], "in-process") };
+      for (const d of Object.values(daemons)) await loadModel(d, { path: model });
+      const reps: Record<EngineKind, PpTg[]> = { process: [], "in-process": [] };
+      for (let r = 0; r < REPS; r++) for (const kind of turns(r)) reps[kind].push(await kekahydeRep(daemons[kind].url));
+      for (const d of Object.values(daemons)) await d.stop();
+      const k = { pp: median(reps.process.map((x) => x.pp)), tg: median(reps.process.map((x) => x.tg)) };
+      const i = { pp: median(reps["in-process"].map((x) => x.pp)), tg: median(reps["in-process"].map((x) => x.tg)) };
       const b = bench.find((x) => x.threads === t);
-      scaling.push({ threads: t, kekahyde: k, llama_bench: b ?? null });
-      rows.push([t, round(k.tg, 1), b ? round(b.tg, 1) : "n/a", ratio(k.tg, b?.tg), round(k.pp, 1), b ? round(b.pp, 1) : "n/a", ratio(k.pp, b?.pp)]);
+      scaling.push({ threads: t, kekahyde: k, inprocess: i, llama_bench: b ?? null });
+      rows.push([t, round(k.tg, 1), round(i.tg, 1), b ? round(b.tg, 1) : "n/a", ratio(k.tg, b?.tg), round(k.pp, 1), round(i.pp, 1), b ? round(b.pp, 1) : "n/a", ratio(k.pp, b?.pp)]);
     }
     results.thread_scaling = scaling;
     md.push("## 6. Thread scaling (tokens/s)", "");
-    table(["threads", "Kekahyde tg", "llama-bench tg", "ratio", "Kekahyde pp", "llama-bench pp", "ratio"], rows);
+    table(["threads", "Kekahyde tg", "engine in-process tg", "llama-bench tg", "Kekahyde / llama-bench", "Kekahyde pp", "engine in-process pp", "llama-bench pp", "Kekahyde / llama-bench"], rows);
   }
 
   if (ONLY.has("concurrency")) {
     console.log("7. concurrent clients ...");
+    loadBySection["7. concurrent clients ..."] = loadAverage();
     const rows: Array<Array<string | number>> = [];
     const out = [];
     for (const clients of [1, 2, 4]) {
@@ -793,6 +961,7 @@ async function main(): Promise<void> {
 
   if (ONLY.has("context")) {
     console.log("8. context size ...");
+    loadBySection["8. context size ..."] = loadAverage();
     const rows: Array<Array<string | number>> = [];
     const out = [];
     for (const ctx of [512, 2048]) {
@@ -809,6 +978,9 @@ async function main(): Promise<void> {
     table(["context", "Kekahyde tg", "binding tg"], rows);
   }
 
+  loadBySection.end = loadAverage();
+  results.load_average = loadBySection;
+  md.push(`Load average (1 minute) of this shared machine as each section started: ${Object.entries(loadBySection).map(([k, v]) => `${k.split(" ")[0]} ${v}`).join(", ")}.`, "");
   await llama.dispose();
   const date = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
   mkdirSync(join(ROOT, "bench", "results"), { recursive: true });
