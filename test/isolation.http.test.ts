@@ -133,12 +133,9 @@ describe("the spare engine process", () => {
       let spares: number[] = [];
       await waitUntil(() => (spares = engineProcessesOf(process.pid).filter(isAlive)).length === 1, 15_000, "a spare engine process");
       const [spare] = spares;
-      const started = performance.now();
       assert.equal((await d.post("/load_model", { path: await tinyModel() })).status, 200);
-      const loadMs = performance.now() - started;
       assert.equal((await d.status()).models[0].engine_pid, spare, "the load took the spare process");
       await waitUntil(() => engineProcessesOf(process.pid).filter((p) => p !== spare && isAlive(p)).length === 1, 15_000, "a new spare behind it");
-      assert.ok(loadMs < 10_000, `loaded in ${loadMs.toFixed(0)} ms`);
     } finally {
       await d.close();
     }

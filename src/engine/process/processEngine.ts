@@ -116,12 +116,11 @@ export function createProcessEngine(options: ProcessEngineOptions): ProcessEngin
     return spare;
   }
 
-  /** A started process for a load: the spare if there is one, and a new spare started behind it. */
+  /** A started process for a load: the spare if there is one (a new spare starts once the load is over). */
   async function take(): Promise<Started> {
     let started = await spareProcess().catch(() => null);
     spare = null;
     if (!started?.process.alive) started = await start();
-    if (options.spare && !disposed) void spareProcess().catch(() => {});
     return started;
   }
 
@@ -163,6 +162,9 @@ export function createProcessEngine(options: ProcessEngineOptions): ProcessEngin
         const cancel = () => process.kill(new KekahydeError("MODEL_INVALID", `loading ${plan.path} was cancelled`, { path: plan.path, reason: "cancelled" }));
         signal.addEventListener("abort", cancel, { once: true });
         const finish = () => {
+          // The next spare starts once this load is over: starting a process (Node, node-llama-cpp, its binary
+          // test) beside a load takes CPU from it, and on a small machine the load waits for it.
+          if (options.spare && !disposed) void spareProcess().catch(() => {});
           clearTimeout(timer);
           signal.removeEventListener("abort", cancel);
           off();
