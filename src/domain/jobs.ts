@@ -36,10 +36,13 @@ export interface TokenizeRequest {
   addSpecial: boolean;
   /** Also return each token's text. */
   withPieces: boolean;
+  /** Read special-token text ("<s>", "<|im_start|>") as those tokens; default: plain text, as prompts are read. */
+  parseSpecial?: boolean;
 }
 export interface TokenizeResult {
   tokens: number[];
-  pieces?: string[];
+  /** Each token's text, or its bytes where they are not valid UTF-8 on their own (llama-server's form). */
+  pieces?: Array<string | number[]>;
 }
 
 export interface DetokenizeRequest {

@@ -8,6 +8,7 @@ import { jsonBody } from "./middleware/jsonBody.ts";
 import { originCheck } from "./middleware/origin.ts";
 import { rateLimit } from "./middleware/rateLimit.ts";
 import { requestLog } from "./middleware/requestLog.ts";
+import { embeddingRoutes } from "./routes/embeddings.ts";
 import { eventsRoute } from "./routes/events.ts";
 import { healthRoute } from "./routes/health.ts";
 import { inspectorRoutes } from "./routes/inspector.ts";
@@ -15,9 +16,11 @@ import { loadModelRoute } from "./routes/loadModel.ts";
 import { metricsRoute } from "./routes/metrics.ts";
 import { ollamaRoutes } from "./routes/ollama.ts";
 import { openAiRoutes } from "./routes/openai.ts";
+import { rerankRoutes } from "./routes/rerank.ts";
 import { runPromptRoute } from "./routes/runPrompt.ts";
 import { statusRoute } from "./routes/status.ts";
 import { stopRoute } from "./routes/stop.ts";
+import { tokenRoutes } from "./routes/tokens.ts";
 import { unloadModelRoute } from "./routes/unloadModel.ts";
 import type { RouteDeps } from "./runtime.ts";
 
@@ -47,6 +50,9 @@ export function createApp(deps: RouteDeps, security: SecurityOptions, log: Logge
     statusRoute,
     openAiRoutes,
     ollamaRoutes,
+    embeddingRoutes,
+    rerankRoutes,
+    tokenRoutes,
     eventsRoute,
     inspectorRoutes,
     metricsRoute,

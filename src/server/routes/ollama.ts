@@ -152,6 +152,4 @@ export function ollamaRoutes(router: Router, deps: RouteDeps): void {
   router.post("/api/copy", refuse(() => `Copy or link the .gguf file in a models directory (${dirs()}) under the new name.`));
   router.delete("/api/delete", refuse(() => `Delete the .gguf file from its models directory (${dirs()}); Kekahyde never deletes model files.`));
   router.all("/api/blobs/:digest", refuse(() => `Kekahyde stores no blobs: put the .gguf file in a models directory (${dirs()}).`));
-  router.post("/api/embed", refuse(() => "Embeddings are not served yet by Kekahyde."));
-  router.post("/api/embeddings", refuse(() => "Embeddings are not served yet by Kekahyde."));
 }

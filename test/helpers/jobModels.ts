@@ -1,0 +1,36 @@
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { mkdir, rename, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { writeEmbeddingModel, writeRerankModel } from "../../src/gguf/jobModels.ts";
+import { FIXTURES } from "./fixtures.ts";
+
+/** The generated embedding and reranking models (src/gguf/jobModels.ts), written once per checkout. */
+
+const WRITER_HASH = createHash("sha256")
+  .update(["jobModels.ts", "randomModel.ts", "llamaMetadata.ts", "writer.ts", "format.ts"].map((f) => readFileSync(new URL(`../../src/gguf/${f}`, import.meta.url))).join("\0"))
+  .digest("hex")
+  .slice(0, 12);
+
+const pending = new Map<string, Promise<string>>();
+
+function cached(name: string, write: (path: string) => Promise<unknown>): Promise<string> {
+  const path = join(FIXTURES, `${name}-${WRITER_HASH}.gguf`);
+  let p = pending.get(path);
+  if (!p) {
+    p = (async () => {
+      await mkdir(FIXTURES, { recursive: true });
+      if (!(await stat(path).then((s) => s.size > 0, () => false))) {
+        const tmp = `${path}.${process.pid}.tmp`;
+        await write(tmp);
+        await rename(tmp, path);
+      }
+      return path;
+    })();
+    pending.set(path, p);
+  }
+  return p;
+}
+
+export const embeddingModel = () => cached("kekahyde-embed-tiny", (p) => writeEmbeddingModel(p));
+export const rerankModel = () => cached("kekahyde-rerank-tiny", (p) => writeRerankModel(p));
