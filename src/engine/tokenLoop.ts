@@ -100,7 +100,8 @@ export async function runTokenLoop(options: TokenLoopOptions): Promise<TokenLoop
       topP: s.topP,
       minP: s.minP,
       seed: s.seed,
-      repeatPenalty: s.repeatPenalty === 1 ? undefined : { penalty: s.repeatPenalty, lastTokens: 64 },
+      // As llama.cpp's: the last 64 tokens of the context are penalised.
+      repeatPenalty: s.repeatPenalty === 1 ? undefined : { penalty: s.repeatPenalty, punishTokens: () => [...prompt, ...generated].slice(-64) },
       grammarEvaluationState,
     },
   );
