@@ -129,8 +129,8 @@ describe("OpenAI-compatible API with the official openai client", () => {
       (e: unknown) => e instanceof OpenAI.BadRequestError && (e.error as { param?: string }).param === "n",
     );
     await assert.rejects(
-      client.chat.completions.create({ model: "m", messages: [{ role: "assistant", content: "x" }] }),
-      (e: unknown) => e instanceof OpenAI.BadRequestError && /end with a user message/.test(e.message),
+      client.chat.completions.create({ model: "m", messages: [{ role: "user", content: "x" }], logprobs: true }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && (e.error as { param?: string }).param === "logprobs",
     );
   });
 

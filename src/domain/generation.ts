@@ -3,7 +3,8 @@
  * engine share. Nothing here knows HTTP, XState or llama.cpp.
  */
 
-export type FinishReason = "stop" | "length" | "cancelled" | "timeout";
+/** "tool_calls": the model ended its turn by calling tools (GenerateResult.toolCalls). */
+export type FinishReason = "stop" | "length" | "cancelled" | "timeout" | "tool_calls";
 
 /** Sampling settings; each left out takes the documented default (SAMPLING_DEFAULTS, docs/api.md). */
 export interface SamplingOptions {
@@ -15,9 +16,39 @@ export interface SamplingOptions {
   seed?: number;
 }
 
+/** A function the model may call (OpenAI's and Ollama's `tools[i].function`). */
+export interface ToolDefinition {
+  name: string;
+  description?: string;
+  /**
+   * JSON schema of the arguments object, checked on the request side (src/server/jsonSchema.ts); absent: the
+   * function takes no arguments.
+   */
+  parameters?: Record<string, unknown>;
+}
+
+/** One call of a tool, made by the model or, in a conversation's history, made earlier. */
+export interface ToolCall {
+  /** Unique in its conversation: tool results name the call they answer by it. */
+  id: string;
+  name: string;
+  /** The arguments as JSON text (an object), as OpenAI sends them. */
+  arguments: string;
+}
+
+/**
+ * Whether the model must call a tool: "auto" lets it choose, "required" makes it call one (any), `{name}` that
+ * one. ("none" never reaches the engine: the request side leaves the tools out.)
+ */
+export type ToolChoice = "auto" | "required" | { name: string };
+
 export interface ChatMessage {
-  role: "system" | "user" | "assistant";
+  role: "system" | "user" | "assistant" | "tool";
   content: string;
+  /** An assistant message's tool calls. Every one is answered by a "tool" message after it. */
+  toolCalls?: ToolCall[];
+  /** A "tool" message: the id of the call whose result `content` is (the request side pairs them). */
+  toolCallId?: string;
 }
 
 /** What a client asks of one generation: everything but the plumbing. */
@@ -27,8 +58,18 @@ export interface GenerationRequest {
   raw: boolean;
   /** A system message, in chat mode. */
   system?: string;
-  /** A whole conversation, in chat mode, instead of `system` + `prompt` (OpenAI's chat API). */
+  /**
+   * A whole conversation, in chat mode, instead of `system` + `prompt` (OpenAI's chat API). It may end on any
+   * role: after an assistant message the reply continues that message; after tool results the assistant's
+   * turn goes on.
+   */
   messages?: ChatMessage[];
+  /** Functions the model may call, in chat mode; the model's chat template decides the call syntax. */
+  tools?: ToolDefinition[];
+  /** Default "auto". */
+  toolChoice?: ToolChoice;
+  /** false: at most one call per reply (default: as many as the model makes). */
+  parallelToolCalls?: boolean;
   /** Upper bound on generated tokens; by default, until end of sequence or the context is full. */
   maxTokens?: number;
   /** Generation ends before any of these strings; they are not part of the text. */
@@ -51,7 +92,10 @@ export interface GenerationProgress {
 }
 
 export interface GenerateResult {
+  /** The reply's text; with tool calls, what the model wrote before them. */
   text: string;
+  /** The calls the model made (finish reason "tool_calls"); absent when none. */
+  toolCalls?: ToolCall[];
   finishReason: FinishReason;
   promptTokens: number;
   completionTokens: number;

@@ -1,8 +1,10 @@
-import type { ChatHistoryItem, Llama, LlamaContext, LlamaContextSequence, LlamaModel } from "node-llama-cpp";
+import { randomBytes } from "node:crypto";
+import type { ChatHistoryItem, ChatModelFunctions, ChatModelResponse, ChatWrapper, Llama, LlamaContext, LlamaContextSequence, LlamaModel } from "node-llama-cpp";
+import { templateSupportsTools } from "../catalogue/facts.ts";
 import { KekahydeError, toKekahydeError } from "../errors.ts";
 import si from "systeminformation";
 import { SAMPLING_DEFAULTS } from "../domain/defaults.ts";
-import type { FinishReason, GenerateResult } from "../domain/generation.ts";
+import type { ChatMessage, FinishReason, GenerateResult, ToolCall, ToolDefinition } from "../domain/generation.ts";
 import { defaultModelName, type GpuMode, type ModelInfo } from "../domain/models.ts";
 import { toGrammarSchema } from "./jsonSchema.ts";
 import { planModel } from "./planning.ts";
@@ -46,6 +48,34 @@ function samplingFor(request: GenerateOptions) {
   };
 }
 
+/** A tool call's id, unique enough for a conversation: "call_" and 24 random characters, as OpenAI's look. */
+const newCallId = (): string => `call_${randomBytes(18).toString("base64url").replace(/[-_]/g, "x").slice(0, 24)}`;
+
+/** A tool call's arguments or a tool's result as node-llama-cpp keeps them: parsed JSON, else the text itself. */
+function parsedOrText(text: string): unknown {
+  if (text === "") return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/**
+ * The same chat wrapper, but its model turn starts inside a function call: node-llama-cpp then generates the
+ * call's name under a grammar of the available names and its arguments under a grammar of their schema (its
+ * "initially engaged" function-call mode). This is how tool_choice "required" or a named function is kept.
+ */
+function callingWrapper(wrapper: ChatWrapper): ChatWrapper {
+  const forced: ChatWrapper = Object.create(wrapper);
+  forced.generateContextState = (options) => {
+    // Triggers that would let the model choose what to write first (a thought, a channel) do not apply.
+    const { prefixTriggers: _p, noPrefixTrigger: _n, detectFunctionCalls: _d, rerender: _r, ...state } = wrapper.generateContextState(options);
+    return { ...state, functionCall: { initiallyEngaged: true, disengageInitiallyEngaged: [] } };
+  };
+  return forced;
+}
+
 /**
  * node-llama-cpp is imported on the first load, not at start-up: its module graph alone is ~45 MB of RSS,
  * which an idle daemon without a model should not carry.
@@ -66,6 +96,8 @@ class LlamaLoadedModel implements LoadedModel {
   private readonly freeSequences: LlamaContextSequence[] = [];
 
   private readonly jobs: ModelJobs;
+  /** The chat wrapper node-llama-cpp resolves from the model's own template, resolved once. */
+  private wrapper: ChatWrapper | null = null;
 
   constructor(
     readonly info: ModelInfo,
@@ -114,31 +146,92 @@ class LlamaLoadedModel implements LoadedModel {
     return done;
   }
 
+  private chatWrapper(): ChatWrapper {
+    return (this.wrapper ??= this.lib.resolveChatWrapper(this.model));
+  }
+
+  /**
+   * Tools are offered to models whose chat template renders them (the catalogue's rule, so that what /api/show
+   * and /v1/models claim is what works). The call syntax is the chat wrapper's: node-llama-cpp's own for the
+   * model families it knows, else the one it reads from the Jinja template, else its generic one.
+   */
+  private checkTools(): void {
+    const template = this.model.fileInfo.metadata?.tokenizer?.chat_template;
+    if (!templateSupportsTools(typeof template === "string" ? template : null)) {
+      throw new KekahydeError(
+        "NOT_SUPPORTED",
+        'This model cannot call tools: its chat template has no tool syntax (it never renders "tools"). Use a model whose template does (GET /api/show and GET /v1/models list "tools" among its capabilities), or send the request without tools.',
+        { field: "tools" },
+      );
+    }
+  }
+
+  /**
+   * The conversation as node-llama-cpp's history. An assistant message's tool calls become function calls
+   * with their results (the "tool" messages that answer them, by id); consecutive assistant messages, with
+   * the results between them, are one model turn, as node-llama-cpp keeps a turn that called functions.
+   */
   private chatHistory(request: GenerateOptions): ChatHistoryItem[] {
     const history: ChatHistoryItem[] = [];
-    if (request.messages) {
-      for (const m of request.messages) {
-        if (m.role === "system") history.push({ type: "system", text: m.content });
-        else if (m.role === "user") history.push({ type: "user", text: m.content });
-        else history.push({ type: "model", response: [m.content] });
-      }
-    } else {
+    if (!request.messages) {
       if (request.system) history.push({ type: "system", text: request.system });
       history.push({ type: "user", text: request.prompt });
+      history.push({ type: "model", response: [] });
+      return history;
     }
-    history.push({ type: "model", response: [] });
+    const results = new Map(request.messages.filter((m) => m.role === "tool").map((m) => [m.toolCallId, m.content]));
+    for (const m of request.messages) {
+      if (m.role === "system") history.push({ type: "system", text: m.content });
+      else if (m.role === "user") history.push({ type: "user", text: m.content });
+      else if (m.role === "assistant") {
+        let turn = history.at(-1);
+        if (turn?.type !== "model") history.push((turn = { type: "model", response: [] }));
+        const response: ChatModelResponse["response"] = turn.response;
+        if (m.content !== "") {
+          if (typeof response.at(-1) === "string") response[response.length - 1] += m.content;
+          else response.push(m.content);
+        }
+        (m.toolCalls ?? []).forEach((call, i) =>
+          response.push({
+            type: "functionCall",
+            name: call.name,
+            params: parsedOrText(call.arguments),
+            result: parsedOrText(results.get(call.id) ?? ""),
+            ...(i === 0 && { startsNewChunk: true }),
+          }),
+        );
+      }
+    }
+    // After an assistant message the reply continues it; after tool results the assistant's turn goes on.
+    const last: ChatMessage["role"] = request.messages.at(-1)!.role;
+    if (last !== "assistant" && last !== "tool") history.push({ type: "model", response: [] });
     return history;
+  }
+
+  /** node-llama-cpp's functions for the request's tools: the named one only when the request names one. */
+  private functionsFor(request: GenerateOptions): ChatModelFunctions | undefined {
+    const choice = request.toolChoice ?? "auto";
+    let tools: ToolDefinition[] = request.tools ?? [];
+    if (typeof choice === "object") tools = tools.filter((t) => t.name === choice.name);
+    if (tools.length === 0) return undefined;
+    this.checkTools();
+    return Object.fromEntries(
+      tools.map((t) => [t.name, { ...(t.description !== undefined && { description: t.description }), ...(t.parameters !== undefined && { params: toGrammarSchema(t.parameters) as never }) }]),
+    );
   }
 
   private async run(request: GenerateOptions, sequence: LlamaContextSequence): Promise<GenerateResult> {
     const { signal } = request;
     const started = performance.now();
-    const chat = request.raw ? null : new this.lib.LlamaChat({ contextSequence: sequence, autoDisposeSequence: false });
+    const functions = request.raw ? undefined : this.functionsFor(request);
+    const mustCall = functions !== undefined && (request.toolChoice ?? "auto") !== "auto";
+    const wrapper = request.raw ? null : this.chatWrapper();
+    const chat = wrapper ? new this.lib.LlamaChat({ contextSequence: sequence, autoDisposeSequence: false, chatWrapper: mustCall ? callingWrapper(wrapper) : wrapper }) : null;
     const completion = request.raw ? new this.lib.LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false }) : null;
     try {
       const history = this.chatHistory(request);
-      const promptTokens = chat
-        ? chat.chatWrapper.generateContextState({ chatHistory: history }).contextText.tokenize(this.model.tokenizer).length
+      const promptTokens = wrapper
+        ? wrapper.generateContextState({ chatHistory: history, availableFunctions: functions }).contextText.tokenize(this.model.tokenizer).length
         : this.model.tokenize(request.prompt).length + (this.model.tokens.bos != null ? 1 : 0);
       const contextSize = this.context.contextSize;
       if (promptTokens >= contextSize) {
@@ -149,11 +242,14 @@ class LlamaLoadedModel implements LoadedModel {
         );
       }
       const room = contextSize - promptTokens;
-      const grammar = request.jsonSchema
-        ? await this.llama.createGrammarForJsonSchema(toGrammarSchema(request.jsonSchema) as never)
-        : request.json
-          ? await this.llama.getGrammarFor("json")
-          : undefined;
+      // The request side refuses a format together with tools: node-llama-cpp takes a grammar or functions.
+      const grammar = functions
+        ? undefined
+        : request.jsonSchema
+          ? await this.llama.createGrammarForJsonSchema(toGrammarSchema(request.jsonSchema) as never)
+          : request.json
+            ? await this.llama.getGrammarFor("json")
+            : undefined;
       let completionTokens = 0;
       let firstTokenMs: number | null = null;
       const report = () => request.onProgress?.({ promptTokens, completionTokens, firstTokenMs });
@@ -162,6 +258,9 @@ class LlamaLoadedModel implements LoadedModel {
         completionTokens += tokens.length;
         report();
       };
+      // The tokens of a function call reach no onToken; its arguments arrive a token or so per chunk.
+      const onFunctionCallParamsChunk = ({ paramsChunk }: { paramsChunk: string }) => paramsChunk !== "" && onToken([paramsChunk]);
+      const outputBefore = sequence.tokenMeter.usedOutputTokens;
       report(); // the prompt's length, before the first token
       const common = {
         ...samplingFor(request),
@@ -175,8 +274,22 @@ class LlamaLoadedModel implements LoadedModel {
       };
       let text: string;
       let stopReason: string;
+      let toolCalls: ToolCall[] = [];
       try {
-        if (chat) {
+        if (chat && functions) {
+          const { grammar: _none, ...options } = common;
+          const r = await chat.generateResponse(history, {
+            ...options,
+            functions,
+            documentFunctionParams: true,
+            maxParallelFunctionCalls: request.parallelToolCalls === false ? 1 : undefined,
+            onFunctionCallParamsChunk,
+          });
+          [text, stopReason] = [r.response, r.metadata.stopReason];
+          toolCalls = (r.functionCalls ?? []).map((c) => ({ id: newCallId(), name: c.functionName, arguments: JSON.stringify(c.params ?? {}) }));
+          // Every token the model wrote, its calls' included.
+          completionTokens = Math.max(completionTokens, sequence.tokenMeter.usedOutputTokens - outputBefore);
+        } else if (chat) {
           const r = await chat.generateResponse(history, common);
           [text, stopReason] = [r.response, r.metadata.stopReason];
         } else {
@@ -187,8 +300,16 @@ class LlamaLoadedModel implements LoadedModel {
         if (!signal.aborted) throw toKekahydeError(e, "ENGINE_FAILURE", "generation failed in the engine");
         [text, stopReason] = ["", "abort"];
       }
-      const finishReason = signal.aborted ? "cancelled" : (STOP_REASONS[stopReason] ?? "stop");
-      return { text, finishReason, promptTokens, completionTokens, durationMs: performance.now() - started, firstTokenMs };
+      const finishReason: FinishReason = signal.aborted ? "cancelled" : toolCalls.length > 0 ? "tool_calls" : (STOP_REASONS[stopReason] ?? "stop");
+      return {
+        text,
+        ...(finishReason === "tool_calls" && { toolCalls }),
+        finishReason,
+        promptTokens,
+        completionTokens,
+        durationMs: performance.now() - started,
+        firstTokenMs,
+      };
     } finally {
       chat?.dispose();
       completion?.dispose();

@@ -1,13 +1,14 @@
 import { DURATION_HELP, parseDuration } from "../../duration.ts";
-import type { ChatMessage, GenerationRequest, SamplingOptions } from "../../domain/generation.ts";
+import type { GenerationRequest, SamplingOptions } from "../../domain/generation.ts";
 import { checkJsonSchema } from "../jsonSchema.ts";
+import { pairToolCalls, parseTools, type RequestedCall, type UnpairedMessage } from "../tools.ts";
 import { bad, optionalBoolean, optionalNumber } from "../validation.ts";
 
 /**
  * Ollama's request bodies (its docs/api.md) to Kekahyde's requests. Ollama's defaults hold: `stream` is true,
  * `raw` is false (the prompt goes through the model's chat template). Options Kekahyde cannot honour are
  * ignored, as Ollama ignores options a model does not use; docs/ollama.md lists them. Fields that would
- * change the answer's meaning (tools, images, thinking) are refused with 400 until they are supported.
+ * change the answer's meaning (images, thinking) are refused with 400 until they are supported.
  */
 
 type Body = Record<string, unknown>;
@@ -108,37 +109,64 @@ export function parseGenerate(body: Body): OllamaRequest {
   };
 }
 
-const ROLES = new Set(["system", "user", "assistant"]);
+/** An assistant message's `tool_calls`: `[{"function": {"name", "arguments": {...}}}]`, an `id` if the client kept one. */
+function toolCallsOf(calls: unknown, i: number): RequestedCall[] {
+  if (calls === undefined || calls === null) return [];
+  if (!Array.isArray(calls)) bad(`messages[${i}].tool_calls`, 'must be an array of {"function": {"name", "arguments"}}');
+  return calls.map((c, k) => {
+    const field = `messages[${i}].tool_calls[${k}]`;
+    const fn = (c as Body | null)?.function as Body | undefined;
+    if (typeof fn !== "object" || fn === null || typeof fn.name !== "string" || fn.name === "") bad(field, 'must be {"function": {"name", "arguments"}}');
+    const args = fn.arguments;
+    if (args !== undefined && args !== null && typeof args !== "object" && typeof args !== "string") bad(`${field}.function.arguments`, "must be an object");
+    const id = (c as Body).id;
+    return {
+      ...(typeof id === "string" && id !== "" && { id }),
+      name: fn.name,
+      arguments: typeof args === "string" ? args : JSON.stringify(args ?? {}),
+    };
+  });
+}
+
+function chatMessage(m: unknown, i: number): UnpairedMessage {
+  if (typeof m !== "object" || m === null) bad(`messages[${i}]`, "must be an object with role and content");
+  const { role, content, images, tool_calls, tool_name, tool_call_id } = m as Body;
+  if (role !== "system" && role !== "user" && role !== "assistant" && role !== "tool") bad(`messages[${i}].role`, 'must be "system", "user", "assistant" or "tool"');
+  if (Array.isArray(images) && images.length > 0) bad(`messages[${i}].images`, "are not supported: Kekahyde runs text models only");
+  const calls = role === "assistant" ? toolCallsOf(tool_calls, i) : [];
+  if (!(typeof content === "string" || ((content === undefined || content === null) && calls.length > 0))) bad(`messages[${i}].content`, "must be a string");
+  const text = typeof content === "string" ? content : "";
+  if (role === "assistant") return { role, content: text, calls };
+  if (role === "tool") {
+    return { role, content: text, ...(typeof tool_call_id === "string" && tool_call_id !== "" && { callId: tool_call_id }), ...(typeof tool_name === "string" && tool_name !== "" && { toolName: tool_name }) };
+  }
+  return { role, content: text };
+}
 
 export function parseChat(body: Body): OllamaRequest {
   refuseUnsupported(body);
-  if (Array.isArray(body.tools) && body.tools.length > 0) bad("tools", "are not supported yet: Kekahyde does not run tool calls (GET /api/show lists a model's capabilities)");
   const model = modelField(body);
   const { sampling, maxTokens, stop, contextSize } = options(body);
   const base = { model, stream: optionalBoolean(body, "stream") ?? true, keepAliveMs: keepAlive(body), ...(contextSize !== undefined && { contextSize }) };
+  const tools = parseTools(body.tools, { typeRequired: false });
   const raw = body.messages;
   if (raw === undefined || raw === null || (Array.isArray(raw) && raw.length === 0)) return { ...base, generation: null };
   if (!Array.isArray(raw) || raw.length > 1000) bad("messages", "must be an array of at most 1000 messages");
-  const messages: ChatMessage[] = raw.map((m, i) => {
-    if (typeof m !== "object" || m === null) bad(`messages[${i}]`, "must be an object with role and content");
-    const { role, content, images, tool_calls } = m as Body;
-    if (typeof role !== "string" || !ROLES.has(role)) bad(`messages[${i}].role`, 'must be "system", "user" or "assistant" (tool messages are not supported yet)');
-    if (Array.isArray(images) && images.length > 0) bad(`messages[${i}].images`, "are not supported: Kekahyde runs text models only");
-    if (Array.isArray(tool_calls) && tool_calls.length > 0) bad(`messages[${i}].tool_calls`, "are not supported yet");
-    if (typeof content !== "string") bad(`messages[${i}].content`, "must be a string");
-    return { role: role as ChatMessage["role"], content };
-  });
-  if (messages.at(-1)!.role !== "user") bad("messages", "must end with a user message");
+  // Tool results name their call by tool_call_id, else by tool_name, else answer the calls in order.
+  const messages = pairToolCalls(raw.map(chatMessage));
+  const constraint = format(body);
+  if (tools && (constraint.json || constraint.jsonSchema)) bad("format", "cannot be combined with tools: leave one out");
   return {
     ...base,
     generation: {
       prompt: messages.at(-1)!.content,
       raw: false,
       messages,
+      ...(tools && { tools }),
       sampling,
       ...(maxTokens !== undefined && { maxTokens }),
       ...(stop && { stop }),
-      ...format(body),
+      ...constraint,
     },
   };
 }

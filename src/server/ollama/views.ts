@@ -1,7 +1,8 @@
 import type { CatalogueEntry, ModelFacts } from "../../catalogue/index.ts";
-import type { FinishReason, GenerateResult } from "../../domain/generation.ts";
+import type { FinishReason, GenerateResult, ToolCall } from "../../domain/generation.ts";
 import type { ModelInfo } from "../../domain/models.ts";
 import type { ModelView } from "../../machines/selectors.ts";
+import { capabilitiesOf } from "../tools.ts";
 
 /**
  * Kekahyde's models and results in Ollama's response shapes (its docs/api.md): what `/api/tags`, `/api/ps`,
@@ -62,9 +63,12 @@ export function runningOf(view: ModelView, entry: CatalogueEntry | undefined, no
   };
 }
 
-/** `/api/show`: what Kekahyde knows of a model, in Ollama's fields. */
-export function showOf(name: string, entry: CatalogueEntry | undefined, info: ModelInfo | null) {
-  const facts = entry?.facts ?? null;
+/**
+ * `/api/show`: what Kekahyde knows of a model, in Ollama's fields. `fileFacts`: the facts of a loaded model
+ * that is in no models directory, read from its file.
+ */
+export function showOf(name: string, entry: CatalogueEntry | undefined, info: ModelInfo | null, fileFacts: ModelFacts | null = null) {
+  const facts = entry?.facts ?? fileFacts;
   const architecture = facts?.architecture ?? info?.architecture ?? "unknown";
   const path = entry?.path ?? info?.path ?? "";
   const modelInfo: Record<string, unknown> = { "general.architecture": architecture };
@@ -83,14 +87,18 @@ export function showOf(name: string, entry: CatalogueEntry | undefined, info: Mo
     template: facts?.chatTemplate ?? "",
     details: detailsOf(facts, architecture),
     model_info: modelInfo,
-    // What works today: generation. Tools, embeddings and vision are not served yet, so they are not claimed.
-    capabilities: ["completion"],
+    // What works: generation, and tools for a template that renders them. Vision is not served, so not claimed.
+    capabilities: capabilitiesOf(facts),
     modified_at: (entry?.modifiedAt ?? new Date()).toISOString(),
     name: listedName(name),
   };
 }
 
-/** Ollama's done_reason for how a generation ended. */
+/** The calls a model made, as Ollama's `message.tool_calls`: arguments as an object. */
+export const toolCallsOf = (calls: ToolCall[]) =>
+  calls.map((c, index) => ({ id: c.id, function: { index, name: c.name, arguments: JSON.parse(c.arguments) as Record<string, unknown> } }));
+
+/** Ollama's done_reason for how a generation ended (a turn that ends in tool calls is "stop", as in Ollama). */
 export const doneReason = (r: FinishReason): "stop" | "length" => (r === "length" || r === "timeout" ? "length" : "stop");
 
 const ns = (ms: number): number => Math.round(ms * 1e6);

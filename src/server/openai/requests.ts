@@ -1,10 +1,11 @@
-import type { ChatMessage, GenerationRequest, SamplingOptions } from "../../domain/generation.ts";
+import type { GenerationRequest, SamplingOptions, ToolChoice, ToolDefinition } from "../../domain/generation.ts";
 import { checkJsonSchema } from "../jsonSchema.ts";
+import { pairToolCalls, parseTools, type RequestedCall, type UnpairedMessage } from "../tools.ts";
 import { bad, optionalBoolean, optionalNumber } from "../validation.ts";
 
 /**
  * OpenAI request bodies to our generation requests. Fields OpenAI defines but a local engine cannot honour
- * (n > 1, logprobs, tools) are refused with 400 rather than silently ignored.
+ * (n > 1, logprobs, the legacy functions) are refused with 400 rather than silently ignored.
  */
 
 type Body = Record<string, unknown>;
@@ -29,13 +30,13 @@ function stopList(body: Body): string[] | undefined {
   return list as string[];
 }
 
+const given = (v: unknown) => v !== undefined && v !== null && v !== false && !(Array.isArray(v) && v.length === 0);
+
 function refuseUnsupported(body: Body): void {
   const n = body.n;
   if (n !== undefined && n !== null && n !== 1) bad("n", "must be 1: Kekahyde generates one choice per request");
-  for (const field of ["logprobs", "tools", "functions"]) {
-    const v = body[field];
-    if (v !== undefined && v !== null && v !== false && !(Array.isArray(v) && v.length === 0)) bad(field, "is not supported by Kekahyde");
-  }
+  if (given(body.logprobs)) bad("logprobs", "is not supported by Kekahyde");
+  for (const field of ["functions", "function_call"]) if (given(body[field])) bad(field, 'is not supported: use "tools" and "tool_choice" (OpenAI\'s deprecated functions are not)');
 }
 
 export interface OpenAiRequest extends GenerationRequest {
@@ -47,6 +48,7 @@ const modelName = (body: Body): string | null => (typeof body.model === "string"
 
 export function parseCompletion(body: Body): OpenAiRequest {
   refuseUnsupported(body);
+  if (given(body.tools)) bad("tools", "are for chat: send them to /v1/chat/completions");
   let prompt = body.prompt;
   if (Array.isArray(prompt) && prompt.length === 1) prompt = prompt[0];
   if (typeof prompt !== "string" || prompt.length === 0) bad("prompt", "must be a non-empty string");
@@ -70,6 +72,75 @@ function messageText(content: unknown, i: number): string {
   bad(`messages[${i}].content`, "must be a string or an array of text parts");
 }
 
+/** A text message's content: a string, or text parts; `null` (an assistant message with tool calls) is "". */
+function contentText(content: unknown, i: number, nullable: boolean): string {
+  if (nullable && (content === null || content === undefined)) return "";
+  return messageText(content, i);
+}
+
+function toolCallsOf(m: Body, i: number): RequestedCall[] {
+  const calls = m.tool_calls;
+  if (calls === undefined || calls === null) return [];
+  if (!Array.isArray(calls)) bad(`messages[${i}].tool_calls`, 'must be an array of {"id", "type": "function", "function": {"name", "arguments"}}');
+  return calls.map((c, k) => {
+    const field = `messages[${i}].tool_calls[${k}]`;
+    const call = c as Body;
+    const fn = call?.function as Body | undefined;
+    if (typeof c !== "object" || c === null || typeof fn !== "object" || fn === null || typeof fn.name !== "string" || fn.name === "") {
+      bad(field, 'must be {"id", "type": "function", "function": {"name", "arguments"}}');
+    }
+    if (typeof call.id !== "string" || call.id === "") bad(`${field}.id`, "must be the call's id (a non-empty string), as the tool message's tool_call_id names it");
+    const args = fn.arguments;
+    // OpenAI sends the arguments as JSON text; an object is taken as it is.
+    const text = typeof args === "string" ? args : args === undefined || args === null ? "" : typeof args === "object" ? JSON.stringify(args) : bad(`${field}.function.arguments`, "must be a string of JSON");
+    return { id: call.id, name: fn.name, arguments: text };
+  });
+}
+
+const ROLES = '"system", "developer", "user", "assistant" or "tool"';
+
+function chatMessage(m: unknown, i: number): UnpairedMessage {
+  if (typeof m !== "object" || m === null) bad(`messages[${i}]`, "must be an object");
+  const message = m as Body;
+  let role = message.role;
+  if (role === "developer") role = "system";
+  if (role === "function") bad(`messages[${i}].role`, 'must be one of ' + ROLES + ': the deprecated "function" role is not supported, use "tool" messages');
+  if (role === "system" || role === "user") return { role, content: messageText(message.content, i) };
+  if (role === "assistant") {
+    if (given(message.function_call)) bad(`messages[${i}].function_call`, 'is not supported: use "tool_calls"');
+    const calls = toolCallsOf(message, i);
+    return { role, content: contentText(message.content, i, calls.length > 0 || message.content === null), calls };
+  }
+  if (role === "tool") {
+    const id = message.tool_call_id;
+    if (typeof id !== "string" || id === "") bad(`messages[${i}].tool_call_id`, "must name the tool call this message answers");
+    return { role, content: messageText(message.content, i), callId: id };
+  }
+  bad(`messages[${i}].role`, `must be ${ROLES}`);
+}
+
+/**
+ * `tool_choice`: "none" (the tools are left out: the model writes text), "auto" (default), "required", or
+ * `{"type": "function", "function": {"name"}}`.
+ */
+function toolChoice(body: Body, tools: ToolDefinition[] | undefined): ToolChoice | "none" {
+  const choice = body.tool_choice;
+  if (choice === undefined || choice === null || choice === "auto") return "auto";
+  if (choice === "none") return "none";
+  const needTools = () => tools ?? bad("tool_choice", 'needs "tools" to choose from');
+  if (choice === "required") {
+    needTools();
+    return "required";
+  }
+  const fn = typeof choice === "object" ? ((choice as Body).function as Body | undefined) : undefined;
+  if (typeof choice !== "object" || (choice as Body).type !== "function" || typeof fn?.name !== "string") {
+    bad("tool_choice", 'must be "none", "auto", "required" or {"type": "function", "function": {"name"}}');
+  }
+  const name = fn.name as string;
+  if (!needTools().some((t) => t.name === name)) bad("tool_choice", `names "${name}", which is not one of the tools`);
+  return { name };
+}
+
 function responseFormat(body: Body): Record<string, unknown> | undefined {
   const rf = body.response_format as Body | undefined;
   if (rf === undefined || rf === null) return undefined;
@@ -88,21 +159,21 @@ export function parseChatCompletion(body: Body): OpenAiRequest {
   refuseUnsupported(body);
   const raw = body.messages;
   if (!Array.isArray(raw) || raw.length === 0) bad("messages", "must be a non-empty array of {role, content}");
-  const messages: ChatMessage[] = raw.map((m, i) => {
-    if (typeof m !== "object" || m === null) bad(`messages[${i}]`, "must be an object");
-    let role = (m as Body).role;
-    if (role === "developer") role = "system";
-    if (role !== "system" && role !== "user" && role !== "assistant") bad(`messages[${i}].role`, 'must be "system", "user" or "assistant"');
-    return { role, content: messageText((m as Body).content, i) };
-  });
-  if (messages.at(-1)!.role !== "user") bad("messages", "must end with a user message");
+  const messages = pairToolCalls(raw.map(chatMessage));
+  const tools = parseTools(body.tools, { typeRequired: true });
+  const choice = toolChoice(body, tools);
+  const parallel = optionalBoolean(body, "parallel_tool_calls");
+  const jsonSchema = responseFormat(body);
+  const calling = tools !== undefined && choice !== "none";
+  if (calling && jsonSchema) bad("response_format", 'cannot be combined with tools: leave it out, or set "tool_choice" to "none"');
   return {
     prompt: messages.at(-1)!.content,
     messages,
+    ...(calling && { tools, toolChoice: choice, ...(parallel !== undefined && { parallelToolCalls: parallel }) }),
     raw: false,
     maxTokens: optionalNumber(body, "max_completion_tokens", { min: 1, max: 1 << 24, integer: true }) ?? optionalNumber(body, "max_tokens", { min: 1, max: 1 << 24, integer: true }),
     stop: stopList(body),
-    jsonSchema: responseFormat(body),
+    jsonSchema,
     sampling: sampling(body),
     stream: optionalBoolean(body, "stream") ?? false,
     model: modelName(body),

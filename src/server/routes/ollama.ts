@@ -2,7 +2,7 @@ import type Router from "@koa/router";
 import type { Context } from "koa";
 import type { CatalogueEntry } from "../../catalogue/index.ts";
 import { canonicalModelName } from "../../catalogue/index.ts";
-import type { GenerateResult } from "../../domain/generation.ts";
+import type { GenerateResult, ToolCall } from "../../domain/generation.ts";
 import { KekahydeError } from "../../errors.ts";
 import type { LoadResult, UnloadResult } from "../../machines/runtimeMachine.ts";
 import { modelView } from "../../machines/selectors.ts";
@@ -12,8 +12,9 @@ import { generate, generateStreaming, type StreamFormat } from "../generation.ts
 import { requireBody } from "../middleware/jsonBody.ts";
 import { routeByName } from "../modelRouting.ts";
 import { parseChat, parseGenerate, parseShow, type OllamaRequest } from "../ollama/requests.ts";
-import { doneReason, OLLAMA_API_VERSION, runningOf, showOf, tagOf, tagOfLoaded, timingsOf } from "../ollama/views.ts";
+import { doneReason, OLLAMA_API_VERSION, runningOf, showOf, tagOf, tagOfLoaded, timingsOf, toolCallsOf } from "../ollama/views.ts";
 import type { RouteDeps } from "../runtime.ts";
+import { factsOfFile } from "../tools.ts";
 import type { Routing } from "../validation.ts";
 
 /**
@@ -61,22 +62,26 @@ async function loadOrUnload(deps: RouteDeps, request: OllamaRequest, to: Routing
   return "load";
 }
 
-/** Streams or answers one generation in Ollama's shape; `frame` wraps a piece of text as /api/generate or /api/chat does. */
-async function answer(ctx: Context, deps: RouteDeps, request: OllamaRequest, to: Routing, frame: (text: string) => Record<string, unknown>): Promise<void> {
+/**
+ * Streams or answers one generation in Ollama's shape; `frame` wraps a piece of text (and /api/chat's tool
+ * calls) as /api/generate or /api/chat does. Streamed, the tool calls come in an object of their own before
+ * the last one, as Ollama sends them.
+ */
+async function answer(ctx: Context, deps: RouteDeps, request: OllamaRequest, to: Routing, frame: (text: string, calls?: ToolCall[]) => Record<string, unknown>): Promise<void> {
   const started = performance.now();
   const base = () => ({ model: request.model, created_at: now() });
-  const final = (r: GenerateResult, text: string) => ({ ...base(), ...frame(text), done: true, done_reason: doneReason(r.finishReason), ...timingsOf(r, started) });
+  const final = (r: GenerateResult, text: string, calls?: ToolCall[]) => ({ ...base(), ...frame(text, calls), done: true, done_reason: doneReason(r.finishReason), ...timingsOf(r, started) });
   if (request.stream) {
     const format: StreamFormat = {
       contentType: "application/x-ndjson",
       chunk: (text) => ndjson({ ...base(), ...frame(text), done: false }),
-      end: (r) => ndjson(final(r, "")),
+      end: (r) => (r.toolCalls?.length ? ndjson({ ...base(), ...frame("", r.toolCalls), done: false }) : "") + ndjson(final(r, "")),
       fail: (e) => ndjson({ error: e.message }),
     };
     return generateStreaming(ctx, deps, request.generation!, to, format);
   }
   const r = await generate(ctx, deps, request.generation!, to);
-  ctx.body = final(r, r.text);
+  ctx.body = final(r, r.text, r.toolCalls);
 }
 
 /** The catalogue's entries by name, and the loaded models' views. */
@@ -115,7 +120,7 @@ export function ollamaRoutes(router: Router, deps: RouteDeps): void {
     const view = loaded.find((v) => v.name === model || v.name === name);
     const entry = view ? entryFor(entries, view) : entries.get(name);
     if (!view && !entry) throw notFound(model, await deps.catalogue.closeNames(name), deps.catalogue.dirs);
-    ctx.body = showOf(view?.name ?? name, entry, view?.info ?? null);
+    ctx.body = showOf(view?.name ?? name, entry, view?.info ?? null, !entry && view ? await factsOfFile(view.path) : null);
   });
 
   router.post("/api/generate", async (ctx) => {
@@ -137,7 +142,7 @@ export function ollamaRoutes(router: Router, deps: RouteDeps): void {
       ctx.body = { model: request.model, created_at: now(), message: { role: "assistant", content: "" }, done: true, done_reason: reason };
       return;
     }
-    await answer(ctx, deps, request, to, (text) => ({ message: { role: "assistant", content: text } }));
+    await answer(ctx, deps, request, to, (text, calls) => ({ message: { role: "assistant", content: text, ...(calls?.length && { tool_calls: toolCallsOf(calls) }) } }));
   });
 
   // What Ollama does that Kekahyde does not, each with what to do instead.

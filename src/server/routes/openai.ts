@@ -2,16 +2,18 @@ import { randomUUID } from "node:crypto";
 import { openAiTarget, servedModelName } from "../../machines/selectors.ts";
 import type { Routing } from "../validation.ts";
 import type Router from "@koa/router";
-import type { FinishReason, GenerateResult } from "../../domain/generation.ts";
+import type { FinishReason, GenerateResult, ToolCall } from "../../domain/generation.ts";
 import { generate, generateStreaming, type StreamFormat } from "../generation.ts";
 import { requireBody } from "../middleware/jsonBody.ts";
 import { routeByName } from "../modelRouting.ts";
 import { parseChatCompletion, parseCompletion } from "../openai/requests.ts";
 import type { RouteDeps } from "../runtime.ts";
+import { capabilitiesOf, factsOfFile } from "../tools.ts";
 
 /** OpenAI-compatible routes over the same machine, queue and cancellation as /run_prompt. */
 
-const openAiFinish = (r: FinishReason): "stop" | "length" => (r === "length" || r === "timeout" ? "length" : "stop");
+const openAiFinish = (r: FinishReason): "stop" | "length" | "tool_calls" => (r === "length" || r === "timeout" ? "length" : r === "tool_calls" ? "tool_calls" : "stop");
+const toolCallsOf = (calls: ToolCall[]) => calls.map(({ id, name, arguments: args }) => ({ id, type: "function" as const, function: { name, arguments: args } }));
 const usage = (r: GenerateResult) => ({ prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens });
 const now = () => Math.floor(Date.now() / 1000);
 const sse = (data: unknown) => `data: ${JSON.stringify(data)}\n\n`;
@@ -33,10 +35,17 @@ async function target(deps: RouteDeps, requested: string | null): Promise<{ rout
 export function openAiRoutes(router: Router, deps: RouteDeps): void {
   router.get("/v1/models", async (ctx) => {
     const { models } = deps.supervisor.getSnapshot().context;
-    const loaded = Object.values(models).map((m) => ({ id: m.name, object: "model", created: Math.floor(m.loadedAt / 1000), owned_by: "kekahyde", loaded: true, path: m.path }));
-    const loadable = (await deps.catalogue.list())
+    const entries = await deps.catalogue.list();
+    const loaded = await Promise.all(
+      Object.values(models).map(async (m) => {
+        const entry = entries.find((e) => e.name === m.name) ?? entries.find((e) => e.path === m.path);
+        const facts = entry ? entry.facts : await factsOfFile(m.path);
+        return { id: m.name, object: "model", created: Math.floor(m.loadedAt / 1000), owned_by: "kekahyde", loaded: true, path: m.path, capabilities: capabilitiesOf(facts) };
+      }),
+    );
+    const loadable = entries
       .filter((e) => e.facts !== null && !(e.name in models))
-      .map((e) => ({ id: e.name, object: "model", created: Math.floor(e.modifiedAt.getTime() / 1000), owned_by: "kekahyde", loaded: false, path: e.path }));
+      .map((e) => ({ id: e.name, object: "model", created: Math.floor(e.modifiedAt.getTime() / 1000), owned_by: "kekahyde", loaded: false, path: e.path, capabilities: capabilitiesOf(e.facts) }));
     ctx.body = { object: "list", data: [...loaded, ...loadable] };
   });
 
@@ -67,15 +76,26 @@ export function openAiRoutes(router: Router, deps: RouteDeps): void {
     const base = { id, object: "chat.completion.chunk", created, model, system_fingerprint: null };
     if (stream) {
       let first = true;
+      const delta = (d: Record<string, unknown>) => sse({ ...base, choices: [{ index: 0, delta: d, logprobs: null, finish_reason: null }] });
+      // Tool calls as OpenAI streams them: per call, a delta with its index, id, type and name, then its arguments.
+      // They come once the generation has ended (the engine reports calls whole), after any text.
+      const toolCallDeltas = (calls: ToolCall[]) =>
+        calls
+          .map(
+            (c, index) =>
+              delta({ ...(first && index === 0 && { role: "assistant", content: null }), tool_calls: [{ index, id: c.id, type: "function", function: { name: c.name, arguments: "" } }] }) +
+              delta({ tool_calls: [{ index, function: { arguments: c.arguments } }] }),
+          )
+          .join("");
       const format: StreamFormat = {
         contentType: "text/event-stream",
         chunk: (content) => {
-          const delta = first ? { role: "assistant", content } : { content };
+          const d = first ? { role: "assistant", content } : { content };
           first = false;
-          return sse({ ...base, choices: [{ index: 0, delta, logprobs: null, finish_reason: null }] });
+          return delta(d);
         },
         end: (r) =>
-          (first ? sse({ ...base, choices: [{ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }] }) : "") +
+          (r.toolCalls?.length ? toolCallDeltas(r.toolCalls) : first ? delta({ role: "assistant", content: "" }) : "") +
           sse({ ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: openAiFinish(r.finishReason) }], usage: usage(r) }) +
           "data: [DONE]\n\n",
         fail: (e) => sse({ error: { message: e.message, type: "server_error", code: e.code } }) + "data: [DONE]\n\n",
@@ -89,7 +109,16 @@ export function openAiRoutes(router: Router, deps: RouteDeps): void {
       created,
       model,
       system_fingerprint: null,
-      choices: [{ index: 0, message: { role: "assistant", content: r.text, refusal: null }, logprobs: null, finish_reason: openAiFinish(r.finishReason) }],
+      choices: [
+        {
+          index: 0,
+          message: r.toolCalls?.length
+            ? { role: "assistant", content: r.text === "" ? null : r.text, refusal: null, tool_calls: toolCallsOf(r.toolCalls) }
+            : { role: "assistant", content: r.text, refusal: null },
+          logprobs: null,
+          finish_reason: openAiFinish(r.finishReason),
+        },
+      ],
       usage: usage(r),
     };
   });
