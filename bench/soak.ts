@@ -9,6 +9,7 @@
 //   --cycle-s N        seconds between unload/load cycles of the second model (default 60)
 //   --seed N           the traffic's random seed (default 1)
 //   --no-docs          leave docs/benchmarks.md as it is
+//   --render FILE      no run: the report again from a saved bench/results/soak-*.json
 //   --source, --patch FILE   how the daemon runs (bench/snapshot.ts; default: a compiled snapshot of src/)
 //
 // Traffic, per worker, with a pause of 50-500 ms between requests: /run_prompt raw and chat, answered whole or
@@ -444,40 +445,65 @@ async function sampler(daemonPid: number, stop: () => boolean): Promise<void> {
   }
 }
 
-/** Slopes in bytes a minute: the daemon's over the whole run and its second half, each engine's per role. */
-function memoryReport() {
+/** How long after a process starts, or takes a new role, its samples are left out of its slope (start, load). */
+const SETTLE_MIN = 0.25;
+
+interface Series {
+  pid: number;
+  role: string;
+  samples: number;
+  minutes: number;
+  first_bytes: number;
+  last_bytes: number;
+  max_bytes: number;
+  /** Least squares over the settled samples: SETTLE_MIN after the role began, not the last one before a new role. */
+  slope_bytes_per_min: number | null;
+  slope_second_half_bytes_per_min: number | null;
+}
+
+/**
+ * Slopes in bytes a minute: the daemon's over the whole run and its second half, and each engine process's per
+ * role. A spare's series begins with its start (Node, node-llama-cpp: ~40 to ~100 MB) and may end in the load
+ * that makes it a model's engine; a model's begins with its load. Those samples are left out of the slopes.
+ */
+function memoryReport(samples: readonly Sample[]): { daemon: Omit<Series, "pid" | "role" | "minutes">; engines: Series[] } {
   const daemonPoints = samples.filter((s) => s.daemon !== null).map((s) => [s.min, s.daemon!] as [number, number]);
   const half = daemonPoints.length ? daemonPoints[daemonPoints.length - 1][0] / 2 : 0;
   const daemon = {
     samples: daemonPoints.length,
-    first_bytes: daemonPoints[0]?.[1] ?? null,
-    last_bytes: daemonPoints.at(-1)?.[1] ?? null,
-    max_bytes: daemonPoints.length ? Math.max(...daemonPoints.map((p) => p[1])) : null,
+    first_bytes: daemonPoints[0]?.[1] ?? 0,
+    last_bytes: daemonPoints.at(-1)?.[1] ?? 0,
+    max_bytes: daemonPoints.length ? Math.max(...daemonPoints.map((p) => p[1])) : 0,
     slope_bytes_per_min: slope(daemonPoints),
     slope_second_half_bytes_per_min: slope(daemonPoints.filter((p) => p[0] >= half)),
   };
-  // One series per engine process and role: a spare that is given a model changes role (and size) at once.
-  const series = new Map<string, { pid: number; role: string; points: Array<[number, number]> }>();
+  // One series per engine process and role: a spare that is given a model changes role (and size).
+  const series = new Map<string, { pid: number; role: string; points: Array<[number, number]>; changedRole: boolean }>();
+  const lastRole = new Map<number, string>();
   for (const s of samples) {
     for (const e of s.engines) {
+      const before = lastRole.get(e.pid);
+      if (before !== undefined && before !== e.role) series.get(`${e.pid}:${before}`)!.changedRole = true;
+      lastRole.set(e.pid, e.role);
       const key = `${e.pid}:${e.role}`;
-      const entry = series.get(key) ?? { pid: e.pid, role: e.role, points: [] };
+      const entry = series.get(key) ?? { pid: e.pid, role: e.role, points: [], changedRole: false };
       entry.points.push([s.min, e.rss]);
       series.set(key, entry);
     }
   }
-  const engines = [...series.values()].map(({ pid, role, points }) => {
-    const settled = points.slice(1); // the first sample may catch a load or a start in progress
+  const engines = [...series.values()].map(({ pid, role, points, changedRole }) => {
+    const settled = points.filter((p) => p[0] >= points[0][0] + SETTLE_MIN).slice(0, changedRole ? -1 : undefined);
+    const mid = settled.length ? (settled[0][0] + settled.at(-1)![0]) / 2 : 0;
     return {
       pid,
       role,
       samples: points.length,
       minutes: round(points.at(-1)![0] - points[0][0], 2),
-      first_bytes: points[0][1],
-      last_bytes: points.at(-1)![1],
-      max_bytes: Math.max(...points.map((p) => p[1])),
+      first_bytes: (settled[0] ?? points[0])[1],
+      last_bytes: (settled.at(-1) ?? points.at(-1)!)[1],
+      max_bytes: Math.max(...(settled.length ? settled : points).map((p) => p[1])),
       slope_bytes_per_min: slope(settled),
-      slope_second_half_bytes_per_min: slope(settled.filter((p) => p[0] >= settled[0]?.[0] + (settled.at(-1)![0] - settled[0]?.[0]) / 2)),
+      slope_second_half_bytes_per_min: slope(settled.filter((p) => p[0] >= mid)),
     };
   });
   return { daemon, engines };
@@ -553,7 +579,7 @@ async function main(): Promise<void> {
   await sleep(500);
   const orphans = enginePids.filter(alive);
 
-  const mem = memoryReport();
+  const mem = memoryReport(samples);
   const requests = Object.fromEntries([...outcomes].map(([route, m]) => [route, Object.fromEntries([...m].sort())]));
   const total = [...outcomes.values()].reduce((s, m) => s + [...m.values()].reduce((a, b) => a + b, 0), 0);
   const result = {
@@ -612,6 +638,7 @@ type Result = {
   unexpected: Array<{ route: string; status: string; code: string | undefined; body: string; at: string }>;
   models_lost: Array<{ model: string; at: string; code: string }>;
   memory: ReturnType<typeof memoryReport>;
+  samples: Sample[];
   final_status: unknown;
   engine_exits: Record<string, number>;
   shutdown: { exit: { code: number | null; signal: string | null } | null; ms: number; orphan_engine_processes: number[] };
@@ -645,15 +672,43 @@ function markdown(r: Result): string {
     "",
   );
   const d = r.memory.daemon;
-  const longEngines = r.memory.engines.filter((e) => e.minutes >= 1).sort((a, b) => b.minutes - a.minutes);
+  const row = (name: string, x: Omit<Series, "pid" | "role" | "minutes">, minutes: number | string) => [
+    name,
+    minutes,
+    x.samples,
+    mb(x.first_bytes),
+    mb(x.last_bytes),
+    mb(x.max_bytes),
+    mbPerMin(x.slope_bytes_per_min),
+    mbPerMin(x.slope_second_half_bytes_per_min),
+  ];
+  const median = (xs: number[]) => (xs.length ? [...xs].sort((p, q) => p - q)[Math.floor(xs.length / 2)] : null);
+  /** Short-lived processes of one role, summed up: medians over the processes. */
+  const group = (name: string, xs: Series[]) => {
+    const slopes = xs.map((x) => x.slope_bytes_per_min).filter((x): x is number => x !== null);
+    return [
+      `${name} (${xs.length} processes; medians)`,
+      `${round(Math.min(...xs.map((x) => x.minutes)), 1)}–${round(Math.max(...xs.map((x) => x.minutes)), 1)} each`,
+      median(xs.map((x) => x.samples)) ?? "",
+      mb(median(xs.map((x) => x.first_bytes))),
+      mb(median(xs.map((x) => x.last_bytes))),
+      mb(median(xs.map((x) => x.max_bytes))),
+      `${mbPerMin(median(slopes))} (${mbPerMin(Math.min(...slopes))} to ${mbPerMin(Math.max(...slopes))})`,
+      "",
+    ];
+  };
+  const long = r.memory.engines.filter((e) => e.minutes >= 5).sort((p, q) => q.minutes - p.minutes);
+  const short = r.memory.engines.filter((e) => e.minutes < 5 && e.minutes >= 0.5);
+  const roles = [...new Set(short.map((e) => e.role))].sort();
   table(["process", "minutes", "samples", "RSS first, MB", "RSS last, MB", "RSS max, MB", "slope, MB/min", "slope, second half, MB/min"], [
-    ["daemon", round(r.minutes, 1), d.samples, mb(d.first_bytes), mb(d.last_bytes), mb(d.max_bytes), mbPerMin(d.slope_bytes_per_min), mbPerMin(d.slope_second_half_bytes_per_min)],
-    ...longEngines
-      .slice(0, 8)
-      .map((e) => [`engine ${e.pid} (${e.role === "spare" ? "spare" : `model ${e.role}`})`, e.minutes, e.samples, mb(e.first_bytes), mb(e.last_bytes), mb(e.max_bytes), mbPerMin(e.slope_bytes_per_min), mbPerMin(e.slope_second_half_bytes_per_min)]),
+    row("daemon", d, round(r.minutes, 1)),
+    ...long.map((e) => row(`engine ${e.pid} (${e.role === "spare" ? "spare" : `model ${e.role}`})`, e, e.minutes)),
+    ...roles.map((role) => group(role === "spare" ? "spare engine processes" : `engine processes of model ${role}`, short.filter((e) => e.role === role))),
   ]);
-  const shortOnes = r.memory.engines.length - Math.min(8, longEngines.length);
-  if (shortOnes > 0) out.push(`(${shortOnes} more engine processes, each alive for a cycle of model b or as a spare, are in the JSON.)`, "");
+  out.push(
+    `Slopes leave out the first ${SETTLE_MIN * 60} s of each process's role (a start, a load) and, for a spare that was given a model, its last sample; every process's series is in the JSON.`,
+    "",
+  );
   const exits = Object.entries(r.engine_exits).map(([k, v]) => `${k} ${v}`).join(", ");
   const status = r.final_status as { models?: Array<{ name: string; state: string; engine_rss_bytes: number | null }>; memory_usage?: number; last_error?: { code: string } | null };
   out.push(
@@ -682,7 +737,19 @@ function writeDocs(md: string): void {
   writeFileSync(docs, text.slice(0, start) + md + "\n" + (next < 0 ? "" : rest.slice(next)));
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+/** `--render FILE`: the report again from a saved result (its memory figures recomputed from its samples). */
+function render(file: string): void {
+  const result = JSON.parse(readFileSync(file, "utf8")) as Result;
+  result.memory = memoryReport(result.samples);
+  writeFileSync(file, JSON.stringify(result, null, 2));
+  const md = markdown(result);
+  console.log(md);
+  if (!args.includes("--no-docs")) writeDocs(md);
+}
+
+if (args.includes("--render")) render(opt("render", ""));
+else
+  main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
