@@ -9,6 +9,7 @@ import { Ollama } from "ollama";
 import OpenAI from "openai";
 import type { ChatCompletionMessageParam, ChatCompletionTool } from "openai/resources/chat/completions";
 import { LLAMA31_FLAVOUR, QWEN25_FLAVOUR, writeToolModel, type ToolTemplateFlavour } from "../src/gguf/toolModel.ts";
+import { pairToolCalls } from "../src/server/tools.ts";
 import { startTestDaemon, type TestDaemon } from "./helpers/daemon.ts";
 import { FIXTURES, tinyModel } from "./helpers/fixtures.ts";
 
@@ -100,6 +101,29 @@ const badRequest = (param: string, message?: RegExp) => (e: unknown) => {
   if (message) assert.match(e.message, message);
   return true;
 };
+
+describe("Pairing tool results with their calls", () => {
+  const calls = [
+    { name: "get_weather", arguments: '{"city":"Oslo"}' },
+    { name: "get_time", arguments: "{}" },
+  ];
+  const ids = (messages: ReturnType<typeof pairToolCalls>) => messages.filter((m) => m.role === "tool").map((m) => [m.content, m.toolCallId]);
+
+  it("by id (OpenAI), by tool_name, else in order (Ollama); calls get ids unique in the conversation", () => {
+    const withIds = pairToolCalls([
+      { role: "user", content: "q" },
+      { role: "assistant", content: "", calls: calls.map((c, i) => ({ ...c, id: `c${i}` })) },
+      { role: "tool", content: "noon", callId: "c1" },
+      { role: "tool", content: "cold", callId: "c0" },
+      { role: "assistant", content: "", calls: [{ ...calls[1], id: "c0" }] },
+      { role: "tool", content: "later", callId: "c0" },
+    ]);
+    assert.deepEqual(ids(withIds), [["noon", "call_1_1"], ["cold", "call_1_0"], ["later", "call_4_0"]]);
+    assert.deepEqual(withIds[1].toolCalls?.map((c) => c.id), ["call_1_0", "call_1_1"]);
+    const byName = pairToolCalls([{ role: "user", content: "q" }, { role: "assistant", content: "", calls }, { role: "tool", content: "noon", toolName: "get_time" }, { role: "tool", content: "cold" }]);
+    assert.deepEqual(ids(byName), [["noon", "call_1_1"], ["cold", "call_1_0"]]);
+  });
+});
 
 describe("Tool calls", () => {
   let d: TestDaemon;
