@@ -28,9 +28,12 @@ const MAX_QUEUE = 2;
 const REQUEST = { prompt: "p", raw: true, sampling: {} };
 const GENERATE = { kind: "generate" as const, request: REQUEST };
 const EMBED = { kind: "embed" as const, request: { inputs: ["p"], truncate: false } };
+const TOKENIZE = { kind: "tokenize" as const, request: { text: "p", addSpecial: false, withPieces: false } };
+const WORK = { run: GENERATE, embed: EMBED, tokenize: TOKENIZE } as const;
+const KIND = { run: "generate", embed: "embed", tokenize: "tokenize" } as const;
 
-type Op = "load" | "loadDone" | "loadFailed" | "run" | "embed" | "stop" | "stopAll" | "stopJob" | "stopJobNewest" | "stopJobGone" | "unload" | "cancel" | "cancelNewest" | "finish" | "fail" | "engineFail" | "lose" | "disposed" | "shutdown";
-const OPS: Op[] = ["load", "loadDone", "loadFailed", "run", "embed", "stop", "stopAll", "stopJob", "stopJobNewest", "stopJobGone", "unload", "cancel", "cancelNewest", "finish", "fail", "engineFail", "lose", "disposed", "shutdown"];
+type Op = "load" | "loadDone" | "loadFailed" | "run" | "embed" | "tokenize" | "stop" | "stopAll" | "stopJob" | "stopJobNewest" | "stopJobGone" | "unload" | "cancel" | "cancelNewest" | "finish" | "fail" | "engineFail" | "lose" | "disposed" | "shutdown";
+const OPS: Op[] = ["load", "loadDone", "loadFailed", "run", "embed", "tokenize", "stop", "stopAll", "stopJob", "stopJobNewest", "stopJobGone", "unload", "cancel", "cancelNewest", "finish", "fail", "engineFail", "lose", "disposed", "shutdown"];
 
 
 const coverage = new TransitionCoverage(runtimeMachine);
@@ -75,11 +78,12 @@ function system(limits = { slots: SLOTS, maxQueue: MAX_QUEUE }) {
         oracle.loadFailed();
         break;
       case "run":
-      case "embed": {
+      case "embed":
+      case "tokenize": {
         const { ticket, reply } = request<JobResult>();
         const id = `job-${++jobs}`;
-        send({ type: "RUN", id, work: op === "run" ? GENERATE : EMBED, ticket });
-        oracle.run(id, reply, op === "run" ? "generate" : "embed");
+        send({ type: "RUN", id, work: WORK[op], ticket });
+        oracle.run(id, reply, KIND[op]);
         break;
       }
       case "stop":
@@ -178,7 +182,7 @@ function explore(maxDepth: number): Map<string, Op[]> {
       if (op === "load") oracle.loadModel(`/models/m${++n}.gguf`, reply);
       else if (op === "loadDone") oracle.loadDone();
       else if (op === "loadFailed") oracle.loadFailed();
-      else if (op === "run" || op === "embed") oracle.run(`job-${++n}`, reply, op === "run" ? "generate" : "embed");
+      else if (op === "run" || op === "embed" || op === "tokenize") oracle.run(`job-${++n}`, reply, KIND[op]);
       else if (op === "stop" || op === "stopAll") oracle.stop(op === "stopAll", reply);
       else if (op === "stopJob" || op === "stopJobNewest" || op === "stopJobGone")
         oracle.stop(false, reply, (op !== "stopJobGone" && pickCancelled(op === "stopJob" ? "cancel" : "cancelNewest", oracle)?.id) || "job-gone");
@@ -201,6 +205,9 @@ function explore(maxDepth: number): Map<string, Op[]> {
     const next: Op[][] = [];
     for (const path of frontier) {
       for (const op of OPS) {
+        // Token jobs need no slot, so they add up without bound: one per path, early in it, keeps the graph
+        // small (the three-operation and random walks send more).
+        if (op === "tokenize" && (path.includes("tokenize") || depth > 3)) continue;
         const k = keyAfter([...path, op]);
         if (!paths.has(k)) {
           paths.set(k, [...path, op]);
@@ -274,6 +281,18 @@ describe("runtime machine, specific behaviour", () => {
     const third = createTicket<GenerateResult>();
     sut.actor.send({ type: "RUN", id: "third", work: GENERATE, ticket: third });
     await assert.rejects(third.promise, (e: { code: string; message: string }) => e.code === "QUEUE_FULL" && /no request waits/.test(e.message));
+    sut.actor.stop();
+  });
+
+  it("answers tokens at once while every slot generates and the queue is full", async () => {
+    const sut = await generating({ slots: 1, maxQueue: 0 });
+    const tokens = createTicket<JobResult>();
+    sut.actor.send({ type: "RUN", id: "tokens", work: TOKENIZE, ticket: tokens });
+    await settle();
+    assert.deepEqual(sut.actor.getSnapshot().context.running.map((j) => j.id), ["job-1", "tokens"], "started beside the generation");
+    sut.engine.finishGeneration("/models/m1.gguf");
+    sut.engine.finishGeneration("/models/m1.gguf");
+    assert.deepEqual(await tokens.promise, { tokens: [1] });
     sut.actor.stop();
   });
 

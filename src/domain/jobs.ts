@@ -61,6 +61,14 @@ export type Work =
 
 export type WorkKind = Work["kind"];
 
+/**
+ * Whether a kind of work takes one of the model's slots (a context sequence). Tokens are looked up in the
+ * vocabulary alone: they need no sequence and take microseconds, so they never wait behind a generation.
+ */
+export function takesSlot(kind: WorkKind): boolean {
+  return kind !== "tokenize" && kind !== "detokenize";
+}
+
 /** What each kind of work answers. */
 export interface WorkResults {
   generate: GenerateResult;

@@ -1,7 +1,7 @@
 import { assertEvent, assign, enqueueActions, setup, type AnyActorRef } from "xstate";
 import { DEFAULT_MAX_QUEUE } from "../domain/defaults.ts";
 import type { FinishReason } from "../domain/generation.ts";
-import type { JobResult, Work } from "../domain/jobs.ts";
+import { takesSlot, type JobResult, type Work } from "../domain/jobs.ts";
 import type { ModelInfo, ModelPlan } from "../domain/models.ts";
 import { disposeModelActor, jobActor, loadModelActor, watchEngineActor, type EngineEvent } from "../engine/engineActors.ts";
 import type { Engine, LoadedModel } from "../engine/types.ts";
@@ -139,6 +139,9 @@ const jobOf = (context: RuntimeContext, id: string): Job | undefined => context.
 const jobIdOf = (event: RuntimeEvent): string | null => ("job" in event ? event.job : null);
 const requestOf = (event: RuntimeEvent): string | null => (event.type === "STOP" ? (event.request ?? null) : null);
 
+/** Slots in use: every running job but token lookups, which need no context sequence. */
+const slotsTaken = (context: RuntimeContext): number => context.running.filter((j) => takesSlot(j.work.kind)).length;
+
 function freshStats(): GenerationStats {
   return { startedAt: Date.now(), endedAt: null, promptTokens: null, completionTokens: 0, firstTokenMs: null, finishReason: null };
 }
@@ -182,7 +185,8 @@ export const runtimeMachine = setup({
     watchEngine: watchEngineActor,
   },
   guards: {
-    hasFreeSlot: ({ context }) => context.running.length < context.slots,
+    hasFreeSlot: ({ context }) => slotsTaken(context) < context.slots,
+    asksForTokens: ({ event }) => event.type === "RUN" && !takesSlot(event.work.kind),
     queueHasRoom: ({ context }) => context.queue.length < context.maxQueue,
     nothingRunning: ({ context }) => context.running.length === 0,
     isRunningJob: ({ context, event }) => context.running.some((j) => j.id === jobIdOf(event)),
@@ -298,10 +302,11 @@ export const runtimeMachine = setup({
     },
 
     // ── Jobs and their generation actors ────────────────────────────────────────────────────────────────
-    /** Moves waiting jobs into free slots, oldest first, each with its own generation actor. */
+    /** Moves waiting jobs into free slots, oldest first, each with its own job actor; token jobs need no slot. */
     startJobs: enqueueActions(({ context, enqueue }) => {
-      const free = Math.max(0, context.slots - context.running.length);
-      const starting = context.queue.slice(0, free).map((job) => ({ ...job, stats: freshStats() }));
+      let free = Math.max(0, context.slots - slotsTaken(context));
+      const chosen = context.queue.filter((job) => !takesSlot(job.work.kind) || free-- > 0);
+      const starting = chosen.map((job) => ({ ...job, stats: freshStats() }));
       for (const job of starting) {
         enqueue.spawnChild("runJob", {
           id: job.id,
@@ -314,7 +319,7 @@ export const runtimeMachine = setup({
           },
         });
       }
-      enqueue.assign({ running: [...context.running, ...starting], queue: context.queue.slice(starting.length) });
+      enqueue.assign({ running: [...context.running, ...starting], queue: context.queue.filter((job) => !chosen.includes(job)) });
     }),
     abortJob: enqueueActions(({ event, enqueue }) => {
       assertEvent(event, "CANCEL");
@@ -512,6 +517,8 @@ export const runtimeMachine = setup({
             generating: {
               on: {
                 RUN: [
+                  // Tokens take no slot: they are answered at once, even with every slot generating.
+                  { guard: "asksForTokens", actions: ["enqueueJob", "startJobs"] },
                   // A free slot starts the request at once, whatever --max-queue allows to wait.
                   { guard: "hasFreeSlot", actions: ["enqueueJob", "startJobs"] },
                   { guard: "queueHasRoom", actions: "enqueueJob" },

@@ -9,7 +9,8 @@ import { supervisorMachine } from "./supervisorMachine.ts";
  */
 export const GUARD_MEANINGS: Record<string, string> = {
   // runtime
-  hasFreeSlot: "fewer jobs generate than the model has slots (`--parallel`)",
+  hasFreeSlot: "fewer jobs hold a slot than the model has (`--parallel`); token lookups hold none",
+  asksForTokens: "the request only tokenizes or detokenizes: it needs no slot",
   queueHasRoom: "fewer requests wait than `--max-queue` allows (0: none may wait)",
   nothingRunning: "no job is generating any more",
   isRunningJob: "the event (CANCEL, an engine report) names a job that is generating on this model",

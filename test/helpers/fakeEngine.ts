@@ -1,6 +1,6 @@
 import { KekahydeError, type ErrorCode } from "../../src/errors.ts";
 import type { GenerateResult } from "../../src/domain/generation.ts";
-import type { EmbedResult, JobResult } from "../../src/domain/jobs.ts";
+import type { EmbedResult, JobResult, TokenizeResult } from "../../src/domain/jobs.ts";
 import type { ModelInfo, ModelPlan } from "../../src/domain/models.ts";
 import type { Engine, GenerateOptions, LoadedModel, LoadOptions } from "../../src/engine/types.ts";
 
@@ -22,7 +22,7 @@ export interface FakeGeneration extends Deferred<JobResult> {
   /** The path of the model it runs on. */
   path: string;
   /** A generation, or an embedding job (which ends with JOB_STOPPED when it was aborted, as the real engine's). */
-  kind: "generate" | "embed";
+  kind: "generate" | "embed" | "tokenize";
 }
 
 /**
@@ -108,7 +108,12 @@ export class FakeEngine implements Engine {
         return d.promise as Promise<EmbedResult>;
       },
       rank: () => Promise.reject(new KekahydeError("NOT_SUPPORTED", "the fake engine does not rank")),
-      tokenize: async ({ text }) => ({ tokens: [...text].map((c) => c.charCodeAt(0)) }),
+      // Held until the test ends it, as generations are, so that the model tests choose when it answers.
+      tokenize(_request, { signal }) {
+        const d = deferred<JobResult>();
+        engine.generations.push({ ...d, signal, path: loading.path, kind: "tokenize" });
+        return d.promise as Promise<TokenizeResult>;
+      },
       detokenize: async ({ tokens }) => ({ text: String.fromCharCode(...tokens) }),
       dispose() {
         if (!disposal) {
@@ -140,6 +145,8 @@ export class FakeEngine implements Engine {
   finishGeneration(path?: string): void {
     const generation = this.take(path);
     const cancelled = generation?.signal.aborted;
+    // A lookup in the vocabulary is too quick to be stopped.
+    if (generation?.kind === "tokenize") return generation.resolve({ tokens: [1] });
     if (generation?.kind === "embed") {
       if (cancelled) generation.reject(new KekahydeError("JOB_STOPPED", "fake embedding stopped"));
       else generation.resolve({ vectors: [[1]], promptTokens: 1 });

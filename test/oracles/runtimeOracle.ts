@@ -28,8 +28,11 @@ export class Reply {
 interface Job {
   id: string;
   reply: Reply;
-  /** A generation (stopped ones are answered at once) or another job (answered when the engine ends it). */
-  kind: "generate" | "embed";
+  /**
+   * A generation (stopped ones are answered at once), another job (answered when the engine ends it), or a
+   * token lookup: it needs no slot, so it never waits for one.
+   */
+  kind: "generate" | "embed" | "tokenize";
   /** It was aborted (STOP, CANCEL); a stopped generation's requester has been answered. */
   aborted: boolean;
 }
@@ -117,8 +120,8 @@ export class RuntimeOracle {
         this.phase = "generating";
         return this.start({ id, reply, kind, aborted: false });
       case "generating":
-        // A free slot starts it at once, whatever the queue's size.
-        if (this.running.length < this.limits.slots) return this.start({ id, reply, kind, aborted: false });
+        // Tokens start at once; a free slot starts any other job, whatever the queue's size.
+        if (kind === "tokenize" || this.slotsTaken() < this.limits.slots) return this.start({ id, reply, kind, aborted: false });
         if (this.queue.length < this.limits.maxQueue) return void this.queue.push({ id, reply, kind, aborted: false });
         return reply.settle("err:QUEUE_FULL");
       case "cancelling":
@@ -238,7 +241,8 @@ export class RuntimeOracle {
   /** The engine has ended `job` normally (an embedding job it had been asked to stop ends with JOB_STOPPED). */
   generationDone(job: Job): void {
     if (!this.running.includes(job)) return;
-    job.reply.settle(job.kind === "generate" ? "ok:stop" : job.aborted ? "err:JOB_STOPPED" : "ok:embedded");
+    if (job.kind === "tokenize") job.reply.settle("ok:tokens");
+    else job.reply.settle(job.kind === "generate" ? "ok:stop" : job.aborted ? "err:JOB_STOPPED" : "ok:embedded");
     this.end(job);
   }
 
@@ -247,7 +251,7 @@ export class RuntimeOracle {
     if (!this.running.includes(job)) return;
     if (code !== "ENGINE_FAILURE") {
       // A stopped job other than a generation ends as stopped, whatever else went wrong.
-      job.reply.settle(job.kind === "embed" && job.aborted ? "err:JOB_STOPPED" : `err:${code}`);
+      job.reply.settle(job.kind !== "generate" && job.aborted ? "err:JOB_STOPPED" : `err:${code}`);
       return this.end(job);
     }
     for (const j of [...this.running, ...this.queue]) j.reply.settle("err:ENGINE_FAILURE");
@@ -311,8 +315,16 @@ export class RuntimeOracle {
     if (this.running.length === 0) this.phase = "idle";
   }
 
+  /** Starts waiting jobs, oldest first: every token lookup, and others while slots are free. */
   private fill(): void {
-    while (this.running.length < this.limits.slots && this.queue.length > 0) this.start(this.queue.shift()!);
+    let free = this.limits.slots - this.slotsTaken();
+    const starting = this.queue.filter((j) => j.kind === "tokenize" || free-- > 0);
+    this.queue = this.queue.filter((j) => !starting.includes(j));
+    for (const job of starting) this.start(job);
+  }
+
+  private slotsTaken(): number {
+    return this.running.filter((j) => j.kind !== "tokenize").length;
   }
 
   private answerStops(): void {
