@@ -166,15 +166,21 @@ async function load(label: string, url: string, daemons: number, proxy: boolean,
   };
 }
 
-/** Latency of `n` sequential requests: median and p99 in ms. */
-async function latency(n: number, f: () => Promise<Sample>): Promise<{ p50: number; p99: number }> {
-  const ms: number[] = [];
+/**
+ * Latency of `n` sequential requests to each of two addresses, taken in turns (a, b, a, b, ...) so that
+ * whatever else this machine is doing weighs on both alike: median and p99 of each, in ms.
+ */
+async function latencyPair(n: number, a: () => Promise<Sample>, b: () => Promise<Sample>): Promise<{ a: { p50: number; p99: number }; b: { p50: number; p99: number } }> {
+  const ms: [number[], number[]] = [[], []];
   for (let i = 0; i < n; i++) {
-    const s = await f();
-    if (s.status !== 200) throw new Error(`status ${s.status}`);
-    ms.push(s.ms);
+    for (const [k, f] of [a, b].entries()) {
+      const s = await f();
+      if (s.status !== 200) throw new Error(`status ${s.status}`);
+      ms[k].push(s.ms);
+    }
   }
-  return { p50: round(pct(ms, 50), 3), p99: round(pct(ms, 99), 3) };
+  const stats = (xs: number[]) => ({ p50: round(pct(xs, 50), 3), p99: round(pct(xs, 99), 3) });
+  return { a: stats(ms[0]), b: stats(ms[1]) };
 }
 
 export async function runFleetBench(args: readonly string[] = process.argv.slice(2)): Promise<void> {
@@ -238,31 +244,43 @@ export async function runFleetBench(args: readonly string[] = process.argv.slice
       return p;
     };
 
-    // 1. The proxy's own cost: the same sequential requests, straight and through HAProxy (one daemon).
+    // 1. The proxy's own cost: the same sequential requests, straight and through HAProxy (one daemon), in turns.
     proxy = await startProxy(1);
     const d1 = daemons[0];
+    const viaProxy = proxy.url;
     const oneToken = (url: string) => () => send(url, "POST", "/v1/completions", { model: "bench", prompt: freshPrompt(8), max_tokens: 1, temperature: 0 });
-    await latency(20, oneToken(proxy.url)); // warm both paths
-    await latency(20, oneToken(d1.url));
-    const overhead = {
-      health_direct: await latency(300, () => send(d1.url, "GET", "/health")),
-      health_proxied: await latency(300, () => send(proxy!.url, "GET", "/health")),
-      one_token_direct: await latency(60, oneToken(d1.url)),
-      one_token_proxied: await latency(60, oneToken(proxy.url)),
-    };
+    await latencyPair(20, oneToken(d1.url), oneToken(viaProxy)); // warm both paths
+    const health = await latencyPair(500, () => send(d1.url, "GET", "/health"), () => send(viaProxy, "GET", "/health"));
+    const token = await latencyPair(100, oneToken(d1.url), oneToken(viaProxy));
+    const overhead = { health_direct: health.a, health_proxied: health.b, one_token_direct: token.a, one_token_proxied: token.b };
     const added = { p50_ms: round(overhead.health_proxied.p50 - overhead.health_direct.p50, 3), p99_ms: round(overhead.health_proxied.p99 - overhead.health_direct.p99, 3), one_token_p50_ms: round(overhead.one_token_proxied.p50 - overhead.one_token_direct.p50, 3) };
     console.log(`proxy overhead per request: GET /health ${overhead.health_direct.p50} → ${overhead.health_proxied.p50} ms (p50), 1-token completion ${overhead.one_token_direct.p50} → ${overhead.one_token_proxied.p50} ms (p50)`);
 
-    // 2. Throughput and time to first token: one daemon without the proxy, then 1, 2, 3 daemons behind it.
-    const runs: Run[] = [];
+    // 2. Throughput and time to first token: one daemon without the proxy and through it, in turns (rounds),
+    // then 2 and 3 daemons behind it.
+    const rounds = 3;
+    const direct: Run[] = [];
+    const proxied: Run[] = [];
     await load("warm-up", d1.url, 1, false, clients, clients * 2, tokens);
-    runs.push(await load("1 daemon, no proxy", d1.url, 1, false, clients, perDaemon, tokens));
-    for (const n of [1, 2, 3]) {
-      if (n > 1) {
-        await proxy.stop();
-        proxy = await startProxy(n);
-      }
-      runs.push(await load(`${n} daemon${n > 1 ? "s" : ""} via HAProxy`, proxy.url, n, true, clients * n, perDaemon * n, tokens));
+    for (let r = 0; r < rounds; r++) {
+      direct.push(await load("1 daemon, no proxy", d1.url, 1, false, clients, perDaemon, tokens));
+      proxied.push(await load("1 daemon via HAProxy", viaProxy, 1, true, clients, perDaemon, tokens));
+    }
+    const merge = (xs: Run[]): Run => ({
+      ...xs[0],
+      requests: xs.reduce((a, x) => a + x.requests, 0),
+      errors: xs.reduce((a, x) => a + x.errors, 0),
+      tokens_per_s: round(pct(xs.map((x) => x.tokens_per_s), 50), 1),
+      ttft_p50_ms: round(pct(xs.map((x) => x.ttft_p50_ms), 50), 1),
+      ttft_p99_ms: round(pct(xs.map((x) => x.ttft_p99_ms), 50), 1),
+      wall_s: round(xs.reduce((a, x) => a + x.wall_s, 0), 1),
+    });
+    const runs: Run[] = [merge(direct), merge(proxied)];
+    console.log(JSON.stringify(runs));
+    for (const n of [2, 3]) {
+      await proxy.stop();
+      proxy = await startProxy(n);
+      runs.push(await load(`${n} daemons via HAProxy`, proxy.url, n, true, clients * n, perDaemon * n, tokens));
       console.log(JSON.stringify(runs.at(-1)));
     }
     const single = runs[0];
@@ -281,11 +299,13 @@ export async function runFleetBench(args: readonly string[] = process.argv.slice
       `\`npm run bench -- --only fleet ${args.filter((a) => a !== "--only" && a !== "fleet").join(" ")}\` on ${machine.cpu}, ${machine.logical_cpus} logical CPUs. ` +
         `Daemons: ${launch.description}; ${threads} thread(s), --parallel ${clients} each; model ${model.replace(ROOT + "/", "")}; ${tokens} tokens a request, streamed (/v1/completions).`,
       "",
+      `One daemon with and without the proxy: ${rounds} rounds each, in turns, medians of the rounds' figures.`,
+      "",
       "| configuration | clients | requests | errors | tokens/s (total) | TTFT p50 ms | TTFT p99 ms |",
       "| --- | --- | --- | --- | --- | --- | --- |",
       ...runs.map((r) => `| ${r.label} | ${r.clients} | ${r.requests} | ${r.errors} | ${r.tokens_per_s} | ${r.ttft_p50_ms} | ${r.ttft_p99_ms} |`),
       "",
-      `HAProxy's own cost per request (sequential, one daemon): GET /health ${overhead.health_direct.p50} ms straight, ${overhead.health_proxied.p50} ms through it (p50; p99 ${overhead.health_direct.p99} → ${overhead.health_proxied.p99}); ` +
+      `HAProxy's own cost per request (sequential, one daemon, straight and through the proxy in turns): GET /health ${overhead.health_direct.p50} ms straight, ${overhead.health_proxied.p50} ms through it (p50; p99 ${overhead.health_direct.p99} → ${overhead.health_proxied.p99}); ` +
         `a 1-token completion ${overhead.one_token_direct.p50} → ${overhead.one_token_proxied.p50} ms (p50).`,
       "",
       "The daemons above share this machine's cores: 2 and 3 daemons measure contention, not scaling. On N machines (on paper: one daemon's own figures times N, plus the proxy's cost per request; not measured):",

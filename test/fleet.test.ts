@@ -368,6 +368,9 @@ describe("fleet: three daemons behind HAProxy", { skip: NO_HAPROXY }, () => {
       assert.equal(((await ollama.json()) as { response: string }).response, expectedContinuation("abc", 5, 2));
       assert.ok(HOLDERS.skip.includes(ollama.headers.get("x-kekahyde-daemon")!));
     }
+    // A body larger than HAProxy's buffer (64 KiB) is still routed by its "model", which JSON clients write first.
+    const big = await fetch(`${base}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "skip", messages: [{ role: "user", content: "abc ".repeat(40_000) }], max_tokens: 1 }) });
+    assert.equal(big.headers.get("x-kekahyde-daemon"), "d1", await big.text());
     // No model: the default backend, any daemon.
     const tags = await fetch(`${base}/api/tags`);
     assert.equal(tags.status, 200);
