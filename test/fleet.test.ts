@@ -296,7 +296,7 @@ describe("fleet: three daemons behind HAProxy", { skip: NO_HAPROXY }, () => {
         await mkdir(dir, { recursive: true });
         // Hard links: the same bytes under each daemon's own name for them (the slow model is 200 MB).
         for (const name of names) await link(models[name], join(dir, `${name}.gguf`)).catch(() => copyFile(models[name], join(dir, `${name}.gguf`)));
-        return spawnDaemon(["--models-dir", dir, "--agent-port", String(agentPorts[i]), "--parallel", "2", "--max-queue", "0", "--max-models", "2", "--ctx-size", "512", "--drain-seconds", "3", "--spare-engine", "false"]);
+        return spawnDaemon(["--models-dir", dir, "--agent-port", String(agentPorts[i]), "--parallel", "2", "--max-queue", "0", "--max-models", "2", "--ctx-size", "512", "--spare-engine", "false"]);
       }),
     );
     const t1 = performance.now();
@@ -378,6 +378,7 @@ describe("fleet: three daemons behind HAProxy", { skip: NO_HAPROXY }, () => {
   });
 
   it("spreads concurrent requests for a shared model over the daemons that have it", async () => {
+    await settled("model_slow");
     const answers = await Promise.all(Array.from({ length: 4 }, () => complete(base, "slow", 24)));
     for (const a of answers) {
       assert.equal(a.status, 200, a.text);
@@ -386,6 +387,11 @@ describe("fleet: three daemons behind HAProxy", { skip: NO_HAPROXY }, () => {
     const counts = { d2: answers.filter((a) => a.daemon === "d2").length, d3: answers.filter((a) => a.daemon === "d3").length };
     assert.deepEqual(counts, { d2: 2, d3: 2 }, "two slots each: two requests each");
   });
+
+  /** Waits until HAProxy's weights for `backend` say every daemon in it is idle (its agents have answered since the last test). */
+  async function settled(backend: string, on: Haproxy = proxy): Promise<void> {
+    await eventually(async () => (await on.servers()).filter((s) => s.backend === backend && !s.server.endsWith("_overflow")).every((s) => s.weight === 100), 5_000, `${backend}'s weights back to 100`);
+  }
 
   /** Fills every slot of `d` with slow requests sent to it directly (HAProxy does not see them); returns how to end them. */
   async function fill(d: DaemonProcess): Promise<() => Promise<void>> {
@@ -404,7 +410,7 @@ describe("fleet: three daemons behind HAProxy", { skip: NO_HAPROXY }, () => {
     const release = await fill(d2);
     try {
       const from = await logMark(d2);
-      // Within an agent interval (1 s) HAProxy learns that d2 has no room (and that d3 has: the last test
+      // Within an agent interval (half a second) HAProxy learns that d2 has no room (and that d3 has: the last test
       // may have left it looking full).
       const weights = async () => new Map((await proxy.servers()).filter((s) => s.backend === "model_slow").map((s) => [s.server, s.weight]));
       await eventually(async () => {
@@ -506,6 +512,7 @@ describe("fleet: three daemons behind HAProxy", { skip: NO_HAPROXY }, () => {
 
   it("loses only a killed daemon's in-flight requests; the next ones succeed at once and it is out within seconds", async () => {
     const d3 = byName("d3");
+    await settled("model_slow");
     const body = () => JSON.stringify({ model: "slow", prompt: "abc", raw: true, max_tokens: 60, temperature: 0, stream: true });
     const streams = await Promise.all([0, 1, 2, 3].map(() => fetch(`${base}/run_prompt`, { method: "POST", headers: { "content-type": "application/json" }, body: body() })));
     const on = streams.map((s) => s.headers.get("x-kekahyde-daemon"));
@@ -552,7 +559,8 @@ describe("fleet: three daemons behind HAProxy", { skip: NO_HAPROXY }, () => {
     const d1 = byName("d1");
     const from = await logMark(d1);
     d1.child.kill("SIGTERM");
-    // Within an agent interval HAProxy holds d1 in DRAIN (admin state bit 0x08: set by its agent).
+    // It drains for 2 s (the default with --agent-port). Within an agent interval HAProxy holds d1 in DRAIN
+    // (admin state bit 0x08: set by its agent).
     await eventually(async () => ((await proxy.adminStates()).get("model_tiny/d1") ?? 0) & 0x08, 2_500, "d1 drained by its agent");
     for (let i = 0; i < 6; i++) {
       const a = await complete(base, "tiny", 5);

@@ -206,7 +206,7 @@ export function renderHaproxyConfig(plan: FleetPlan): string {
     line("    retry-on conn-failure empty-response 502 503");
     line(`    retries ${retries(members.length)}`);
     line("    option redispatch 1");
-    line(`    default-server weight 100${anyAgent ? " agent-inter 1s" : ""}`);
+    line(`    default-server weight 100${anyAgent ? " agent-inter 500ms" : ""}`);
     for (const d of members) line(serverLine(d, model));
     for (const d of members) if (d.agentPort !== null) line(overflowLine(d));
     line();
@@ -292,11 +292,11 @@ export function renderHaproxyConfig(plan: FleetPlan): string {
       "In every backend: the daemon with the fewest open requests, by weight, gets the next one (leastconn). " +
         "Each server line is the pipe to one daemon (listen daemon_dN, at the end) and follows that daemon's health check (track)" +
         (anyAgent
-          ? ". With an agent, it also asks the daemon every second how loaded it is (agent-check): drain, or the share of its slots that are free, " +
+          ? ". With an agent, it also asks the daemon twice a second how loaded it is (agent-check): drain, or the share of its slots that are free, " +
             "for the model agent-send names (an empty line: the whole daemon). weight 100 is what the agent's percentages scale " +
             "(HAProxy's default of 1 would round them to 0). A daemon with no free slot has weight 0 and gets nothing new while another has one; " +
             "when none has, the dN_overflow lines (backup: the same daemons, unweighted, drained or down with dN) take the request, " +
-            "which then waits in that daemon's queue, or is refused.\n"
+            "which then waits in that daemon's queue, or is refused. (What HAProxy knows is up to half a second old: a burst in that time may find a daemon full that it thought free, or miss one that has just freed a slot.)\n"
           : ". Start the daemons with --agent-port and re-run fleet-config with it for load feedback.\n") +
         "A daemon refuses with 503 what it cannot queue (QUEUE_FULL) and what it gets while stopping (SHUTTING_DOWN), before any work; " +
         "a dead daemon shows as 502 or 503 from its pipe. The whole request is buffered, so HAProxy sends it again to another daemon " +
