@@ -1,5 +1,5 @@
 import { createServer, type Socket } from "node:net";
-import { canonicalModelName } from "../catalogue/index.ts";
+import { canonicalModelName } from "../catalogue/names.ts";
 
 /**
  * HAProxy's agent protocol (its configuration manual, `agent-check`): HAProxy connects to a TCP port, may

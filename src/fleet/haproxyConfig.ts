@@ -1,5 +1,5 @@
 import { parseArgs } from "node:util";
-import { canonicalModelName, parseModelName } from "../catalogue/index.ts";
+import { canonicalModelName, parseModelName } from "../catalogue/names.ts";
 
 /**
  * `kekahyde fleet-config`: a complete, commented haproxy.cfg (HAProxy 2.6, Debian's package) for a fleet
