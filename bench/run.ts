@@ -468,6 +468,12 @@ async function waitQuiet(): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  // The fleet bench starts its own daemons and HAProxy (bench/fleet.ts).
+  if (ONLY.has("fleet")) {
+    await (await import("./fleet.ts")).runFleetBench(args);
+    if (ONLY.size === 1) return;
+    ONLY.delete("fleet");
+  }
   const model = await modelPath();
   await waitQuiet();
   const peers = peersAvailable();

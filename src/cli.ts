@@ -8,6 +8,7 @@ const USAGE = `Usage: kekahyde <command> [options]
 
 Commands:
   serve     run the daemon (default when no command is given)
+  fleet-config   print an HAProxy config for several daemons behind one address (docs/scale-out.md)
   list, ps, show, run, status, load, stop, unload   talk to a running daemon
 
 Run "kekahyde serve --help" for the daemon's options, "kekahyde VERB --help" for a command's.
@@ -52,6 +53,11 @@ async function main(argv: string[]): Promise<void> {
     return serve(argv);
   }
   if (first === "serve") return serve(rest);
+  if (first === "fleet-config") {
+    const { runFleetConfig } = await import("./fleet/haproxyConfig.ts");
+    process.exitCode = await runFleetConfig(rest, { stdout: (s) => process.stdout.write(s), stderr: (s) => process.stderr.write(s) });
+    return;
+  }
   if ((CLIENT_VERBS as readonly string[]).includes(first)) return runClientVerb(first as ClientVerb, rest);
   if (first === "help") {
     if (rest[0] === "serve") return void console.log(serveHelp());

@@ -4,12 +4,14 @@ import { createActor, waitFor, type Actor } from "xstate";
 import { createCatalogue, defaultDigestCacheFile, defaultModelsDir } from "./catalogue/index.ts";
 import { ConfigError, type ServeConfig } from "./config.ts";
 import { createProcessEngine } from "./engine/process/processEngine.ts";
+import { daemonLoad, startAgentCheck } from "./fleet/agentCheck.ts";
 import { detectDefaultThreads } from "./engine/threads.ts";
 import type { Engine } from "./engine/types.ts";
 import type { Logger } from "./log.ts";
 import type { LoadResult } from "./machines/runtimeMachine.ts";
 import { supervisorMachine, type SupervisorMachine } from "./machines/supervisorMachine.ts";
 import { RuntimeFeed } from "./machines/feed.ts";
+import { modelView } from "./machines/selectors.ts";
 import { statelyInspector } from "./machines/statelyInspector.ts";
 import { createTicket } from "./machines/ticket.ts";
 import { createResourceSampler } from "./monitor/resourceSampler.ts";
@@ -148,6 +150,23 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
     { event: "listening", url, threads, context_size: config.contextSize, gpu: config.gpu, max_models: config.maxModels, parallel: config.parallel, keep_alive_ms: config.keepAliveMs },
     `Kekahyde listening on ${url}`,
   );
+  // HAProxy's agent check: this daemon's free share of slots, per model (docs/scale-out.md).
+  const agent =
+    config.agentPort === null
+      ? null
+      : await startAgentCheck({
+          host: config.host,
+          port: config.agentPort,
+          load: (model) => {
+            const snapshot = supervisor.getSnapshot();
+            const models = Object.values(snapshot.context.models).map((m) => modelView(m));
+            return daemonLoad(models, { draining: draining || snapshot.status !== "active", maxQueue: config.maxQueue, model });
+          },
+        }).catch((e: Error) => {
+          server.close();
+          throw e;
+        });
+  if (agent) log.info({ event: "agent", port: agent.port }, `HAProxy agent on port ${agent.port}`);
   if (!isLoopbackName(config.host) && config.apiKey === null) {
     log.warn({ event: "insecure", host: config.host }, "listening on a non-loopback address WITHOUT an API key (--insecure-no-api-key)");
   }
@@ -182,6 +201,7 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
       server.closeIdleConnections();
       setTimeout(() => server.closeAllConnections(), 2_000).unref();
       await serverClosed;
+      await agent?.close();
       log.info({ event: "stopped" }, "stopped");
     })());
 
