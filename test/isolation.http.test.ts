@@ -140,6 +140,25 @@ describe("the spare engine process", () => {
       await d.close();
     }
   });
+
+  it("goes to one of two loads made at once; each model gets a process of its own and answers with its own weights", async () => {
+    const d = await startTestDaemon({ spareEngine: true, maxModels: 2 });
+    try {
+      await waitUntil(() => engineProcessesOf(process.pid).filter(isAlive).length === 1, 15_000, "a spare engine process");
+      const loads = await Promise.all([
+        d.post("/load_model", { path: await tinyModel(), name: "tiny" }),
+        d.post("/load_model", { path: await skipModel(), name: "skip" }),
+      ]);
+      assert.deepEqual(loads.map((r) => r.status), [200, 200]);
+      const pids = (await d.status()).models.map((m: { engine_pid: number }) => m.engine_pid);
+      assert.equal(new Set(pids).size, 2, `engine processes ${pids.join(", ")}`);
+      const ask = async (model: string) => (await d.post("/run_prompt", { model, prompt: "abc", raw: true, max_tokens: 6 })).text();
+      assert.equal(await ask("tiny"), expectedContinuation("abc", 6, 1));
+      assert.equal(await ask("skip"), expectedContinuation("abc", 6, 2));
+    } finally {
+      await d.close();
+    }
+  });
 });
 
 describe("engine processes end with the daemon", () => {

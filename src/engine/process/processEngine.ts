@@ -118,8 +118,10 @@ export function createProcessEngine(options: ProcessEngineOptions): ProcessEngin
 
   /** A started process for a load: the spare if there is one (a new spare starts once the load is over). */
   async function take(): Promise<Started> {
-    let started = await spareProcess().catch(() => null);
+    // Claimed before waiting for it: two loads at once must not both take the same spare process.
+    const claimed = spareProcess();
     spare = null;
+    let started = await claimed.catch(() => null);
     if (!started?.process.alive) started = await start();
     return started;
   }
