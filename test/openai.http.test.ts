@@ -129,8 +129,8 @@ describe("OpenAI-compatible API with the official openai client", () => {
       (e: unknown) => e instanceof OpenAI.BadRequestError && (e.error as { param?: string }).param === "n",
     );
     await assert.rejects(
-      client.chat.completions.create({ model: "m", messages: [{ role: "user", content: "x" }], logprobs: true }),
-      (e: unknown) => e instanceof OpenAI.BadRequestError && (e.error as { param?: string }).param === "logprobs",
+      client.chat.completions.create({ model: "m", messages: [{ role: "user", content: "x" }], logprobs: true, top_logprobs: 21 }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && (e.error as { param?: string }).param === "top_logprobs",
     );
   });
 

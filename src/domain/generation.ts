@@ -81,6 +81,22 @@ export interface GenerationRequest {
   sampling: SamplingOptions;
   /** Ends the generation after this long, with finish reason "timeout". */
   timeLimitMs?: number;
+  /** Report each sampled token's log-probability, and the `top` most likely tokens at each step (0: none). */
+  logprobs?: { top: number };
+  /**
+   * A conversation longer than the context loses its oldest turns (system messages and the last message are
+   * kept) instead of being refused; the result says how many messages were dropped.
+   */
+  truncate?: boolean;
+}
+
+/** One sampled token and its log-probability after the sampling options; `top`: the most likely at that step. */
+export interface TokenLogprob {
+  token: number;
+  /** The token's text (a piece of a character when the token ends inside one). */
+  text: string;
+  logprob: number;
+  top?: Array<{ token: number; text: string; logprob: number }>;
 }
 
 export interface GenerationProgress {
@@ -98,7 +114,13 @@ export interface GenerateResult {
   toolCalls?: ToolCall[];
   finishReason: FinishReason;
   promptTokens: number;
+  /** Prompt tokens found in the prompt cache (the sequence's earlier tokens), not evaluated again. */
+  cachedTokens?: number;
   completionTokens: number;
+  /** When asked for: one entry per completion token. */
+  logprobs?: TokenLogprob[];
+  /** Messages dropped from the start of the conversation to fit the context (`truncate`). */
+  truncatedMessages?: number;
   /** Wall time of the generation, and the part of it before the first token (prompt processing). */
   durationMs: number;
   firstTokenMs: number | null;

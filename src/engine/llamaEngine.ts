@@ -1,16 +1,17 @@
 import { randomBytes } from "node:crypto";
-import type { ChatHistoryItem, ChatModelFunctions, ChatModelResponse, ChatWrapper, Llama, LlamaContext, LlamaContextSequence, LlamaModel } from "node-llama-cpp";
+import type { ChatHistoryItem, ChatModelFunctions, ChatModelResponse, ChatWrapper, Llama, LlamaContext, LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp";
 import { templateSupportsTools } from "../catalogue/facts.ts";
 import { KekahydeError, toKekahydeError } from "../errors.ts";
 import si from "systeminformation";
 import { SAMPLING_DEFAULTS } from "../domain/defaults.ts";
-import type { ChatMessage, FinishReason, GenerateResult, ToolCall, ToolDefinition } from "../domain/generation.ts";
+import type { ChatMessage, FinishReason, GenerateResult, TokenLogprob, ToolCall, ToolDefinition } from "../domain/generation.ts";
 import { defaultModelName, type GpuMode, type ModelInfo } from "../domain/models.ts";
 import { toGrammarSchema } from "./jsonSchema.ts";
 import { planModel } from "./planning.ts";
 import { sourceBuildOptions } from "./sourceBuild.ts";
 import type { DetokenizeRequest, DetokenizeResult, EmbedRequest, EmbedResult, RankRequest, RankResult, TokenizeRequest, TokenizeResult } from "../domain/jobs.ts";
 import { ModelJobs } from "./modelJobs.ts";
+import { commonPrefix, runTokenLoop, type TokenLoopStop } from "./tokenLoop.ts";
 import type { Engine, GenerateOptions, JobOptions, LoadedModel } from "./types.ts";
 
 export interface LlamaEngineOptions {
@@ -46,6 +47,36 @@ function samplingFor(request: GenerateOptions) {
     seed: s.seed,
     repeatPenalty: s.repeatPenalty === 1 ? (false as const) : { penalty: s.repeatPenalty },
   };
+}
+
+/** How the token loop's ends read as finish reasons. */
+const LOOP_FINISH: Record<TokenLoopStop, FinishReason> = { eog: "stop", stop: "stop", length: "length", abort: "cancelled" };
+
+/** A request's prompt, ready for a sequence: its tokens, and what the generation needs beside them. */
+interface PreparedPrompt {
+  tokens: Token[];
+  /** The conversation as node-llama-cpp's history (for LlamaChat, when tools are offered); null for a raw prompt. */
+  history: ChatHistoryItem[] | null;
+  functions: ChatModelFunctions | undefined;
+  /** The chat template's end-of-turn markers. */
+  stopTokens: Token[][];
+  stopStrings: string[];
+  /** What the reply may begin with that is not part of it (whitespace after the template's turn header). */
+  ignoreStart: string[];
+  truncatedMessages: number;
+}
+
+/**
+ * The conversation without its `n` oldest turns: system messages and the last message stay, and a dropped
+ * assistant message takes the tool results that answer it along. null: not that many can go.
+ */
+export function dropOldestTurns(messages: readonly ChatMessage[], n: number): ChatMessage[] | null {
+  if (n === 0) return [...messages];
+  const droppable = messages.map((m, i) => (m.role !== "system" && m.role !== "tool" && i < messages.length - 1 ? i : -1)).filter((i) => i >= 0);
+  if (droppable.length < n) return null;
+  const gone = new Set(droppable.slice(0, n));
+  const callsGone = new Set(messages.filter((_, i) => gone.has(i)).flatMap((m) => (m.toolCalls ?? []).map((c) => c.id)));
+  return messages.filter((m, i) => !gone.has(i) && !(m.role === "tool" && m.toolCallId !== undefined && callsGone.has(m.toolCallId)));
 }
 
 /** A tool call's id, unique enough for a conversation: "call_" and 24 random characters, as OpenAI's look. */
@@ -129,14 +160,20 @@ class LlamaLoadedModel implements LoadedModel {
 
   generate(options: GenerateOptions): Promise<GenerateResult> {
     if (this.disposing) return Promise.reject(new KekahydeError("NO_MODEL", "The model has been unloaded."));
-    const sequence = this.freeSequences.shift();
-    if (!sequence) return Promise.reject(new KekahydeError("BUSY", `All ${this.info.parallel} sequences of this model are generating.`));
+    if (this.freeSequences.length === 0) return Promise.reject(new KekahydeError("BUSY", `All ${this.info.parallel} sequences of this model are generating.`));
+    let prompt: PreparedPrompt;
+    try {
+      prompt = this.prepare(options);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const sequence = this.takeSequence(prompt.tokens);
     // Our own controller, so that dispose() can end a generation it did not start.
     const abort = new AbortController();
     const forward = () => abort.abort();
     options.signal.addEventListener("abort", forward, { once: true });
     if (options.signal.aborted) abort.abort();
-    const done = this.run({ ...options, signal: abort.signal }, sequence).finally(() => {
+    const done = this.run({ ...options, signal: abort.signal }, prompt, sequence).finally(() => {
       options.signal.removeEventListener("abort", forward);
       this.inflight.delete(entry);
       this.freeSequences.push(sequence);
@@ -144,6 +181,62 @@ class LlamaLoadedModel implements LoadedModel {
     const entry = { abort, done: done.catch(() => {}) };
     this.inflight.add(entry);
     return done;
+  }
+
+  /**
+   * The prompt cache: the free sequence whose evaluated tokens share the longest prefix with the prompt (as
+   * llama-server picks a slot by similarity), so that a conversation's next turn finds its earlier turns there.
+   */
+  private takeSequence(prompt: readonly Token[]): LlamaContextSequence {
+    let best = 0;
+    let bestShared = -1;
+    this.freeSequences.forEach((sequence, i) => {
+      const shared = commonPrefix(sequence.contextTokens, prompt);
+      if (shared > bestShared) [best, bestShared] = [i, shared];
+    });
+    return this.freeSequences.splice(best, 1)[0];
+  }
+
+  /**
+   * The prompt's tokens as the engine will evaluate them: a raw prompt after the model's beginning token (as
+   * llama.cpp's tokenizer adds it), or the conversation rendered by the model's chat template, with the
+   * template's end-of-turn markers. With `truncate`, the oldest turns go until the prompt fits.
+   */
+  private prepare(request: GenerateOptions): PreparedPrompt {
+    const contextSize = this.context.contextSize;
+    if (request.raw) {
+      const bos = this.model.tokens.shouldPrependBosToken ? this.model.tokens.bos : null;
+      const tokens = bos != null ? [bos, ...this.model.tokenize(request.prompt, false, "trimLeadingSpace")] : this.model.tokenize(request.prompt);
+      return this.fitting({ tokens, history: null, functions: undefined, stopTokens: [], stopStrings: [], ignoreStart: [], truncatedMessages: 0 }, contextSize);
+    }
+    const functions = this.functionsFor(request);
+    const wrapper = this.chatWrapper();
+    let truncatedMessages = 0;
+    for (;;) {
+      const messages = request.messages && dropOldestTurns(request.messages, truncatedMessages);
+      const history = this.chatHistory({ ...request, ...(messages && { messages }) });
+      const state = wrapper.generateContextState({ chatHistory: history, availableFunctions: functions });
+      const tokens = state.contextText.tokenize(this.model.tokenizer);
+      const canDrop = request.truncate === true && request.messages !== undefined && dropOldestTurns(request.messages, truncatedMessages + 1) !== null;
+      if (tokens.length < contextSize || !canDrop) {
+        const stopTokens = state.stopGenerationTriggers.map((trigger) => trigger.tokenize(this.model.tokenizer, "trimLeadingSpace"));
+        // A trigger written as plain text may come out in other tokens than its own: it also stops as a string.
+        const stopStrings = state.stopGenerationTriggers.filter((t) => t.values.every((v) => typeof v === "string")).map((t) => t.toString());
+        const ignoreStart = (state.ignoreStartText ?? []).map((t) => t.toString());
+        return this.fitting({ tokens, history, functions, stopTokens, stopStrings, ignoreStart, truncatedMessages }, contextSize);
+      }
+      truncatedMessages += 1;
+    }
+  }
+
+  private fitting(prompt: PreparedPrompt, contextSize: number): PreparedPrompt {
+    const n = prompt.tokens.length;
+    if (n < contextSize) return prompt;
+    throw new KekahydeError(
+      "PROMPT_TOO_LONG",
+      `The prompt is ${n} tokens but the context holds ${contextSize}. Shorten the prompt, load the model with a larger context_size, or (for a conversation) send "truncate": true to drop its oldest turns.`,
+      { prompt_tokens: n, context_size: contextSize },
+    );
   }
 
   private chatWrapper(): ChatWrapper {
@@ -220,99 +313,104 @@ class LlamaLoadedModel implements LoadedModel {
     );
   }
 
-  private async run(request: GenerateOptions, sequence: LlamaContextSequence): Promise<GenerateResult> {
+  private async run(request: GenerateOptions, prompt: PreparedPrompt, sequence: LlamaContextSequence): Promise<GenerateResult> {
     const { signal } = request;
     const started = performance.now();
-    const functions = request.raw ? undefined : this.functionsFor(request);
-    const mustCall = functions !== undefined && (request.toolChoice ?? "auto") !== "auto";
-    const wrapper = request.raw ? null : this.chatWrapper();
-    const chat = wrapper ? new this.lib.LlamaChat({ contextSequence: sequence, autoDisposeSequence: false, chatWrapper: mustCall ? callingWrapper(wrapper) : wrapper }) : null;
-    const completion = request.raw ? new this.lib.LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false }) : null;
+    const promptTokens = prompt.tokens.length;
+    const room = this.context.contextSize - promptTokens;
+    const maxTokens = request.maxTokens === undefined ? room : Math.min(request.maxTokens, room);
+    let completionTokens = 0;
+    let firstTokenMs: number | null = null;
+    const report = () => request.onProgress?.({ promptTokens, completionTokens, firstTokenMs });
+    const counted = (n: number) => {
+      if (firstTokenMs === null) firstTokenMs = performance.now() - started;
+      completionTokens = n;
+      report();
+    };
+    report(); // the prompt's length, before the first token
+    const ended = (r: { text: string; finishReason: FinishReason; cachedTokens: number; toolCalls?: ToolCall[]; logprobs?: TokenLogprob[] }): GenerateResult => ({
+      text: r.text,
+      ...(r.toolCalls && r.toolCalls.length > 0 && { toolCalls: r.toolCalls }),
+      finishReason: signal.aborted ? "cancelled" : r.finishReason,
+      promptTokens,
+      cachedTokens: r.cachedTokens,
+      completionTokens,
+      ...(r.logprobs && { logprobs: r.logprobs }),
+      ...(prompt.truncatedMessages > 0 && { truncatedMessages: prompt.truncatedMessages }),
+      durationMs: performance.now() - started,
+      firstTokenMs,
+    });
     try {
-      const history = this.chatHistory(request);
-      const promptTokens = wrapper
-        ? wrapper.generateContextState({ chatHistory: history, availableFunctions: functions }).contextText.tokenize(this.model.tokenizer).length
-        : this.model.tokenize(request.prompt).length + (this.model.tokens.bos != null ? 1 : 0);
-      const contextSize = this.context.contextSize;
-      if (promptTokens >= contextSize) {
-        throw new KekahydeError(
-          "PROMPT_TOO_LONG",
-          `The prompt is ${promptTokens} tokens but the context holds ${contextSize}. Shorten the prompt or load the model with a larger context_size.`,
-          { prompt_tokens: promptTokens, context_size: contextSize },
-        );
-      }
-      const room = contextSize - promptTokens;
+      if (prompt.functions) return ended(await this.callingTools(request, prompt, sequence, maxTokens, counted));
       // The request side refuses a format together with tools: node-llama-cpp takes a grammar or functions.
-      const grammar = functions
-        ? undefined
-        : request.jsonSchema
-          ? await this.llama.createGrammarForJsonSchema(toGrammarSchema(request.jsonSchema) as never)
-          : request.json
-            ? await this.llama.getGrammarFor("json")
-            : undefined;
-      let completionTokens = 0;
-      let firstTokenMs: number | null = null;
-      const report = () => request.onProgress?.({ promptTokens, completionTokens, firstTokenMs });
-      const onToken = (tokens: readonly unknown[]) => {
-        if (firstTokenMs === null) firstTokenMs = performance.now() - started;
-        completionTokens += tokens.length;
-        report();
-      };
-      // The tokens of a function call reach no onToken; its arguments arrive a token or so per chunk.
-      const onFunctionCallParamsChunk = ({ paramsChunk }: { paramsChunk: string }) => paramsChunk !== "" && onToken([paramsChunk]);
-      const outputBefore = sequence.tokenMeter.usedOutputTokens;
-      report(); // the prompt's length, before the first token
-      const common = {
-        ...samplingFor(request),
-        maxTokens: request.maxTokens === undefined ? room : Math.min(request.maxTokens, room),
+      const grammar = request.jsonSchema
+        ? await this.llama.createGrammarForJsonSchema(toGrammarSchema(request.jsonSchema) as never)
+        : request.json
+          ? await this.llama.getGrammarFor("json")
+          : undefined;
+      const r = await runTokenLoop({
+        model: this.model,
+        sequence,
+        prompt: prompt.tokens,
+        maxTokens,
+        stopTokens: prompt.stopTokens,
+        stopStrings: [...prompt.stopStrings, ...(request.stop ?? [])],
+        ignoreStart: prompt.ignoreStart,
+        sampling: { ...SAMPLING_DEFAULTS, ...request.sampling },
+        grammar,
+        logprobs: request.logprobs ?? null,
         signal,
+        onText: request.onText,
+        onToken: counted,
+      });
+      return ended({ text: r.text, finishReason: LOOP_FINISH[r.stopReason], cachedTokens: r.cachedTokens, logprobs: r.logprobs });
+    } catch (e) {
+      if (!signal.aborted) throw toKekahydeError(e, "ENGINE_FAILURE", "generation failed in the engine");
+      return ended({ text: "", finishReason: "cancelled", cachedTokens: 0 });
+    }
+  }
+
+  /**
+   * A generation that may call tools goes through node-llama-cpp's LlamaChat: its chat wrapper knows the
+   * template's call syntax, spots calls and holds their arguments to their schema.
+   */
+  private async callingTools(
+    request: GenerateOptions,
+    prompt: PreparedPrompt,
+    sequence: LlamaContextSequence,
+    maxTokens: number,
+    counted: (n: number) => void,
+  ): Promise<{ text: string; finishReason: FinishReason; cachedTokens: number; toolCalls: ToolCall[] }> {
+    const mustCall = (request.toolChoice ?? "auto") !== "auto";
+    const wrapper = this.chatWrapper();
+    // LlamaChat keeps the sequence's shared prefix as well.
+    const cachedTokens = Math.min(commonPrefix(sequence.contextTokens, prompt.tokens), prompt.tokens.length - 1);
+    const chat = new this.lib.LlamaChat({ contextSequence: sequence, autoDisposeSequence: false, chatWrapper: mustCall ? callingWrapper(wrapper) : wrapper });
+    try {
+      const outputBefore = sequence.tokenMeter.usedOutputTokens;
+      let n = 0;
+      const onToken = (tokens: readonly unknown[]) => counted((n += tokens.length));
+      const r = await chat.generateResponse(prompt.history!, {
+        ...samplingFor(request),
+        maxTokens,
+        signal: request.signal,
         stopOnAbortSignal: true,
         customStopTriggers: request.stop?.length ? request.stop : undefined,
-        grammar,
         onToken,
         onTextChunk: request.onText,
-      };
-      let text: string;
-      let stopReason: string;
-      let toolCalls: ToolCall[] = [];
-      try {
-        if (chat && functions) {
-          const { grammar: _none, ...options } = common;
-          const r = await chat.generateResponse(history, {
-            ...options,
-            functions,
-            documentFunctionParams: true,
-            maxParallelFunctionCalls: request.parallelToolCalls === false ? 1 : undefined,
-            onFunctionCallParamsChunk,
-          });
-          [text, stopReason] = [r.response, r.metadata.stopReason];
-          toolCalls = (r.functionCalls ?? []).map((c) => ({ id: newCallId(), name: c.functionName, arguments: JSON.stringify(c.params ?? {}) }));
-          // Every token the model wrote, its calls' included.
-          completionTokens = Math.max(completionTokens, sequence.tokenMeter.usedOutputTokens - outputBefore);
-        } else if (chat) {
-          const r = await chat.generateResponse(history, common);
-          [text, stopReason] = [r.response, r.metadata.stopReason];
-        } else {
-          const r = await completion!.generateCompletionWithMeta(request.prompt, common);
-          [text, stopReason] = [r.response, r.metadata.stopReason];
-        }
-      } catch (e) {
-        if (!signal.aborted) throw toKekahydeError(e, "ENGINE_FAILURE", "generation failed in the engine");
-        [text, stopReason] = ["", "abort"];
-      }
-      const finishReason: FinishReason = signal.aborted ? "cancelled" : toolCalls.length > 0 ? "tool_calls" : (STOP_REASONS[stopReason] ?? "stop");
-      return {
-        text,
-        ...(finishReason === "tool_calls" && { toolCalls }),
-        finishReason,
-        promptTokens,
-        completionTokens,
-        durationMs: performance.now() - started,
-        firstTokenMs,
-      };
+        functions: prompt.functions,
+        documentFunctionParams: true,
+        maxParallelFunctionCalls: request.parallelToolCalls === false ? 1 : undefined,
+        // The tokens of a function call reach no onToken; its arguments arrive a token or so per chunk.
+        onFunctionCallParamsChunk: ({ paramsChunk }) => paramsChunk !== "" && onToken([paramsChunk]),
+      });
+      // Every token the model wrote, its calls' included.
+      counted(Math.max(n, sequence.tokenMeter.usedOutputTokens - outputBefore));
+      const toolCalls = (r.functionCalls ?? []).map((c) => ({ id: newCallId(), name: c.functionName, arguments: JSON.stringify(c.params ?? {}) }));
+      const finishReason: FinishReason = toolCalls.length > 0 ? "tool_calls" : (STOP_REASONS[r.metadata.stopReason] ?? "stop");
+      return { text: r.response, finishReason, cachedTokens, toolCalls };
     } finally {
-      chat?.dispose();
-      completion?.dispose();
+      chat.dispose();
     }
   }
 

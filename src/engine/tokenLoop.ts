@@ -1,4 +1,5 @@
 import type { LlamaContextSequence, LlamaGrammar, LlamaModel, Token } from "node-llama-cpp";
+import type { TokenLogprob } from "../domain/generation.ts";
 
 /**
  * One generation loop of Kekahyde's own, on a context sequence: the prompt's tokens are evaluated after the
@@ -7,16 +8,6 @@ import type { LlamaContextSequence, LlamaGrammar, LlamaModel, Token } from "node
  * string), the token limit or the abort signal. It does what node-llama-cpp's LlamaChat and LlamaCompletion
  * do for a plain generation, with less per-token machinery, and it can report log-probabilities.
  */
-
-export interface TokenLogprob {
-  token: Token;
-  /** The token's text. */
-  text: string;
-  /** Natural log of its probability after the sampling options. */
-  logprob: number;
-  /** The most likely tokens at this step, most likely first (when asked for). */
-  top?: Array<{ token: Token; text: string; logprob: number }>;
-}
 
 export interface TokenLoopOptions {
   model: LlamaModel;
@@ -28,6 +19,8 @@ export interface TokenLoopOptions {
   stopTokens?: Token[][];
   /** Strings that end the generation; not part of the text. */
   stopStrings?: readonly string[];
+  /** Text the reply may begin with that is not part of it (a chat template's whitespace after the turn's header). */
+  ignoreStart?: readonly string[];
   sampling: { temperature: number; topK: number; topP: number; minP: number; seed?: number; repeatPenalty: number };
   grammar?: LlamaGrammar;
   /** Ask for each sampled token's log-probability, and the `top` most likely alternatives. */
@@ -79,10 +72,14 @@ export async function runTokenLoop(options: TokenLoopOptions): Promise<TokenLoop
   /** Text decoded and kept; the part of it past `sent` has not been passed on yet (a stop string may begin there). */
   let text = "";
   let sent = 0;
+  /** Characters at the start that `ignoreStart` drops; null until the start has been decided. */
+  let skipped: number | null = null;
+  const ignoreStart = (options.ignoreStart ?? []).filter((s) => s.length > 0);
   /** Tokens not yet decoded into `text`: an incomplete UTF-8 character waits for its next token. */
   let pending: Token[] = [];
   let stopReason: TokenLoopStop = "length";
 
+  const ignoredStart = () => Math.max(0, ...ignoreStart.filter((s) => text.startsWith(s)).map((s) => s.length));
   const flush = (final: boolean) => {
     const upTo = final ? text.length : Math.max(sent, text.length - holdBack);
     if (upTo > sent) {
@@ -103,6 +100,8 @@ export async function runTokenLoop(options: TokenLoopOptions): Promise<TokenLoop
       // As llama.cpp's: the last 64 tokens of the context are penalised.
       repeatPenalty: s.repeatPenalty === 1 ? undefined : { penalty: s.repeatPenalty, punishTokens: () => [...prompt, ...generated].slice(-64) },
       grammarEvaluationState,
+      // Otherwise the evaluation ends silently at an end-of-generation token, which reads as "length".
+      yieldEogToken: true,
     },
   );
   try {
@@ -146,7 +145,9 @@ export async function runTokenLoop(options: TokenLoopOptions): Promise<TokenLoop
           stopReason = "stop";
           break;
         }
-        flush(false);
+        // The start is decided once the text can no longer grow into a longer ignored start.
+        if (skipped === null && !ignoreStart.some((s) => s.length > text.length && s.startsWith(text))) sent = skipped = ignoredStart();
+        if (skipped !== null) flush(false);
       }
       if (generated.length >= options.maxTokens) {
         stopReason = "length";
@@ -158,6 +159,7 @@ export async function runTokenLoop(options: TokenLoopOptions): Promise<TokenLoop
     await evaluation.return();
   }
   if (pending.length > 0 && stopReason !== "stop") text += model.detokenize(pending);
+  if (skipped === null) sent = skipped = Math.min(ignoredStart(), text.length);
   flush(true);
-  return { text, stopReason, completionTokens: generated.length, cachedTokens, ...(options.logprobs && { logprobs }) };
+  return { text: text.slice(skipped), stopReason, completionTokens: generated.length, cachedTokens, ...(options.logprobs && { logprobs }) };
 }

@@ -77,6 +77,8 @@ export interface GenerationStats {
   startedAt: number;
   endedAt: number | null;
   promptTokens: number | null;
+  /** Of the prompt's tokens, those found in the sequence's key-value cache (not evaluated again). */
+  cachedTokens: number | null;
   completionTokens: number;
   firstTokenMs: number | null;
   finishReason: FinishReason | null;
@@ -143,7 +145,7 @@ const requestOf = (event: RuntimeEvent): string | null => (event.type === "STOP"
 const slotsTaken = (context: RuntimeContext): number => context.running.filter((j) => takesSlot(j.work.kind)).length;
 
 function freshStats(): GenerationStats {
-  return { startedAt: Date.now(), endedAt: null, promptTokens: null, completionTokens: 0, firstTokenMs: null, finishReason: null };
+  return { startedAt: Date.now(), endedAt: null, promptTokens: null, cachedTokens: null, completionTokens: 0, firstTokenMs: null, finishReason: null };
 }
 
 /** How long to wait before retrying a refused request: the last generation's length times the queue ahead. */
@@ -344,7 +346,7 @@ export const runtimeMachine = setup({
       const ended: GenerationStats | null = job.stats && {
         ...job.stats,
         endedAt: Date.now(),
-        ...(r && { promptTokens: r.promptTokens, completionTokens: r.completionTokens, firstTokenMs: r.firstTokenMs, finishReason: r.finishReason }),
+        ...(r && { promptTokens: r.promptTokens, cachedTokens: r.cachedTokens ?? 0, completionTokens: r.completionTokens, firstTokenMs: r.firstTokenMs, finishReason: r.finishReason }),
       };
       // The last generation's figures are a generation's: other jobs leave them as they were.
       const generation = job.work.kind === "generate" ? ended : null;

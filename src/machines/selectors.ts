@@ -18,6 +18,8 @@ export function stateName(snapshot: RuntimeSnapshot): RuntimeStateName {
 export interface GenerationView {
   running: boolean;
   prompt_tokens: number | null;
+  /** Of the prompt's tokens, those reused from the prompt cache; null until the generation ends. */
+  cached_tokens: number | null;
   tokens: number;
   /** Generation speed after the first token (prompt processing excluded). */
   tokens_per_s: number | null;
@@ -34,6 +36,7 @@ export function generationView(g: GenerationStats | null, now = Date.now()): Gen
   return {
     running: g.endedAt === null,
     prompt_tokens: g.promptTokens,
+    cached_tokens: g.cachedTokens ?? null,
     tokens: g.completionTokens,
     tokens_per_s: tokensPerS === null ? null : Math.round(tokensPerS * 10) / 10,
     time_to_first_token_ms: g.firstTokenMs === null ? null : Math.round(g.firstTokenMs * 10) / 10,

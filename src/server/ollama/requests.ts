@@ -85,6 +85,14 @@ function refuseUnsupported(body: Body): void {
   if (Array.isArray(body.context) && body.context.length > 0) bad("context", "is not supported: send the conversation as /api/chat messages instead");
 }
 
+/** `logprobs: true` and `top_logprobs` (0-20), as Ollama takes them beside the options. */
+function logprobs(body: Body): Pick<GenerationRequest, "logprobs"> {
+  const wanted = optionalBoolean(body, "logprobs") ?? false;
+  const top = optionalNumber(body, "top_logprobs", { min: 0, max: 20, integer: true });
+  if (top !== undefined && top > 0 && !wanted) bad("top_logprobs", 'needs "logprobs": true');
+  return wanted ? { logprobs: { top: top ?? 0 } } : {};
+}
+
 export function parseGenerate(body: Body): OllamaRequest {
   refuseUnsupported(body);
   const model = modelField(body);
@@ -105,6 +113,7 @@ export function parseGenerate(body: Body): OllamaRequest {
       ...(maxTokens !== undefined && { maxTokens }),
       ...(stop && { stop }),
       ...format(body),
+      ...logprobs(body),
     },
   };
 }
@@ -167,6 +176,9 @@ export function parseChat(body: Body): OllamaRequest {
       ...(maxTokens !== undefined && { maxTokens }),
       ...(stop && { stop }),
       ...constraint,
+      ...logprobs(body),
+      // A conversation longer than the context loses its oldest turns instead of being refused.
+      ...(optionalBoolean(body, "truncate") && { truncate: true }),
     },
   };
 }

@@ -113,7 +113,8 @@ export function timingsOf(result: GenerateResult, requestStartedMs: number, nowM
   return {
     total_duration: ns(total),
     load_duration: ns(Math.max(0, total - result.durationMs)),
-    prompt_eval_count: result.promptTokens,
+    // As Ollama counts it: the prompt tokens evaluated, not those found in the prompt cache.
+    prompt_eval_count: result.promptTokens - (result.cachedTokens ?? 0),
     prompt_eval_duration: ns(prompt),
     eval_count: result.completionTokens,
     eval_duration: ns(Math.max(0, result.durationMs - prompt)),

@@ -3,9 +3,23 @@ import { checkJsonSchema } from "../jsonSchema.ts";
 import { pairToolCalls, parseTools, type RequestedCall, type UnpairedMessage } from "../tools.ts";
 import { bad, optionalBoolean, optionalNumber } from "../validation.ts";
 
+/** Chat: `logprobs: true` and `top_logprobs` (0-20, only with logprobs), as OpenAI checks them. */
+function chatLogprobs(body: Record<string, unknown>): Pick<GenerationRequest, "logprobs"> {
+  const wanted = optionalBoolean(body, "logprobs") ?? false;
+  const top = optionalNumber(body, "top_logprobs", { min: 0, max: 20, integer: true });
+  if (top !== undefined && !wanted) bad("top_logprobs", 'needs "logprobs": true');
+  return wanted ? { logprobs: { top: top ?? 0 } } : {};
+}
+
+/** Completions: `logprobs` is the number of most likely tokens to list at each step (0-5). */
+function completionLogprobs(body: Record<string, unknown>): Pick<GenerationRequest, "logprobs"> {
+  const top = optionalNumber(body, "logprobs", { min: 0, max: 5, integer: true });
+  return top === undefined ? {} : { logprobs: { top } };
+}
+
 /**
  * OpenAI request bodies to our generation requests. Fields OpenAI defines but a local engine cannot honour
- * (n > 1, logprobs, the legacy functions) are refused with 400 rather than silently ignored.
+ * (n > 1, the legacy functions) are refused with 400 rather than silently ignored.
  */
 
 type Body = Record<string, unknown>;
@@ -35,7 +49,6 @@ const given = (v: unknown) => v !== undefined && v !== null && v !== false && !(
 function refuseUnsupported(body: Body): void {
   const n = body.n;
   if (n !== undefined && n !== null && n !== 1) bad("n", "must be 1: Kekahyde generates one choice per request");
-  if (given(body.logprobs)) bad("logprobs", "is not supported by Kekahyde");
   for (const field of ["functions", "function_call"]) if (given(body[field])) bad(field, 'is not supported: use "tools" and "tool_choice" (OpenAI\'s deprecated functions are not)');
 }
 
@@ -59,6 +72,7 @@ export function parseCompletion(body: Body): OpenAiRequest {
     maxTokens: optionalNumber(body, "max_tokens", { min: 1, max: 1 << 24, integer: true }) ?? 16,
     stop: stopList(body),
     sampling: sampling(body),
+    ...completionLogprobs(body),
     stream: optionalBoolean(body, "stream") ?? false,
     model: modelName(body),
   };
@@ -175,6 +189,8 @@ export function parseChatCompletion(body: Body): OpenAiRequest {
     stop: stopList(body),
     jsonSchema,
     sampling: sampling(body),
+    ...chatLogprobs(body),
+    ...(optionalBoolean(body, "truncate") && { truncate: true }),
     stream: optionalBoolean(body, "stream") ?? false,
     model: modelName(body),
   };

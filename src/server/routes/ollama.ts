@@ -8,6 +8,7 @@ import type { LoadResult, UnloadResult } from "../../machines/runtimeMachine.ts"
 import { modelView } from "../../machines/selectors.ts";
 import { sendRequest } from "../../machines/sendRequest.ts";
 import { createTicket } from "../../machines/ticket.ts";
+import { tokenLogprobsView } from "../logprobs.ts";
 import { generate, generateStreaming, type StreamFormat } from "../generation.ts";
 import { requireBody } from "../middleware/jsonBody.ts";
 import { routeByName } from "../modelRouting.ts";
@@ -70,7 +71,18 @@ async function loadOrUnload(deps: RouteDeps, request: OllamaRequest, to: Routing
 async function answer(ctx: Context, deps: RouteDeps, request: OllamaRequest, to: Routing, frame: (text: string, calls?: ToolCall[]) => Record<string, unknown>): Promise<void> {
   const started = performance.now();
   const base = () => ({ model: request.model, created_at: now() });
-  const final = (r: GenerateResult, text: string, calls?: ToolCall[]) => ({ ...base(), ...frame(text, calls), done: true, done_reason: doneReason(r.finishReason), ...timingsOf(r, started) });
+  // Log-probabilities come with the whole reply: streamed, all of them in the last object.
+  const logprobs = (r: GenerateResult) => (request.generation!.logprobs ? { logprobs: tokenLogprobsView(r.logprobs ?? []) } : {});
+  const final = (r: GenerateResult, text: string, calls?: ToolCall[]) => ({
+    ...base(),
+    ...frame(text, calls),
+    done: true,
+    done_reason: doneReason(r.finishReason),
+    ...timingsOf(r, started),
+    ...logprobs(r),
+    // Said in the answer when the conversation lost its oldest turns to fit ("truncate": true).
+    ...(r.truncatedMessages && { truncated_messages: r.truncatedMessages }),
+  });
   if (request.stream) {
     const format: StreamFormat = {
       contentType: "application/x-ndjson",

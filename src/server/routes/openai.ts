@@ -2,7 +2,8 @@ import { randomUUID } from "node:crypto";
 import { openAiTarget, servedModelName } from "../../machines/selectors.ts";
 import type { Routing } from "../validation.ts";
 import type Router from "@koa/router";
-import type { FinishReason, GenerateResult, ToolCall } from "../../domain/generation.ts";
+import type { FinishReason, GenerateResult, GenerationRequest, ToolCall } from "../../domain/generation.ts";
+import { completionLogprobsView, tokenLogprobsView } from "../logprobs.ts";
 import { generate, generateStreaming, type StreamFormat } from "../generation.ts";
 import { requireBody } from "../middleware/jsonBody.ts";
 import { routeByName } from "../modelRouting.ts";
@@ -14,7 +15,21 @@ import { capabilitiesOf, factsOfFile } from "../tools.ts";
 
 const openAiFinish = (r: FinishReason): "stop" | "length" | "tool_calls" => (r === "length" || r === "timeout" ? "length" : r === "tool_calls" ? "tool_calls" : "stop");
 const toolCallsOf = (calls: ToolCall[]) => calls.map(({ id, name, arguments: args }) => ({ id, type: "function" as const, function: { name, arguments: args } }));
-const usage = (r: GenerateResult) => ({ prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens });
+const usage = (r: GenerateResult) => ({
+  prompt_tokens: r.promptTokens,
+  completion_tokens: r.completionTokens,
+  total_tokens: r.promptTokens + r.completionTokens,
+  // Prompt tokens found in the prompt cache, not evaluated again.
+  prompt_tokens_details: { cached_tokens: r.cachedTokens ?? 0 },
+});
+/** Said in the answer when a conversation lost its oldest turns to fit the context ("truncate": true). */
+const truncation = (r: GenerateResult) => (r.truncatedMessages ? { truncated_messages: r.truncatedMessages } : {});
+/**
+ * Log-probabilities, when asked for. They come with the whole reply: in a stream, all of them in the last
+ * chunk (a client that gathers them chunk by chunk gets the full list).
+ */
+const chatLogprobs = (request: GenerationRequest, r: GenerateResult) => (request.logprobs ? { content: tokenLogprobsView(r.logprobs ?? []), refusal: null } : null);
+const completionLogprobs = (request: GenerationRequest, r: GenerateResult) => (request.logprobs ? completionLogprobsView(r.logprobs ?? [], request.logprobs.top) : null);
 const now = () => Math.floor(Date.now() / 1000);
 const sse = (data: unknown) => `data: ${JSON.stringify(data)}\n\n`;
 
@@ -59,13 +74,13 @@ export function openAiRoutes(router: Router, deps: RouteDeps): void {
       const format: StreamFormat = {
         contentType: "text/event-stream",
         chunk: (text) => sse({ ...base, choices: [{ index: 0, text, logprobs: null, finish_reason: null }] }),
-        end: (r) => sse({ ...base, choices: [{ index: 0, text: "", logprobs: null, finish_reason: openAiFinish(r.finishReason) }], usage: usage(r) }) + "data: [DONE]\n\n",
+        end: (r) => sse({ ...base, choices: [{ index: 0, text: "", logprobs: completionLogprobs(request, r), finish_reason: openAiFinish(r.finishReason) }], usage: usage(r), ...truncation(r) }) + "data: [DONE]\n\n",
         fail: (e) => sse({ error: { message: e.message, type: "server_error", code: e.code } }) + "data: [DONE]\n\n",
       };
       return generateStreaming(ctx, deps, request, routing, format);
     }
     const r = await generate(ctx, deps, request, routing);
-    ctx.body = { ...base, choices: [{ index: 0, text: r.text, logprobs: null, finish_reason: openAiFinish(r.finishReason) }], usage: usage(r) };
+    ctx.body = { ...base, choices: [{ index: 0, text: r.text, logprobs: completionLogprobs(request, r), finish_reason: openAiFinish(r.finishReason) }], usage: usage(r), ...truncation(r) };
   });
 
   router.post("/v1/chat/completions", async (ctx) => {
@@ -96,7 +111,7 @@ export function openAiRoutes(router: Router, deps: RouteDeps): void {
         },
         end: (r) =>
           (r.toolCalls?.length ? toolCallDeltas(r.toolCalls) : first ? delta({ role: "assistant", content: "" }) : "") +
-          sse({ ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: openAiFinish(r.finishReason) }], usage: usage(r) }) +
+          sse({ ...base, choices: [{ index: 0, delta: {}, logprobs: chatLogprobs(request, r), finish_reason: openAiFinish(r.finishReason) }], usage: usage(r), ...truncation(r) }) +
           "data: [DONE]\n\n",
         fail: (e) => sse({ error: { message: e.message, type: "server_error", code: e.code } }) + "data: [DONE]\n\n",
       };
@@ -115,11 +130,12 @@ export function openAiRoutes(router: Router, deps: RouteDeps): void {
           message: r.toolCalls?.length
             ? { role: "assistant", content: r.text === "" ? null : r.text, refusal: null, tool_calls: toolCallsOf(r.toolCalls) }
             : { role: "assistant", content: r.text, refusal: null },
-          logprobs: null,
+          logprobs: chatLogprobs(request, r),
           finish_reason: openAiFinish(r.finishReason),
         },
       ],
       usage: usage(r),
+      ...truncation(r),
     };
   });
 }
