@@ -184,8 +184,10 @@ class LlamaLoadedModel implements LoadedModel {
   }
 
   /**
-   * The prompt cache: the free sequence whose evaluated tokens share the longest prefix with the prompt (as
-   * llama-server picks a slot by similarity), so that a conversation's next turn finds its earlier turns there.
+   * The prompt cache: the free sequence whose evaluated tokens share the longest prefix with the prompt, so
+   * that a conversation's next turn finds its earlier turns there. As llama-server's slot similarity: when
+   * that prefix is no more than half the prompt, the least recently used sequence is taken instead (free
+   * sequences are kept in the order they were freed), so an unrelated prompt does not evict a conversation.
    */
   private takeSequence(prompt: readonly Token[]): LlamaContextSequence {
     let best = 0;
@@ -194,6 +196,7 @@ class LlamaLoadedModel implements LoadedModel {
       const shared = commonPrefix(sequence.contextTokens, prompt);
       if (shared > bestShared) [best, bestShared] = [i, shared];
     });
+    if (bestShared * 2 <= prompt.length) best = 0;
     return this.freeSequences.splice(best, 1)[0];
   }
 
