@@ -28,7 +28,7 @@ export function originCheck(allowedOrigins: readonly string[]): Middleware {
       ctx.status = 204;
       return;
     }
-    ctx.set("Access-Control-Expose-Headers", "X-Finish-Reason, X-Prompt-Tokens, X-Completion-Tokens, Retry-After");
+    ctx.set("Access-Control-Expose-Headers", "X-Finish-Reason, X-Prompt-Tokens, X-Completion-Tokens, X-Cached-Tokens, Retry-After");
     await next();
   };
 }

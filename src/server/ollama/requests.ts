@@ -165,6 +165,7 @@ export function parseChat(body: Body): OllamaRequest {
   const messages = pairToolCalls(raw.map(chatMessage));
   const constraint = format(body);
   if (tools && (constraint.json || constraint.jsonSchema)) bad("format", "cannot be combined with tools: leave one out");
+  if (tools && body.logprobs === true) bad("logprobs", "cannot be combined with tools yet: leave one out");
   return {
     ...base,
     generation: {

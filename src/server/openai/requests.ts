@@ -180,6 +180,7 @@ export function parseChatCompletion(body: Body): OpenAiRequest {
   const jsonSchema = responseFormat(body);
   const calling = tools !== undefined && choice !== "none";
   if (calling && jsonSchema) bad("response_format", 'cannot be combined with tools: leave it out, or set "tool_choice" to "none"');
+  if (calling && body.logprobs === true) bad("logprobs", 'cannot be combined with tools yet: leave it out, or set "tool_choice" to "none"');
   return {
     prompt: messages.at(-1)!.content,
     messages,

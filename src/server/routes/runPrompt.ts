@@ -10,12 +10,13 @@ const resultHeaders = (r: GenerateResult): Record<string, string> => ({
   "X-Finish-Reason": r.finishReason,
   "X-Prompt-Tokens": String(r.promptTokens),
   "X-Completion-Tokens": String(r.completionTokens),
+  "X-Cached-Tokens": String(r.cachedTokens ?? 0),
 });
 
 /** `"stream": true`: plain text as it is decoded; the result headers come as HTTP trailers. */
 const plainText: StreamFormat = {
   contentType: "text/plain; charset=utf-8",
-  headers: { Trailer: "X-Finish-Reason, X-Prompt-Tokens, X-Completion-Tokens" },
+  headers: { Trailer: "X-Finish-Reason, X-Prompt-Tokens, X-Completion-Tokens, X-Cached-Tokens" },
   chunk: (text) => text,
   end: () => "",
   fail: () => "",
@@ -26,7 +27,8 @@ const plainText: StreamFormat = {
 const serverSentEvents: StreamFormat = {
   contentType: "text/event-stream",
   chunk: (text) => sseEvent({ text }),
-  end: (r) => sseEvent({ finish_reason: r.finishReason, prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens }, "done"),
+  end: (r) =>
+    sseEvent({ finish_reason: r.finishReason, prompt_tokens: r.promptTokens, cached_tokens: r.cachedTokens ?? 0, completion_tokens: r.completionTokens }, "done"),
   fail: (e) => sseEvent({ code: e.code ?? "INTERNAL", message: e.message }, "error"),
 };
 
