@@ -262,11 +262,44 @@ describe("Tool calls", () => {
     assert.equal(after.choices[0].message.content, " abc");
   });
 
+  it("takes agents' tool schemas with bounds, patterns and formats a grammar cannot enforce, and holds calls to the rest", async () => {
+    const fetchParams = {
+      type: "object",
+      properties: {
+        url: { type: "string", format: "uri", pattern: "^https?://", maxLength: 12, description: "The page" },
+        max_length: { type: "integer", minimum: 1, maximum: 100000, exclusiveMinimum: 0 },
+        tags: { type: "array", items: { type: "string", minLength: 1, maxLength: 4 }, uniqueItems: true, maxItems: 2 },
+        pattern: { type: "string", maxLength: 4 },
+      },
+      required: ["url", "max_length", "tags", "pattern"],
+      additionalProperties: false,
+    };
+    const r = await openai.chat.completions.create({
+      model: "qwen-tools",
+      messages: [{ role: "user", content: "Fetch it" }],
+      tools: [{ type: "function", function: { name: "fetch", parameters: fetchParams } }],
+      tool_choice: "required",
+      temperature: 0,
+    });
+    const call = r.choices[0].message.tool_calls![0] as { function: { name: string; arguments: string } };
+    assert.equal(call.function.name, "fetch");
+    const args = JSON.parse(call.function.arguments);
+    // A property named like a dropped keyword is still a property.
+    assert.deepEqual(Object.keys(args).sort(), ["max_length", "pattern", "tags", "url"]);
+    assert.ok(typeof args.url === "string" && args.url.length <= 12, "maxLength is still enforced");
+    assert.ok(Number.isInteger(args.max_length));
+    assert.ok(Array.isArray(args.tags) && args.tags.every((t: unknown) => typeof t === "string" && t.length >= 1));
+  });
+
   it("refuses what it cannot do with a 400 that names the field", async () => {
     const chat = (body: Record<string, unknown>) => openai.chat.completions.create({ model: "qwen-tools", messages: [{ role: "user", content: "x" }], ...body } as never);
     await assert.rejects(
-      chat({ tools: [{ type: "function", function: { name: "count", parameters: { type: "object", properties: { n: { type: "integer", minimum: 1 } } } } }] }),
-      badRequest("tools[0].function.parameters", /minimum/),
+      chat({ tools: [{ type: "function", function: { name: "count", parameters: { type: "object", patternProperties: { "^n": { type: "integer" } } } } }] }),
+      badRequest("tools[0].function.parameters", /patternProperties/),
+    );
+    await assert.rejects(
+      chat({ tools: [{ type: "function", function: { name: "count", parameters: { type: "object", allOf: [{ type: "object" }] } } }] }),
+      badRequest("tools[0].function.parameters", /allOf/),
     );
     await assert.rejects(chat({ tools: [{ type: "function", function: { name: "f", parameters: { type: "string" } } }] }), badRequest("tools[0].function.parameters", /object schema/));
     await assert.rejects(chat({ tools: [{ type: "function", function: { name: "two words" } }] }), badRequest("tools[0].function.name"));

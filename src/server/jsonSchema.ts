@@ -18,7 +18,8 @@ const KEYWORDS_BY_TYPE: Record<string, Set<string>> = {
   object: new Set(["type", "properties", "required", "additionalProperties", "minProperties", "maxProperties", "$defs"]),
   array: new Set(["type", "items", "prefixItems", "minItems", "maxItems", "$defs"]),
 };
-const STRING_FORMATS = new Set(["date-time", "time", "date"]);
+/** The string formats node-llama-cpp's grammar can enforce. */
+export const STRING_FORMATS: ReadonlySet<string> = new Set(["date-time", "time", "date"]);
 const MAX_DEPTH = 32;
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);

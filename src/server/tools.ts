@@ -2,7 +2,7 @@ import type { ModelFacts } from "../catalogue/index.ts";
 import { modelFacts } from "../catalogue/facts.ts";
 import type { ChatMessage, ToolCall, ToolDefinition } from "../domain/generation.ts";
 import { readGgufInfo } from "../gguf/reader.ts";
-import { checkJsonSchema } from "./jsonSchema.ts";
+import { checkJsonSchema, STRING_FORMATS } from "./jsonSchema.ts";
 import { bad } from "./validation.ts";
 
 /**
@@ -43,6 +43,33 @@ function normalizedSchema(node: unknown): unknown {
 }
 
 /**
+ * Keywords of agents' tool schemas (MCP servers, IDE agents) that only narrow values in ways a grammar cannot
+ * enforce: bounds, patterns, formats other than dates and times, and conditionals. Dropped from tool schemas
+ * (not from `response_format`, where a client asks for exactly that shape), so such tools are accepted as
+ * llama-server and Ollama accept them; a call's arguments then hold to everything else in the schema.
+ */
+const UNENFORCEABLE = new Set([
+  "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "pattern", "uniqueItems",
+  "contains", "minContains", "maxContains", "propertyNames", "dependentRequired", "dependentSchemas",
+  "dependencies", "not", "if", "then", "else", "readOnly", "writeOnly", "deprecated", "contentEncoding",
+  "contentMediaType",
+]);
+
+/** A tool schema without its UNENFORCEABLE keywords, walking only where schemas are (not property names). */
+function enforceableSchema(node: unknown): unknown {
+  if (!isObject(node)) return node;
+  const out: Body = {};
+  for (const [k, v] of Object.entries(node)) {
+    if (UNENFORCEABLE.has(k) || (k === "format" && typeof v === "string" && !STRING_FORMATS.has(v))) continue;
+    if ((k === "properties" || k === "$defs") && isObject(v)) out[k] = Object.fromEntries(Object.entries(v).map(([name, sub]) => [name, enforceableSchema(sub)]));
+    else if (k === "items" || k === "additionalProperties") out[k] = enforceableSchema(v);
+    else if ((k === "prefixItems" || k === "anyOf" || k === "oneOf") && Array.isArray(v)) out[k] = v.map(enforceableSchema);
+    else out[k] = v;
+  }
+  return out;
+}
+
+/**
  * `tools`: `[{"type": "function", "function": {"name", "description"?, "parameters"?}}]`. The parameters must
  * be an object schema in the subset a grammar can enforce (src/server/jsonSchema.ts), so that the arguments of
  * every call are valid against it; `{}` or none means the function takes no arguments. Returns undefined for
@@ -69,7 +96,7 @@ export function parseTools(raw: unknown, options: { typeRequired: boolean }): To
     const parameters = fn.parameters;
     if (parameters === undefined || parameters === null || (isObject(parameters) && Object.keys(parameters).length === 0)) return definition;
     const paramsField = `${field}.function.parameters`;
-    const schema = checkJsonSchema(normalizedSchema(parameters), paramsField);
+    const schema = checkJsonSchema(normalizedSchema(enforceableSchema(parameters)), paramsField);
     if (schema.type !== "object") bad(paramsField, 'must be an object schema: {"type": "object", "properties": {...}}');
     return { ...definition, parameters: schema };
   });
