@@ -76,6 +76,7 @@ describe("embeddings with the official openai and ollama clients", () => {
     assert.ok(cosine((await ollama.embed({ model: "embed", input: "ab" })).embeddings[0], (await ollama.embed({ model: "embed", input: "ba" })).embeddings[0]) < 0.999);
 
     assert.deepEqual((await ollama.embed({ model: "embed", input: [] })).embeddings, [], "no input: nothing to embed, as Ollama");
+    assert.deepEqual((await ollama.show({ model: "embed" })).capabilities, ["embedding"], "as Ollama says of a model with a pooling type");
     const legacy = await ollama.embeddings({ model: "embed", prompt: "beta gamma" });
     assert.deepEqual(legacy.embedding, batch.embeddings[1], "the older /api/embeddings answers the same vector");
   });

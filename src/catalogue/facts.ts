@@ -76,5 +76,6 @@ export function modelFacts(info: GgufInfo): ModelFacts {
     embeddingLength: asNumber(info.metadata.get(`${info.architecture}.embedding_length`)),
     chatTemplate,
     templateSupportsTools: templateSupportsTools(chatTemplate),
+    poolingType: asNumber(info.metadata.get(`${info.architecture}.pooling_type`)),
   };
 }

@@ -24,6 +24,8 @@ export interface ModelFacts {
   chatTemplate: string | null;
   /** The chat template renders tools (it uses a `tools` variable, as Llama 3.1 / Qwen 2.5 / Mistral templates do). */
   templateSupportsTools: boolean;
+  /** <arch>.pooling_type (llama.cpp's enum: 1 mean, 2 cls, 3 last, 4 rank); null when the file has none. */
+  poolingType: number | null;
 }
 
 export interface CatalogueEntry {

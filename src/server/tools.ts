@@ -178,9 +178,11 @@ export function factsOfFile(path: string): Promise<ModelFacts | null> {
 }
 
 /**
- * What a model can do, in Ollama's words: "completion" always, "tools" when its chat template renders tools
- * (then Kekahyde calls them: the engine accepts tools exactly for these models).
+ * What a model can do, in Ollama's words and by Ollama's rule: "embedding" for a model whose file names a
+ * pooling type (an embedding model or a reranker), else "completion"; "tools" when its chat template renders
+ * tools (then Kekahyde calls them: the engine accepts tools exactly for these models).
  */
 export function capabilitiesOf(facts: ModelFacts | null): string[] {
-  return ["completion", ...(facts?.templateSupportsTools ? ["tools"] : [])];
+  const pooled = facts?.poolingType != null && facts.poolingType !== 0;
+  return [pooled ? "embedding" : "completion", ...(facts?.templateSupportsTools ? ["tools"] : [])];
 }
