@@ -301,7 +301,7 @@ describe("fleet: three daemons behind HAProxy", { skip: NO_HAPROXY }, () => {
     );
     const t1 = performance.now();
     // Load every model once, so that what the tests time is requests, not loads. One load at a time per
-    // daemon: two at once can share one engine process (src/engine/process/processEngine.ts take()).
+    // daemon, so that two engine processes never start at once on this 2-core machine.
     await Promise.all(
       daemons.map(async (d, i) => {
         for (const name of CATALOGUES[i]) {
