@@ -114,6 +114,30 @@ describe("Ollama's API with the official ollama client", () => {
     assert.equal(bounded.eval_count, 3);
   });
 
+  it("honours system, options.stop, format and num_ctx, and refuses images and think with a 400 naming them", async () => {
+    // The char model answers the last prompt token: a system message changes the prompt, not that reply.
+    const plain = await ollama.generate({ model: "tiny", prompt: "Hi", options: { num_predict: 5, temperature: 0 } });
+    const withSystem = await ollama.generate({ model: "tiny", prompt: "Hi", system: "Be brief.", options: { num_predict: 5, temperature: 0 } });
+    assert.equal(withSystem.response, plain.response);
+    assert.ok(withSystem.prompt_eval_count > plain.prompt_eval_count + "Be brief.".length, "the system message is in the prompt");
+    const stopped = await ollama.generate({ model: "tiny", prompt: "abc", raw: true, options: { num_predict: 20, temperature: 0, stop: ["h"] } });
+    assert.equal(stopped.response, "defg");
+    assert.equal(stopped.done_reason, "stop");
+    const json = await ollama.generate({ model: "tiny", prompt: "x", raw: true, format: { type: "object", properties: { a: { type: "string", maxLength: 3 } }, required: ["a"] }, options: { temperature: 0 } });
+    assert.deepEqual(Object.keys(JSON.parse(json.response)), ["a"], json.response);
+    await ollama.generate({ model: "ace", prompt: "", keep_alive: 0 });
+    await ollama.generate({ model: "ace", prompt: "a", raw: true, options: { num_predict: 1, num_ctx: 768 } });
+    const ace = (await ollama.ps()).models.find((m) => m.name.startsWith("ace"));
+    assert.equal((ace as unknown as { context_length: number }).context_length, 768, "num_ctx sets the context of the load it causes (llama.cpp pads it to 256)");
+    const refused = async (body: Record<string, unknown>, field: string) => {
+      const res = await fetch(`${d.url}/api/generate`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ model: "tiny", prompt: "x", stream: false, ...body }) });
+      assert.equal(res.status, 400);
+      assert.match(((await res.json()) as { error: string }).error, new RegExp(field));
+    };
+    await refused({ images: ["aGk="] }, "images");
+    await refused({ think: true }, "think");
+  });
+
   it("lists running models with their expiry and context, and unloads with keep_alive 0", async () => {
     const loaded = await ollama.generate({ model: "ace", prompt: "" });
     assert.equal(loaded.done_reason, "load", "an empty prompt loads the model");
