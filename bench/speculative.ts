@@ -150,8 +150,9 @@ if (PEERS) {
   const spec = ["-td", String(THREADS), "-tbd", String(THREADS), "--spec-draft-n-max", String(MAX_DRAFT)];
   const configs: Array<[string, string[]]> = [
     ["plain", []],
-    ["--model-draft, ceiling", ["-md", agreePath, ...spec]],
-    ["--model-draft, floor", ["-md", disagreePath, ...spec]],
+    // Without --spec-type draft-simple, this llama-server loads the draft model but never drafts (draft_n absent).
+    ["--model-draft, ceiling", ["-md", agreePath, "--spec-type", "draft-simple", ...spec]],
+    ["--model-draft, floor", ["-md", disagreePath, "--spec-type", "draft-simple", ...spec]],
     ["--spec-type ngram-simple (n 3, m 8)", ["--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", "3", "--spec-ngram-simple-size-m", String(MAX_DRAFT), "--spec-draft-n-max", String(MAX_DRAFT)]],
   ];
   for (const [name, extra] of configs) {

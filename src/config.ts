@@ -13,6 +13,10 @@ export interface ServeConfig {
   host: string;
   port: number;
   model: string | null;
+  /** A draft model for the start-up model's speculative decoding (docs/speculative.md); null: none. */
+  draftModel: string | null;
+  /** "lookup": the start-up model speculates by prompt lookup (no draft model). */
+  speculative: "lookup" | "off";
   /** null: chosen from the machine at start-up (see src/engine/threads.ts). */
   threads: number | null;
   contextSize: number;
@@ -62,6 +66,8 @@ export const DEFAULTS: ServeConfig = {
   host: "127.0.0.1",
   port: 3000,
   model: null,
+  draftModel: null,
+  speculative: "off",
   threads: null,
   contextSize: DEFAULT_CONTEXT_SIZE,
   gpu: "auto",
@@ -160,6 +166,8 @@ export const OPTIONS: readonly OptionDoc[] = [
   { flag: "host", env: "KEKAHYDE_HOST", key: "host", value: "HOST", help: "address to listen on", parse: text },
   { flag: "port", env: "KEKAHYDE_PORT", key: "port", value: "PORT", help: "port to listen on (0 picks a free one)", parse: integer(0, 65535) },
   { flag: "model", env: "KEKAHYDE_MODEL", key: "model", value: "PATH", help: "GGUF model to load at start-up", parse: text },
+  { flag: "draft-model", env: "KEKAHYDE_DRAFT_MODEL", key: "draftModel", value: "PATH", help: "draft model (same vocabulary) for the start-up model's speculative decoding of greedy requests", parse: text },
+  { flag: "speculative", env: "KEKAHYDE_SPECULATIVE", key: "speculative", value: "lookup|off", help: "lookup: the start-up model drafts from the prompt (speculative decoding without a draft model)", parse: oneOf(["lookup", "off"]) },
   { flag: "threads", env: "KEKAHYDE_THREADS", key: "threads", value: "N", help: "CPU threads for inference (default: physical cores - 1, at least 1)", parse: integer(1, 1024) },
   { flag: "ctx-size", env: "KEKAHYDE_CTX_SIZE", key: "contextSize", value: "N", help: "context size in tokens, capped at the model's trained length", parse: integer(16, 1 << 20) },
   { flag: "gpu", env: "KEKAHYDE_GPU", key: "gpu", value: "auto|off", help: "use a GPU when node-llama-cpp finds one (auto), or CPU only (off)", parse: oneOf(["auto", "off"]) },

@@ -173,7 +173,8 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
 
   if (config.model) {
     const ticket = createTicket<LoadResult>();
-    supervisor.send({ type: "LOAD", path: config.model, settings: {}, ticket });
+    const settings = { ...(config.draftModel && { draftModel: config.draftModel }), ...(config.speculative === "lookup" && { speculative: "lookup" as const }) };
+    supervisor.send({ type: "LOAD", path: config.model, settings, ticket });
     ticket.promise.then(
       ({ model }) => log.info({ event: "model_loaded", model }, `loaded ${model.name}`),
       (e: Error) => log.error({ event: "model_load_failed", path: config.model, message: e.message }, e.message),

@@ -121,6 +121,12 @@ export interface GenerateResult {
   logprobs?: TokenLogprob[];
   /** Messages dropped from the start of the conversation to fit the context (`truncate`). */
   truncatedMessages?: number;
+  /**
+   * Speculative decoding (a model loaded with a draft model or prompt lookup, greedy request): tokens drafted
+   * and checked by the model, and of those the ones that held. Absent when the generation did not speculate.
+   */
+  draftTokens?: number;
+  acceptedDraftTokens?: number;
   /** Wall time of the generation, and the part of it before the first token (prompt processing). */
   durationMs: number;
   firstTokenMs: number | null;

@@ -15,6 +15,27 @@ export interface LoadSettings {
   threads?: number;
   /** Context sequences, one per parallel generation (default 1). */
   parallel?: number;
+  /** Speculative decoding with this draft model (a .gguf of the same vocabulary): its path. */
+  draftModel?: string;
+  /** Speculative decoding without a draft model: "lookup" drafts from n-grams of the prompt and text so far. */
+  speculative?: "lookup";
+}
+
+/** How a loaded model speculates (docs/speculative.md): with a draft model, or by prompt lookup. */
+export type SpeculativeMode = "draft" | "lookup";
+
+/** A draft model's part of a plan: read and checked with the main model's file, counted in its memory. */
+export interface DraftPlan {
+  path: string;
+  name: string | null;
+  fileSize: number;
+  mtimeMs: number;
+  /** Tokens of context per sequence of the draft (the target's, capped at the draft's trained length). */
+  contextSize: number;
+  /** Estimated memory of the draft alone (also included in the plan's `bytes`). */
+  bytes: number;
+  weightsBytes: number;
+  kvCacheBytes: number;
 }
 
 /**
@@ -49,6 +70,9 @@ export interface ModelPlan {
   freeBytes: number;
   /** Whether its layers go to a GPU (then llama.cpp sizes VRAM itself and only the budget applies). */
   onGpu: boolean;
+  /** Speculative decoding, when the load asks for it; `draft` then says what the draft model takes. */
+  speculative?: SpeculativeMode;
+  draft?: DraftPlan;
 }
 
 export interface ModelInfo {
@@ -72,6 +96,10 @@ export interface ModelInfo {
   parallel: number;
   /** The process that runs this model's engine (its own engine process; the daemon never loads llama.cpp). */
   engine_pid: number;
+  /** Speculative decoding of greedy requests: "draft" (with `draft_model`) or "lookup"; absent: none. */
+  speculative?: SpeculativeMode;
+  /** The draft model, with `speculative: "draft"`. */
+  draft_model?: { path: string; name: string; size_bytes: number };
 }
 
 /** A model's default name: its file name without `.gguf`. */

@@ -11,7 +11,8 @@ import { planModel } from "./planning.ts";
 import { sourceBuildOptions } from "./sourceBuild.ts";
 import type { DetokenizeRequest, DetokenizeResult, EmbedRequest, EmbedResult, RankRequest, RankResult, TokenizeRequest, TokenizeResult } from "../domain/jobs.ts";
 import { ModelJobs } from "./modelJobs.ts";
-import { commonPrefix, runTokenLoop, type TokenLoopStop } from "./tokenLoop.ts";
+import { runSpeculativeLoop, speculates, type DraftOptions } from "./speculation/speculativeLoop.ts";
+import { commonPrefix, type TokenLoopStop } from "./tokenLoop.ts";
 import type { Engine, GenerateOptions, JobOptions, LoadedModel } from "./types.ts";
 
 export interface LlamaEngineOptions {
@@ -129,6 +130,8 @@ class LlamaLoadedModel implements LoadedModel {
   private readonly jobs: ModelJobs;
   /** The chat wrapper node-llama-cpp resolves from the model's own template, resolved once. */
   private wrapper: ChatWrapper | null = null;
+  /** With a draft model: each sequence's own draft sequence (it keeps that sequence's tokens between requests). */
+  private readonly draftSequences = new Map<LlamaContextSequence, LlamaContextSequence>();
 
   constructor(
     readonly info: ModelInfo,
@@ -137,8 +140,14 @@ class LlamaLoadedModel implements LoadedModel {
     private readonly model: LlamaModel,
     private readonly context: LlamaContext,
     vocabularySize: number,
+    /** Speculative decoding: a draft model and its context (as many sequences as the model's), or prompt lookup. */
+    private readonly speculation: { mode: "draft"; model: LlamaModel; context: LlamaContext } | { mode: "lookup" } | null = null,
   ) {
-    for (let i = 0; i < context.totalSequences; i++) this.freeSequences.push(context.getSequence());
+    for (let i = 0; i < context.totalSequences; i++) {
+      const sequence = context.getSequence();
+      this.freeSequences.push(sequence);
+      if (speculation?.mode === "draft") this.draftSequences.set(sequence, speculation.context.getSequence());
+    }
     this.jobs = new ModelJobs(model, info.threads, info.context_size, vocabularySize);
   }
 
@@ -316,6 +325,14 @@ class LlamaLoadedModel implements LoadedModel {
     );
   }
 
+  /** What drafts for a generation on `sequence`: its draft sequence, prompt lookup, or nothing. */
+  private draftFor(sequence: LlamaContextSequence): DraftOptions | null {
+    const s = this.speculation;
+    if (s?.mode === "draft") return { kind: "model", model: s.model, sequence: this.draftSequences.get(sequence)! };
+    if (s?.mode === "lookup") return { kind: "lookup" };
+    return null;
+  }
+
   private async run(request: GenerateOptions, prompt: PreparedPrompt, sequence: LlamaContextSequence): Promise<GenerateResult> {
     const { signal } = request;
     const started = performance.now();
@@ -331,7 +348,14 @@ class LlamaLoadedModel implements LoadedModel {
       report();
     };
     report(); // the prompt's length, before the first token
-    const ended = (r: { text: string; finishReason: FinishReason; cachedTokens: number; toolCalls?: ToolCall[]; logprobs?: TokenLogprob[] }): GenerateResult => ({
+    const ended = (r: {
+      text: string;
+      finishReason: FinishReason;
+      cachedTokens: number;
+      toolCalls?: ToolCall[];
+      logprobs?: TokenLogprob[];
+      speculation?: { draftedTokens: number; acceptedTokens: number };
+    }): GenerateResult => ({
       text: r.text,
       ...(r.toolCalls && r.toolCalls.length > 0 && { toolCalls: r.toolCalls }),
       finishReason: signal.aborted ? "cancelled" : r.finishReason,
@@ -339,6 +363,7 @@ class LlamaLoadedModel implements LoadedModel {
       cachedTokens: r.cachedTokens,
       completionTokens,
       ...(r.logprobs && { logprobs: r.logprobs }),
+      ...(r.speculation && { draftTokens: r.speculation.draftedTokens, acceptedDraftTokens: r.speculation.acceptedTokens }),
       ...(prompt.truncatedMessages > 0 && { truncatedMessages: prompt.truncatedMessages }),
       durationMs: performance.now() - started,
       firstTokenMs,
@@ -351,7 +376,13 @@ class LlamaLoadedModel implements LoadedModel {
         : request.json
           ? await this.llama.getGrammarFor("json")
           : undefined;
-      const r = await runTokenLoop({
+      // Greedy requests without a grammar speculate when the model has a draft (or prompt lookup); the others
+      // take the plain loop inside runSpeculativeLoop.
+      const draft = this.draftFor(sequence);
+      const sampling = { ...SAMPLING_DEFAULTS, ...request.sampling };
+      const speculating = speculates({ draft, sampling, grammar });
+      const r = await runSpeculativeLoop({
+        draft: speculating ? draft : null,
         model: this.model,
         sequence,
         prompt: prompt.tokens,
@@ -359,14 +390,20 @@ class LlamaLoadedModel implements LoadedModel {
         stopTokens: prompt.stopTokens,
         stopStrings: [...prompt.stopStrings, ...(request.stop ?? [])],
         ignoreStart: prompt.ignoreStart,
-        sampling: { ...SAMPLING_DEFAULTS, ...request.sampling },
+        sampling,
         grammar,
         logprobs: request.logprobs ?? null,
         signal,
         onText: request.onText,
         onToken: counted,
       });
-      return ended({ text: r.text, finishReason: LOOP_FINISH[r.stopReason], cachedTokens: r.cachedTokens, logprobs: r.logprobs });
+      return ended({
+        text: r.text,
+        finishReason: LOOP_FINISH[r.stopReason],
+        cachedTokens: r.cachedTokens,
+        logprobs: r.logprobs,
+        ...(speculating && { speculation: { draftedTokens: r.draftedTokens, acceptedTokens: r.acceptedTokens } }),
+      });
     } catch (e) {
       if (!signal.aborted) throw toKekahydeError(e, "ENGINE_FAILURE", "generation failed in the engine");
       return ended({ text: "", finishReason: "cancelled", cachedTokens: 0 });
@@ -441,6 +478,10 @@ class LlamaLoadedModel implements LoadedModel {
       await this.jobs.dispose();
       await this.context.dispose();
       await this.model.dispose();
+      if (this.speculation?.mode === "draft") {
+        await this.speculation.context.dispose();
+        await this.speculation.model.dispose();
+      }
     })();
     return this.disposing;
   }
@@ -515,6 +556,22 @@ export function createLlamaEngine(options: LlamaEngineOptions): LlamaEngine {
         await model.dispose();
         throw toKekahydeError(e, "MODEL_INVALID", `could not create a ${plan.contextSize}-token context for ${path}`);
       }
+      let speculation: ConstructorParameters<typeof LlamaLoadedModel>[6] = plan.speculative === "lookup" ? { mode: "lookup" } : null;
+      if (plan.draft) {
+        const draftPath = plan.draft.path;
+        let draftModel: LlamaModel | null = null;
+        try {
+          draftModel = await lib.loadModel({ modelPath: draftPath, loadSignal: signal, gpuLayers: plan.gpuLayers === 0 ? 0 : "auto" });
+          const draftContext = await draftModel.createContext({ contextSize: plan.draft.contextSize, sequences: plan.sequences, threads: { ideal: threads, min: threads } });
+          speculation = { mode: "draft", model: draftModel, context: draftContext };
+        } catch (e) {
+          await draftModel?.dispose();
+          await context.dispose();
+          await model.dispose();
+          if (signal.aborted) throw new KekahydeError("MODEL_INVALID", `loading ${path} was cancelled`, { path });
+          throw toKekahydeError(e, "MODEL_INVALID", `the draft model ${draftPath} could not be loaded by llama.cpp`);
+        }
+      }
       const info: ModelInfo = {
         path,
         name: plan.name ?? defaultModelName(path),
@@ -528,8 +585,10 @@ export function createLlamaEngine(options: LlamaEngineOptions): LlamaEngine {
         engine_build: lib.buildType,
         engine_pid: process.pid,
         parallel: context.totalSequences,
+        ...(plan.speculative && { speculative: plan.speculative }),
+        ...(plan.draft && { draft_model: { path: plan.draft.path, name: plan.draft.name ?? defaultModelName(plan.draft.path), size_bytes: plan.draft.fileSize } }),
       };
-      const loaded = new LlamaLoadedModel(info, await binding(), lib, model, context, plan.vocabularySize);
+      const loaded = new LlamaLoadedModel(info, await binding(), lib, model, context, plan.vocabularySize, speculation);
       await loaded.warmUp();
       return loaded;
     },

@@ -82,6 +82,9 @@ export interface GenerationStats {
   completionTokens: number;
   firstTokenMs: number | null;
   finishReason: FinishReason | null;
+  /** Speculative decoding: tokens drafted and checked, and those that held; null when it did not speculate. */
+  draftTokens: number | null;
+  acceptedDraftTokens: number | null;
 }
 
 /** What a runtime tells its supervisor on entering each state that matters to it. */
@@ -145,7 +148,7 @@ const requestOf = (event: RuntimeEvent): string | null => (event.type === "STOP"
 const slotsTaken = (context: RuntimeContext): number => context.running.filter((j) => takesSlot(j.work.kind)).length;
 
 function freshStats(): GenerationStats {
-  return { startedAt: Date.now(), endedAt: null, promptTokens: null, cachedTokens: null, completionTokens: 0, firstTokenMs: null, finishReason: null };
+  return { startedAt: Date.now(), endedAt: null, promptTokens: null, cachedTokens: null, completionTokens: 0, firstTokenMs: null, finishReason: null, draftTokens: null, acceptedDraftTokens: null };
 }
 
 /** How long to wait before retrying a refused request: the last generation's length times the queue ahead. */
@@ -346,7 +349,7 @@ export const runtimeMachine = setup({
       const ended: GenerationStats | null = job.stats && {
         ...job.stats,
         endedAt: Date.now(),
-        ...(r && { promptTokens: r.promptTokens, cachedTokens: r.cachedTokens ?? 0, completionTokens: r.completionTokens, firstTokenMs: r.firstTokenMs, finishReason: r.finishReason }),
+        ...(r && { promptTokens: r.promptTokens, cachedTokens: r.cachedTokens ?? 0, completionTokens: r.completionTokens, firstTokenMs: r.firstTokenMs, finishReason: r.finishReason, draftTokens: r.draftTokens ?? null, acceptedDraftTokens: r.acceptedDraftTokens ?? null }),
       };
       // The last generation's figures are a generation's: other jobs leave them as they were.
       const generation = job.work.kind === "generate" ? ended : null;

@@ -26,6 +26,13 @@ export interface GenerationView {
   time_to_first_token_ms: number | null;
   elapsed_ms: number;
   finish_reason: string | null;
+  /**
+   * Speculative decoding (docs/speculative.md): tokens drafted and checked by the model, those that held, and
+   * their share; present once a generation that speculated has ended.
+   */
+  draft_tokens?: number;
+  accepted_draft_tokens?: number;
+  draft_acceptance_rate?: number | null;
 }
 
 export function generationView(g: GenerationStats | null, now = Date.now()): GenerationView | null {
@@ -42,6 +49,11 @@ export function generationView(g: GenerationStats | null, now = Date.now()): Gen
     time_to_first_token_ms: g.firstTokenMs === null ? null : Math.round(g.firstTokenMs * 10) / 10,
     elapsed_ms: end - g.startedAt,
     finish_reason: g.finishReason,
+    ...(g.draftTokens != null && {
+      draft_tokens: g.draftTokens,
+      accepted_draft_tokens: g.acceptedDraftTokens ?? 0,
+      draft_acceptance_rate: g.draftTokens > 0 ? Math.round(((g.acceptedDraftTokens ?? 0) / g.draftTokens) * 1000) / 1000 : null,
+    }),
   };
 }
 
@@ -60,8 +72,10 @@ export interface ModelView {
   parallel: number;
   context_size: number | null;
   size_bytes: number | null;
-  /** Estimated memory: weights, KV cache and buffers. */
+  /** Estimated memory: weights, KV cache and buffers (a draft model's included). */
   memory_bytes: number;
+  /** Speculative decoding of greedy requests: "draft" (with a draft model) or "lookup"; null: none. */
+  speculative: "draft" | "lookup" | null;
   /** The engine process that runs it, and its resident memory as the monitor last measured it. */
   engine_pid: number | null;
   engine_rss_bytes: number | null;
@@ -93,6 +107,7 @@ export function modelView(entry: ModelEntry, processes: readonly ProcessSample[]
     context_size: info?.context_size ?? null,
     size_bytes: info?.size_bytes ?? null,
     memory_bytes: entry.bytes,
+    speculative: info?.speculative ?? null,
     engine_pid: pid,
     engine_rss_bytes: processes.find((p) => p.pid === pid)?.rss ?? null,
     last_used: new Date(entry.lastUsed).toISOString(),

@@ -25,6 +25,9 @@ export class DaemonMetrics {
   private readonly completionTokens = new Counter({ name: "kekahyde_generated_tokens_total", help: "Tokens generated", registers: [this.registry] });
   private readonly promptTokens = new Counter({ name: "kekahyde_prompt_tokens_total", help: "Prompt tokens processed", registers: [this.registry] });
   private readonly generations = new Counter({ name: "kekahyde_generations_total", help: "Generations by finish reason", labelNames: ["finish_reason"], registers: [this.registry] });
+  private readonly draftTokens = new Counter({ name: "kekahyde_draft_tokens_total", help: "Speculative decoding: tokens drafted (by a draft model or prompt lookup) and checked by the model", registers: [this.registry] });
+  private readonly acceptedDraftTokens = new Counter({ name: "kekahyde_draft_tokens_accepted_total", help: "Speculative decoding: drafted tokens the model accepted", registers: [this.registry] });
+  private readonly draftAcceptance = new Gauge({ name: "kekahyde_draft_acceptance_rate", help: "Speculative decoding: share of drafted tokens accepted in the last generation that drafted", registers: [this.registry] });
   private readonly tokensPerSecond = new Gauge({ name: "kekahyde_generation_tokens_per_second", help: "Generation speed of the last generation (after its first token)", registers: [this.registry] });
   private readonly ttft = new Histogram({
     name: "kekahyde_time_to_first_token_seconds",
@@ -94,6 +97,11 @@ export class DaemonMetrics {
       this.completionTokens.inc(g.completionTokens);
       this.promptTokens.inc(g.promptTokens ?? 0);
       this.generations.inc({ finish_reason: g.finishReason ?? "unknown" });
+      if (g.draftTokens != null) {
+        this.draftTokens.inc(g.draftTokens);
+        this.acceptedDraftTokens.inc(g.acceptedDraftTokens ?? 0);
+        if (g.draftTokens > 0) this.draftAcceptance.set((g.acceptedDraftTokens ?? 0) / g.draftTokens);
+      }
       if (g.firstTokenMs !== null) this.ttft.observe(g.firstTokenMs / 1000);
       const decodeMs = g.endedAt - g.startedAt - (g.firstTokenMs ?? 0);
       if (g.completionTokens > 1 && decodeMs > 0) this.tokensPerSecond.set(((g.completionTokens - 1) * 1000) / decodeMs);

@@ -139,6 +139,21 @@ export function parseRunPrompt(body: Body): RunPromptRequest {
   };
 }
 
+/**
+ * Speculative decoding settings of a load: `"draft_model"` (a .gguf path, or a name in the models
+ * directories, which the route looks up) or `"speculative": "lookup"`; `"speculative": "off"` is none.
+ */
+export function parseSpeculative(body: Body): Pick<LoadSettings, "draftModel" | "speculative"> {
+  const draftModel = optionalString(body, "draft_model");
+  if (draftModel !== undefined && draftModel.trim() === "") bad("draft_model", 'must be the path of a .gguf draft model, e.g. "/abs/small.gguf", or a name in the models directories');
+  const speculative = optionalString(body, "speculative");
+  if (speculative !== undefined && speculative !== "lookup" && speculative !== "off") {
+    bad("speculative", `must be "lookup" (draft from the prompt, no draft model) or "off"; for a draft model send "draft_model"`);
+  }
+  if (draftModel !== undefined && speculative === "lookup") bad("speculative", 'cannot be "lookup" with "draft_model": send one of the two');
+  return { ...(draftModel !== undefined && { draftModel }), ...(speculative === "lookup" && { speculative: "lookup" as const }) };
+}
+
 /** A load by path, or by a name the catalogue knows (then `path` is missing until the route looks it up). */
 export interface LoadModelRequest {
   path?: string;
@@ -161,6 +176,7 @@ export function parseLoadModel(body: Body): LoadModelRequest {
     contextSize: optionalNumber(body, "context_size", { min: 16, max: 1 << 20, integer: true }),
     gpuLayers: optionalNumber(body, "gpu_layers", { min: 0, max: 100_000, integer: true }),
     threads: optionalNumber(body, "threads", { min: 1, max: 1024, integer: true }),
+    ...parseSpeculative(body),
   };
   for (const key of Object.keys(settings) as Array<keyof LoadSettings>) if (settings[key] === undefined) delete settings[key];
   const request: LoadModelRequest = { path: named ? undefined : (path as string), name: optionalModelName(body, "name"), settings, keepAliveMs: optionalKeepAlive(body) };
