@@ -8,7 +8,7 @@ import { KekahydeError } from "../src/errors.ts";
 import { expectedContinuation } from "../src/gguf/charModel.ts";
 import { CRASH_CLASSES } from "../src/gguf/craftedModels.ts";
 import { isAlive } from "./helpers/daemonProcess.ts";
-import { FIXTURES, tinyModel } from "./helpers/fixtures.ts";
+import { FIXTURES, slowModel, tinyModel } from "./helpers/fixtures.ts";
 
 /**
  * The process boundary itself, below the machines: files that kill llama.cpp natively (here written and
@@ -58,6 +58,30 @@ describe("the engine process boundary", () => {
     });
   }
 
+  it("a load that exceeds --max-load-time is ended with its process, as load_timeout", async () => {
+    const loadExits: EngineExitReason[] = [];
+    // 20 ms: far below what loading the slow model takes anywhere (seconds here, with its warm-up decode).
+    const limited = createProcessEngine({ gpu: "off", threads: 1, contextSize: 64, spare: false, maxLoadMs: 20, onEngineExit: (reason) => loadExits.push(reason) });
+    try {
+      const plan = await unchecked(await slowModel());
+      const loading = limited.load(plan, { signal });
+      // The engine process is started at once (no spare): the only one alive now is the one loading.
+      const [pid] = limited.pids();
+      assert.ok(pid > 0 && pid !== process.pid, `an engine process for the load (${pid})`);
+      await assert.rejects(loading, (e: KekahydeError) => {
+        assert.equal(e.code, "ENGINE_TIMEOUT");
+        assert.match(e.message, /^Loading kekahyde-char-slow-\w+\.gguf took longer than 0\.02 s \(--max-load-time\); its engine process was stopped\./);
+        assert.equal(e.details.reason, "load_timeout");
+        return true;
+      });
+      assert.deepEqual(loadExits, ["load_timeout"], "counted once, as load_timeout");
+      assert.throws(() => process.kill(pid, 0), { code: "ESRCH" }, "the engine process is gone");
+      assert.deepEqual(limited.pids(), [], "no engine process left");
+    } finally {
+      await limited.dispose();
+    }
+  });
+
   it("an abort after a generation has ended does nothing: the model's engine lives on", async () => {
     const quick = createProcessEngine({ gpu: "off", threads: 1, contextSize: 64, spare: false, abortGraceMs: 200 });
     try {
@@ -77,7 +101,8 @@ describe("the engine process boundary", () => {
   });
 
   it("a generation that does not stop when asked is ended with its process, as stuck", async () => {
-    const quick = createProcessEngine({ gpu: "off", threads: 1, contextSize: 256, spare: false, abortGraceMs: 300 });
+    const stuckExits: EngineExitReason[] = [];
+    const quick = createProcessEngine({ gpu: "off", threads: 1, contextSize: 256, spare: false, abortGraceMs: 300, onEngineExit: (reason) => stuckExits.push(reason) });
     try {
       const model = await quick.load(await unchecked(await craftedFile("chat-template-loop-2m")), { signal });
       const request = new AbortController();
@@ -87,6 +112,7 @@ describe("the engine process boundary", () => {
       await assert.rejects(chat, (e: KekahydeError) => e.code === "ENGINE_TIMEOUT" && /did not stop within 0\.3 s/.test(e.message));
       assert.equal((await model.lost).code, "ENGINE_TIMEOUT");
       assert.equal(isAlive(model.info.engine_pid), false);
+      assert.deepEqual(stuckExits, ["stuck"], "one exit reported, as stuck (what /metrics counts)");
     } finally {
       await quick.dispose();
     }

@@ -7,6 +7,7 @@ import { CRASH_CLASSES } from "../src/gguf/craftedModels.ts";
 import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
 import { engineProcessesOf, isAlive, killStartedDaemons, spawnDaemon } from "./helpers/daemonProcess.ts";
 import { FIXTURES, skipModel, slowModel, tinyModel } from "./helpers/fixtures.ts";
+import { engineExits, exitsSince, oneExit } from "./helpers/metrics.ts";
 
 /**
  * One bad model file must not take the daemon down (issue 13). Every test here runs the real engine in real
@@ -28,11 +29,24 @@ const crafted = async (name: string): Promise<string> => {
 const json = async (res: Response) => (await res.json()) as Record<string, any>;
 
 /** The model loaded beforehand (the letter-skipping one): its exact text proves the daemon and its other models go on serving. */
-async function assertGoodModelServes(d: { post: TestDaemon["post"] }): Promise<void> {
-  const res = await d.post("/run_prompt", { model: "good", prompt: "abc", raw: true, max_tokens: 8 });
-  assert.equal(res.status, 200);
-  assert.equal(await res.text(), expectedContinuation("abc", 8, 2));
+async function assertGoodModelServes(d: { post: TestDaemon["post"] }, max_tokens = 8, what = ""): Promise<void> {
+  const res = await d.post("/run_prompt", { model: "good", prompt: "abc", raw: true, max_tokens });
+  assert.equal(res.status, 200, what);
+  assert.equal(await res.text(), expectedContinuation("abc", max_tokens, 2), what);
 }
+
+/** The daemon answers /health at once, and the model loaded beforehand its exact (short) text. */
+async function assertDaemonServes(d: { get: TestDaemon["get"]; post: TestDaemon["post"] }, what: string): Promise<void> {
+  const started = performance.now();
+  const health = await d.get("/health");
+  assert.equal(health.status, 200, `${what}: /health`);
+  assert.deepEqual(await health.json(), { ok: true }, `${what}: /health`);
+  assert.ok(performance.now() - started < 1000, `${what}: /health took ${(performance.now() - started).toFixed(0)} ms`);
+  await assertGoodModelServes(d, 3, what);
+}
+
+/** What an engine killed by SIGKILL while running the slow model says, in every route's shape. */
+const KILLED_SLOW = /engine process for .*slow.* was killed by SIGKILL/;
 
 describe("a daemon whose engines run in their own processes", () => {
   let d: TestDaemon;
@@ -45,6 +59,7 @@ describe("a daemon whose engines run in their own processes", () => {
   it("refuses every crafted file the bounded check can judge with 422 and its reason, and keeps serving", async () => {
     const refused = CRASH_CLASSES.filter((c) => c.expected === "refused");
     assert.ok(refused.length >= 25, `${refused.length} crafted classes`);
+    const exitsBefore = await engineExits(d.get);
     for (const c of refused) {
       const res = await d.post("/load_model", { path: await crafted(c.name), name: c.name });
       const body = await json(res);
@@ -56,12 +71,16 @@ describe("a daemon whose engines run in their own processes", () => {
       assert.ok(performance.now() - started < 1000);
       assert.equal(status.last_error.code, "MODEL_INVALID", `${c.name}: /status records the refusal`);
       assert.deepEqual(status.models.map((m: { name: string }) => m.name), ["good"]);
+      // Throughout, not only at the end (issue 13): the other model generates its exact text after every file.
+      await assertDaemonServes(d, `after ${c.name}`);
     }
     await assertGoodModelServes(d);
+    assert.deepEqual(exitsSince(exitsBefore, await engineExits(d.get)), oneExit("none"), "refused before any engine started: no engine process ended");
   });
 
   it("a chat template that loops: /status keeps answering in under 100 ms, the request ends with a clear timeout, the model is unloaded", async () => {
     assert.equal((await d.post("/load_model", { path: await crafted("chat-template-loop-2m"), name: "loop" })).status, 200, "the template is only rendered for a chat");
+    const exitsBefore = await engineExits(d.get);
     const started = performance.now();
     const chat = d.post("/run_prompt", { model: "loop", prompt: "hi" });
     let slowest = 0;
@@ -78,6 +97,8 @@ describe("a daemon whose engines run in their own processes", () => {
     assert.equal(res.status, 504, JSON.stringify(body));
     assert.equal(body.code, "ENGINE_TIMEOUT");
     assert.match(body.message, /No first token within 3 s \(--max-first-token-time\)/);
+    // Counted when the process ended, before its request was answered.
+    assert.deepEqual(exitsSince(exitsBefore, await engineExits(d.get)), oneExit("first_token_timeout"), "/metrics counts one engine exit, a first-token timeout");
     const took = performance.now() - started;
     assert.ok(took > 2_500 && took < 15_000, `ended after ${took.toFixed(0)} ms`);
     assert.ok(slowest < 100, `/status took up to ${slowest.toFixed(1)} ms while the engine was stuck`);
@@ -96,22 +117,54 @@ describe("a daemon whose engines run in their own processes", () => {
     await waitUntil(async () => (await victim())?.state === "generating", 10_000, "generating");
     const waiting = d.post("/run_prompt", { model: "victim", prompt: "K", raw: true, max_tokens: 5 });
     await waitUntil(async () => (await victim())?.queue_length === 1, 10_000, "queued");
+    const exitsBefore = await engineExits(d.get);
     process.kill(pid, "SIGKILL");
     for (const res of await Promise.all([running, waiting])) {
       const body = await json(res);
       assert.equal(res.status, 500, JSON.stringify(body));
       assert.equal(body.code, "ENGINE_CRASHED");
-      assert.match(body.message, /engine process for .*slow.* was killed by SIGKILL/);
+      assert.match(body.message, KILLED_SLOW);
     }
     const status = await d.status();
     assert.ok(!status.models.some((m: { name: string }) => m.name === "victim"), "the victim was unloaded");
     assert.equal(status.last_error.code, "ENGINE_CRASHED");
+    assert.deepEqual(exitsSince(exitsBefore, await engineExits(d.get)), oneExit("crash"), "/metrics counts one engine exit, a crash");
     assert.equal(isAlive(pid), false);
     await assertGoodModelServes(d);
     assert.equal((await d.post("/load_model", { path, name: "victim" })).status, 200, "the next load works");
     const again = await d.post("/run_prompt", { model: "victim", prompt: "abc", raw: true, max_tokens: 6 });
     assert.equal(await again.text(), expectedContinuation("abc", 6));
     assert.notEqual((await victim()).engine_pid, pid, "in a new engine process");
+  });
+
+  it("an engine process killed mid-generation: OpenAI's and Ollama's clients get the crash in their own error shapes", async () => {
+    // The test before loaded the victim again (a file lost once while generating is not quarantined).
+    const victim = () => d.status().then((s) => s.models.find((m: { name: string }) => m.name === "victim"));
+    if (!(await victim())) assert.equal((await d.post("/load_model", { path: await slowModel(), name: "victim" })).status, 200);
+    const pid = (await victim())?.engine_pid as number;
+    assert.ok(pid > 0 && pid !== process.pid, `its own engine process (${pid})`);
+    const openai = d.post("/v1/chat/completions", { model: "victim", messages: [{ role: "user", content: "abc" }], max_tokens: 5000 });
+    await waitUntil(async () => (await victim())?.state === "generating", 10_000, "generating");
+    const ollama = d.post("/api/generate", { model: "victim", prompt: "K", raw: true, stream: false, options: { num_predict: 5 } });
+    await waitUntil(async () => (await victim())?.queue_length === 1, 10_000, "queued");
+    const exitsBefore = await engineExits(d.get);
+    process.kill(pid, "SIGKILL");
+    const [o, l] = await Promise.all([openai, ollama]);
+    const openaiBody = await json(o);
+    assert.equal(o.status, 500, JSON.stringify(openaiBody));
+    assert.deepEqual(Object.keys(openaiBody), ["error"], JSON.stringify(openaiBody));
+    assert.equal(openaiBody.error.code, "engine_crashed");
+    assert.equal(openaiBody.error.type, "server_error");
+    assert.equal(openaiBody.error.param, null);
+    assert.match(openaiBody.error.message, KILLED_SLOW);
+    const ollamaBody = await json(l);
+    assert.equal(l.status, 500, JSON.stringify(ollamaBody));
+    assert.deepEqual(Object.keys(ollamaBody), ["error"], JSON.stringify(ollamaBody));
+    assert.equal(typeof ollamaBody.error, "string");
+    assert.match(ollamaBody.error, KILLED_SLOW);
+    assert.ok(!(await d.status()).models.some((m: { name: string }) => m.name === "victim"), "the victim was unloaded");
+    assert.deepEqual(exitsSince(exitsBefore, await engineExits(d.get)), oneExit("crash"), "/metrics counts one engine exit, a crash");
+    await assertGoodModelServes(d);
   });
 
   it("shows each model's engine process and its measured memory beside the estimate", async () => {
