@@ -124,7 +124,7 @@ describe("Ollama's API with the official ollama client", () => {
     assert.equal(stopped.response, "defg");
     assert.equal(stopped.done_reason, "stop");
     const json = await ollama.generate({ model: "tiny", prompt: "x", raw: true, format: { type: "object", properties: { a: { type: "string", maxLength: 3 } }, required: ["a"] }, options: { temperature: 0 } });
-    assert.deepEqual(Object.keys(JSON.parse(json.response)), ["a"], json.response);
+    assert.deepEqual(Object.keys(JSON.parse(json.response ?? "")), ["a"], json.response);
     await ollama.generate({ model: "ace", prompt: "", keep_alive: 0 });
     await ollama.generate({ model: "ace", prompt: "a", raw: true, options: { num_predict: 1, num_ctx: 768 } });
     const ace = (await ollama.ps()).models.find((m) => m.name.startsWith("ace"));

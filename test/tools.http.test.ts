@@ -291,6 +291,18 @@ describe("Tool calls", () => {
     assert.ok(Array.isArray(args.tags) && args.tags.every((t: unknown) => typeof t === "string" && t.length >= 1));
   });
 
+  it("ends a call that never ends at max_tokens or the end of the context with finish reason length, and the model stays loaded", async () => {
+    const endless = [{ type: "function" as const, function: { name: "fetch", parameters: { type: "object", properties: { url: { type: "string" } }, required: ["url"] } } }];
+    const bounded = await openai.chat.completions.create({ model: "qwen-tools", messages: [{ role: "user", content: "go" }], tools: endless, tool_choice: "required", max_tokens: 40, temperature: 0 });
+    assert.equal(bounded.choices[0].finish_reason, "length");
+    assert.ok(bounded.usage!.completion_tokens <= 41, `${bounded.usage!.completion_tokens} tokens`);
+    // No max_tokens: the room left in the context, which the string argument (the model never closes it) fills.
+    const unbounded = await openai.chat.completions.create({ model: "qwen-tools", messages: [{ role: "user", content: "go" }], tools: endless, tool_choice: "required", temperature: 0 });
+    assert.equal(unbounded.choices[0].finish_reason, "length");
+    const status = await d.status();
+    assert.equal(status.models.find((m: { name: string }) => m.name === "qwen-tools")?.state, "idle", "not unloaded as an engine failure");
+  });
+
   it("refuses what it cannot do with a 400 that names the field", async () => {
     const chat = (body: Record<string, unknown>) => openai.chat.completions.create({ model: "qwen-tools", messages: [{ role: "user", content: "x" }], ...body } as never);
     await assert.rejects(

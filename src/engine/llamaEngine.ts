@@ -426,18 +426,35 @@ class LlamaLoadedModel implements LoadedModel {
     // LlamaChat keeps the sequence's shared prefix as well.
     const cachedTokens = Math.min(commonPrefix(sequence.contextTokens, prompt.tokens), prompt.tokens.length - 1);
     const chat = new this.lib.LlamaChat({ contextSequence: sequence, autoDisposeSequence: false, chatWrapper: mustCall ? callingWrapper(wrapper) : wrapper });
+    // LlamaChat's maxTokens does not bound the tokens of a function call: our own count ends the generation,
+    // so a call that never ends cannot run into the end of the context.
+    const budget = new AbortController();
+    const stopWithRequest = () => budget.abort();
+    request.signal.addEventListener("abort", stopWithRequest, { once: true });
+    if (request.signal.aborted) budget.abort();
+    let overBudget = false;
+    let written = "";
     try {
       const outputBefore = sequence.tokenMeter.usedOutputTokens;
       let n = 0;
-      const onToken = (tokens: readonly unknown[]) => counted((n += tokens.length));
+      const onToken = (tokens: readonly unknown[]) => {
+        counted((n += tokens.length));
+        if (n >= maxTokens && !budget.signal.aborted) {
+          overBudget = true;
+          budget.abort();
+        }
+      };
       const r = await chat.generateResponse(prompt.history!, {
         ...samplingFor(request),
         maxTokens,
-        signal: request.signal,
+        signal: budget.signal,
         stopOnAbortSignal: true,
         customStopTriggers: request.stop?.length ? request.stop : undefined,
         onToken,
-        onTextChunk: request.onText,
+        onTextChunk: (text) => {
+          written += text;
+          request.onText?.(text);
+        },
         functions: prompt.functions,
         documentFunctionParams: true,
         maxParallelFunctionCalls: request.parallelToolCalls === false ? 1 : undefined,
@@ -447,9 +464,15 @@ class LlamaLoadedModel implements LoadedModel {
       // Every token the model wrote, its calls' included.
       counted(Math.max(n, sequence.tokenMeter.usedOutputTokens - outputBefore));
       const toolCalls = (r.functionCalls ?? []).map((c) => ({ id: newCallId(), name: c.functionName, arguments: JSON.stringify(c.params ?? {}) }));
-      const finishReason: FinishReason = toolCalls.length > 0 ? "tool_calls" : (STOP_REASONS[r.metadata.stopReason] ?? "stop");
+      const finishReason: FinishReason = overBudget ? "length" : toolCalls.length > 0 ? "tool_calls" : (STOP_REASONS[r.metadata.stopReason] ?? "stop");
       return { text: r.response, finishReason, cachedTokens, toolCalls };
+    } catch (e) {
+      // The context filled before the budget did (the count of a call's tokens is approximate): the answer
+      // so far, as any generation that reaches the end of its context.
+      if (!/context shift/i.test(e instanceof Error ? e.message : String(e))) throw e;
+      return { text: written, finishReason: "length", cachedTokens, toolCalls: [] };
     } finally {
+      request.signal.removeEventListener("abort", stopWithRequest);
       chat.dispose();
     }
   }
