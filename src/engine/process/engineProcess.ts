@@ -19,11 +19,15 @@ const STDERR_LINES = 20;
 
 /**
  * The engine process's entry: the TypeScript source when the daemon itself runs from source (tests, a
- * checkout being edited), else the compiled one beside this module in dist/.
+ * checkout being edited), else the compiled one beside this module in dist/. Preloaded before it: the hook that
+ * remembers node-llama-cpp's passed binary test (../binaryCheck.ts), so that not every engine process pays for
+ * a test process of its own.
  */
 function hostEntry(): { path: string; execArgv: string[] } {
   const fromSource = import.meta.url.endsWith(".ts");
-  return { path: fileURLToPath(new URL(fromSource ? "./host.ts" : "./host.js", import.meta.url)), execArgv: fromSource ? ["--import", "tsx"] : [] };
+  const ext = fromSource ? ".ts" : ".js";
+  const binaryCheck = new URL(`../binaryCheck${ext}`, import.meta.url).href;
+  return { path: fileURLToPath(new URL(`./host${ext}`, import.meta.url)), execArgv: [...(fromSource ? ["--import", "tsx"] : []), "--import", binaryCheck] };
 }
 
 export const errorFrom = (e: SerializedError): KekahydeError => new KekahydeError(e.code, e.message, e.details);
