@@ -163,7 +163,10 @@ export function createProcessEngine(options: ProcessEngineOptions): ProcessEngin
             : undefined;
         const cancel = () => process.kill(new KekahydeError("MODEL_INVALID", `loading ${plan.path} was cancelled`, { path: plan.path, reason: "cancelled" }));
         signal.addEventListener("abort", cancel, { once: true });
+        // Once the load has ended (loaded or refused), its process's exit is the loaded model's to report.
+        let settled = false;
         const finish = () => {
+          settled = true;
           // The next spare starts once this load is over: starting a process (Node, node-llama-cpp, its binary
           // test) beside a load takes CPU from it, and on a small machine the load waits for it.
           if (options.spare && !disposed) void spareProcess().catch(() => {});
@@ -183,6 +186,7 @@ export function createProcessEngine(options: ProcessEngineOptions): ProcessEngin
           }
         });
         void process.exited.then((exit) => {
+          if (settled) return;
           finish();
           if (!exit.asked) options.onEngineExit?.(reasonOf(exit), exit);
           reject(lossError(plan.path, exit));

@@ -75,7 +75,7 @@ export function openAiRoutes(router: Router, deps: RouteDeps): void {
         contentType: "text/event-stream",
         chunk: (text) => sse({ ...base, choices: [{ index: 0, text, logprobs: null, finish_reason: null }] }),
         end: (r) => sse({ ...base, choices: [{ index: 0, text: "", logprobs: completionLogprobs(request, r), finish_reason: openAiFinish(r.finishReason) }], usage: usage(r), ...truncation(r) }) + "data: [DONE]\n\n",
-        fail: (e) => sse({ error: { message: e.message, type: "server_error", code: e.code } }) + "data: [DONE]\n\n",
+        fail: (e) => sse({ error: { message: e.message, type: "server_error", code: e.code.toLowerCase() } }) + "data: [DONE]\n\n",
       };
       return generateStreaming(ctx, deps, request, routing, format);
     }
@@ -113,7 +113,7 @@ export function openAiRoutes(router: Router, deps: RouteDeps): void {
           (r.toolCalls?.length ? toolCallDeltas(r.toolCalls) : first ? delta({ role: "assistant", content: "" }) : "") +
           sse({ ...base, choices: [{ index: 0, delta: {}, logprobs: chatLogprobs(request, r), finish_reason: openAiFinish(r.finishReason) }], usage: usage(r), ...truncation(r) }) +
           "data: [DONE]\n\n",
-        fail: (e) => sse({ error: { message: e.message, type: "server_error", code: e.code } }) + "data: [DONE]\n\n",
+        fail: (e) => sse({ error: { message: e.message, type: "server_error", code: e.code.toLowerCase() } }) + "data: [DONE]\n\n",
       };
       return generateStreaming(ctx, deps, request, routing, format);
     }
