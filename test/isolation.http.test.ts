@@ -78,7 +78,7 @@ describe("a daemon whose engines run in their own processes", () => {
     assert.deepEqual(exitsSince(exitsBefore, await engineExits(d.get)), oneExit("none"), "refused before any engine started: no engine process ended");
   });
 
-  it("a chat template that loops: /status keeps answering in under 100 ms, the request ends with a clear timeout, the model is unloaded", async () => {
+  it("a chat template that loops: /status keeps answering within a second, the request ends with a clear timeout, the model is unloaded", async () => {
     assert.equal((await d.post("/load_model", { path: await crafted("chat-template-loop-2m"), name: "loop" })).status, 200, "the template is only rendered for a chat");
     const exitsBefore = await engineExits(d.get);
     const started = performance.now();
@@ -101,7 +101,9 @@ describe("a daemon whose engines run in their own processes", () => {
     assert.deepEqual(exitsSince(exitsBefore, await engineExits(d.get)), oneExit("first_token_timeout"), "/metrics counts one engine exit, a first-token timeout");
     const took = performance.now() - started;
     assert.ok(took > 2_500 && took < 15_000, `ended after ${took.toFixed(0)} ms`);
-    assert.ok(slowest < 100, `/status took up to ${slowest.toFixed(1)} ms while the engine was stuck`);
+    // In-process, the event loop froze for 60 s here. The bound only says it is not frozen: 100 ms failed
+    // now and then on a busy 2-core machine (114-197 ms seen); how fast /status is belongs to the bench.
+    assert.ok(slowest < 1000, `/status took up to ${slowest.toFixed(1)} ms while the engine was stuck`);
     await waitUntil(async () => !(await d.status()).models.some((m: { name: string }) => m.name === "loop"), 10_000, "the stuck model unloaded");
     assert.equal((await d.status()).last_error.code, "ENGINE_TIMEOUT");
     await assertGoodModelServes(d);
