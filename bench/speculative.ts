@@ -16,7 +16,7 @@ import { fileURLToPath } from "node:url";
 import { getLlama, LlamaLogLevel, type LlamaContextSequence, type LlamaModel, type Token } from "node-llama-cpp";
 import { writeCharModel } from "../src/gguf/charModel.ts";
 import { AGREEING_DRAFT_MODEL, DISAGREEING_DRAFT_MODEL, SPEC_TARGET_MODEL, writeDraftTarget } from "../src/gguf/draftModels.ts";
-import { runSpeculativeLoop, type DraftOptions } from "../src/engine/speculation/speculativeLoop.ts";
+import { DEFAULT_MAX_DRAFT, runSpeculativeLoop, type DraftOptions } from "../src/engine/speculation/speculativeLoop.ts";
 import { runTokenLoop } from "../src/engine/tokenLoop.ts";
 import { PEER_BIN, peersAvailable } from "./peers.ts";
 
@@ -29,7 +29,7 @@ const opt = (name: string, fallback: string) => {
 const ROUNDS = Number(opt("rounds", "5"));
 const TOKENS = Number(opt("tokens", "128"));
 const THREADS = Number(opt("threads", "1"));
-const MAX_DRAFT = Number(opt("max-draft", "8"));
+const MAX_DRAFT = Number(opt("max-draft", String(DEFAULT_MAX_DRAFT)));
 const PEERS = !args.includes("--no-peers") && peersAvailable();
 
 const median = (xs: number[]) => {
@@ -153,7 +153,7 @@ if (PEERS) {
     // Without --spec-type draft-simple, this llama-server loads the draft model but never drafts (draft_n absent).
     ["--model-draft, ceiling", ["-md", agreePath, "--spec-type", "draft-simple", ...spec]],
     ["--model-draft, floor", ["-md", disagreePath, "--spec-type", "draft-simple", ...spec]],
-    ["--spec-type ngram-simple (n 3, m 8)", ["--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", "3", "--spec-ngram-simple-size-m", String(MAX_DRAFT), "--spec-draft-n-max", String(MAX_DRAFT)]],
+    [`--spec-type ngram-simple (n 3, m ${MAX_DRAFT})`, ["--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", "3", "--spec-ngram-simple-size-m", String(MAX_DRAFT), "--spec-draft-n-max", String(MAX_DRAFT)]],
   ];
   for (const [name, extra] of configs) {
     const server = await llamaServer(extra);

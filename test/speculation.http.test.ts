@@ -131,3 +131,40 @@ describe("speculative decoding over HTTP (draft_model, speculative: lookup)", { 
     assert.ok(g.accepted_draft_tokens >= 20, JSON.stringify(g));
   });
 });
+
+describe("speculative decoding with --parallel 2: each sequence drafts with its own draft sequence", { timeout: 120_000 }, () => {
+  let d: TestDaemon;
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "kekahyde-spec-parallel-"));
+    await copyFile(await tinyModel(), join(dir, "tiny.gguf"));
+    await copyFile(await tinyModel(), join(dir, "tiny-draft.gguf"));
+    d = await startTestDaemon({ modelsDirs: [dir], threads: 1, parallel: 2, model: join(dir, "tiny.gguf"), draftModel: join(dir, "tiny-draft.gguf") });
+  });
+  after(async () => {
+    await d?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("--draft-model loads the start-up model with its draft; two greedy generations at once both get their exact text", async () => {
+    const deadline = Date.now() + 60_000;
+    while ((await d.status()).state !== "idle" && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const status = await d.status();
+    assert.equal(status.model.speculative, "draft");
+    assert.equal(status.model.parallel, 2);
+    const prompts = ["abc", "klmnop", "x", "ABCDEF"];
+    for (let round = 0; round < 2; round++) {
+      const texts = await Promise.all(
+        prompts.map(async (prompt) => {
+          const r = await d.post("/run_prompt", { prompt, raw: true, temperature: 0, max_tokens: 48 });
+          assert.equal(r.status, 200);
+          return r.text();
+        }),
+      );
+      assert.deepEqual(texts, prompts.map((p) => expectedContinuation(p, 48)));
+    }
+    const metrics = await (await d.get("/metrics")).text();
+    assert.ok(Number(/^kekahyde_draft_tokens_accepted_total (\d+)$/m.exec(metrics)?.[1]) >= 8 * 30, metrics.match(/kekahyde_draft.*$/gm)?.join("\n"));
+  });
+});
+

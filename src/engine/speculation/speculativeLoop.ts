@@ -17,9 +17,11 @@ import { ModelDrafter } from "./modelDraft.ts";
  * greedy decoding. With a temperature above 0, or a grammar, the generation falls back to runTokenLoop
  * (plain decoding) and reports no drafted tokens.
  *
- * The draft length adapts: it grows by 2 after a fully accepted draft and shrinks to what held (at least 1)
- * otherwise; after a round in which nothing held, drafting pauses for 1, 2, 4 … 16 rounds of plain decoding,
- * so a draft that never agrees costs little (the floor).
+ * The draft length adapts: it starts at 4, doubles after a fully accepted draft (up to `maxDraft`) and shrinks
+ * to what held (at least 1) otherwise; after a round in which nothing held, drafting pauses for 1, 2, 4 … 64
+ * rounds of plain decoding, so a draft that never agrees costs little (the floor). On a CPU a batch of n tokens
+ * costs nearly n single tokens until n is large (llama-bench on the bench's target, 1 thread: pp4 is no faster
+ * per token than pp1, pp17 about 2×), so long drafts pay only when they hold, and a wrong one is expensive.
  */
 
 export type DraftOptions =
@@ -28,7 +30,7 @@ export type DraftOptions =
       /** A context sequence of the draft model, used by this generation only. */
       sequence: LlamaContextSequence;
       model: LlamaModel;
-      /** Most tokens drafted per round (default 8). */
+      /** Most tokens drafted per round (default 16). */
       maxDraft?: number;
       /** Stop a draft at a token the draft model gives less than this probability (default 0: never). */
       minConfidence?: number;
@@ -38,20 +40,26 @@ export type DraftOptions =
       /** Longest n-gram looked up in the context (default 3); the shortest is `ngramMin` (default 1). */
       ngramMax?: number;
       ngramMin?: number;
-      /** Most tokens drafted per round (default 8). */
+      /** Most tokens drafted per round (default 16). */
       maxDraft?: number;
     }
   | {
       /** Any other drafter (tests use one that is right for a while, then wrong). */
       kind: "custom";
       draft(context: readonly Token[], maxDraft: number): Promise<Token[]> | Token[];
-      /** Most tokens drafted per round (default 8). */
+      /** Most tokens drafted per round (default 16). */
       maxDraft?: number;
     };
 
 export interface SpeculativeLoopOptions extends TokenLoopOptions {
   draft?: DraftOptions | null;
+  /** How the draft length adapts (the defaults are the bench's choice; docs/speculative.md). */
+  adapt?: { firstDraft?: number; maxPauseRounds?: number };
 }
+
+export const DEFAULT_MAX_DRAFT = 16;
+const DEFAULT_FIRST_DRAFT = 4;
+const DEFAULT_MAX_PAUSE_ROUNDS = 64;
 
 export interface SpeculativeLoopResult extends TokenLoopResult {
   /** Tokens the drafter proposed and the target checked. */
@@ -84,7 +92,8 @@ export async function runSpeculativeLoop(options: SpeculativeLoopOptions): Promi
   const wantTop = options.logprobs ? options.logprobs.top : 0;
   const s = options.sampling;
 
-  const maxDraft = Math.max(1, draftOptions.maxDraft ?? 8);
+  const maxDraft = Math.max(1, draftOptions.maxDraft ?? DEFAULT_MAX_DRAFT);
+  const maxPause = Math.max(1, options.adapt?.maxPauseRounds ?? DEFAULT_MAX_PAUSE_ROUNDS);
   const drafter =
     draftOptions.kind === "model"
       ? new ModelDrafter({ sequence: draftOptions.sequence, model: draftOptions.model, minConfidence: draftOptions.minConfidence })
@@ -171,7 +180,7 @@ export async function runSpeculativeLoop(options: SpeculativeLoopOptions): Promi
 
   /** Tokens not yet in the sequence that the next batch starts with (the prompt's rest, then one token). */
   let input: Token[] = prompt.slice(cachedTokens);
-  let draftLength = maxDraft;
+  let draftLength = Math.min(maxDraft, Math.max(1, options.adapt?.firstDraft ?? DEFAULT_FIRST_DRAFT));
   let misses = 0;
   let pause = 0;
   let draft: Token[] = [];
@@ -213,11 +222,11 @@ export async function runSpeculativeLoop(options: SpeculativeLoopOptions): Promi
     input = [context[context.length - 1]];
 
     if (draft.length > 0) {
-      if (held === draft.length) draftLength = Math.min(maxDraft, draftLength + 2);
+      if (held === draft.length) draftLength = Math.min(maxDraft, draftLength * 2);
       else draftLength = Math.max(1, held);
       if (held === 0) {
-        misses = Math.min(misses + 1, 5);
-        pause = 1 << (misses - 1);
+        misses += 1;
+        pause = Math.min(maxPause, 2 ** (misses - 1));
       } else misses = 0;
     }
   }
