@@ -4,14 +4,18 @@
 // same run. Reports ratios. Not a test: never run in CI. Options:
 //   --model small-q8|small-f16|tinyllama-q8|tinyllama-f16|PATH   (default small-q8)
 //   --threads N     (default 2)      --reps N (default 3)      --gpu auto|off (default off)
-//   --only a,b      run only these sections (pp-tg, e2e, status, cancel, load, threads, concurrency, context)
+//   --only a,b      run only these sections (pp-tg, e2e, status, cancel, load, threads, concurrency, context,
+//                   prompt-cache, first-load; and fleet, bench/fleet.ts)
+//   --src-from DIR  run the daemons compiled from DIR/src (another checkout, e.g. a git worktree of an older
+//                   commit; see bench/snapshot.ts)
 //   --source        run the daemons from the TypeScript sources through tsx (default: a compiled snapshot of
 //                   src/ in a temporary folder, see bench/snapshot.ts)
 //   --patch FILE    apply a patch to that snapshot only (repeatable; skipped once src/ has it)
+//   --out DIR       write the results there instead of bench/results (docs/benchmarks.md is then left alone)
 //   --wait-quiet L  before starting, wait (up to 45 min) until the 1-minute load average is below L: this
 //                   machine is shared, and other work moves results by more than the differences measured
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { availableParallelism, cpus, totalmem } from "node:os";
 import { dirname, join, relative } from "node:path";
@@ -31,7 +35,11 @@ const opt = (name: string, fallback: string) => {
 const THREADS = Number(opt("threads", "2"));
 const REPS = Number(opt("reps", "3"));
 const GPU = opt("gpu", "off");
-const ONLY = new Set(opt("only", "pp-tg,e2e,status,cancel,load,threads,concurrency,context").split(","));
+/** llama.cpp's tools put every layer on the GPU when the daemons may use one (the daemons' gpu_layers "auto" does). */
+const PEER_GPU_LAYERS = GPU === "off" ? [] : ["-ngl", "999"];
+/** Where the results (JSON, Markdown) go. */
+const RESULTS_DIR = opt("out", "");
+const ONLY = new Set(opt("only", "pp-tg,e2e,status,cancel,load,threads,concurrency,context,prompt-cache,first-load").split(","));
 const PP = 256;
 const TG = 64;
 
@@ -241,12 +249,15 @@ async function enginesSettled(d: Kekahyde, count: number, timeoutMs = 60_000): P
   }
 }
 
-async function startLlamaServer(model: string, threads: number, parallel = 1, ctx = 2048): Promise<Daemon & { startMs: number }> {
+async function startLlamaServer(model: string, threads: number, parallel = 1, ctx = 2048, logFile?: string): Promise<Daemon & { startMs: number }> {
   const port = 39000 + Math.floor(Math.random() * 1000);
   const started = performance.now();
-  const child = spawn(join(PEER_BIN, "llama-server"), ["-m", model, "--host", "127.0.0.1", "--port", String(port), "-t", String(threads), "-c", String(ctx * parallel), "-np", String(parallel), "--log-disable"], {
-    stdio: ["ignore", "ignore", "ignore"],
+  // Its log goes to `logFile` when one is given (kept when something goes wrong), else nowhere.
+  const log = logFile ? openSync(logFile, "w") : "ignore";
+  const child = spawn(join(PEER_BIN, "llama-server"), ["-m", model, "--host", "127.0.0.1", "--port", String(port), "-t", String(threads), "-c", String(ctx * parallel), "-np", String(parallel), ...PEER_GPU_LAYERS, ...(logFile ? [] : ["--log-disable"])], {
+    stdio: ["ignore", log, log],
   });
+  if (typeof log === "number") closeSync(log);
   const url = `http://127.0.0.1:${port}`;
   await waitFor(async () => (await http(url, "GET", "/health")).status === 200, 120_000);
   return {
@@ -254,8 +265,14 @@ async function startLlamaServer(model: string, threads: number, parallel = 1, ct
     child,
     startMs: performance.now() - started,
     stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((r) => child.once("exit", r));
       child.kill("SIGTERM");
-      await new Promise((r) => child.once("exit", r));
+      if ((await Promise.race([exited, sleep(10_000).then(() => "late")])) === "late") {
+        console.error(`llama-server (pid ${child.pid}) did not exit within 10 s of SIGTERM: killed`);
+        child.kill("SIGKILL");
+        await exited;
+      }
     },
   };
 }
@@ -430,7 +447,7 @@ async function bindingPpTg(llama: Llama, model: string, threads: number, context
 }
 
 async function llamaBench(model: string, threads: string, reps = REPS): Promise<Array<{ threads: number; pp: number; tg: number; cpu: string; backend: string }>> {
-  const { stdout } = await promisify(execFile)(join(PEER_BIN, "llama-bench"), ["-m", model, "-p", String(PP), "-n", String(TG), "-t", threads, "-r", String(reps), "-o", "json"], { maxBuffer: 1 << 24 });
+  const { stdout } = await promisify(execFile)(join(PEER_BIN, "llama-bench"), ["-m", model, "-p", String(PP), "-n", String(TG), "-t", threads, "-r", String(reps), ...PEER_GPU_LAYERS, "-o", "json"], { maxBuffer: 1 << 24 });
   const rows = JSON.parse(stdout) as Array<{ n_threads: number; n_prompt: number; n_gen: number; avg_ts: number; cpu_info: string; backends: string }>;
   const byThreads = new Map<number, { threads: number; pp: number; tg: number; cpu: string; backend: string }>();
   for (const r of rows) {
@@ -741,27 +758,31 @@ async function main(): Promise<void> {
     if (ONLY.has("status")) {
       console.log("3. /status under load while generating ...");
     loadBySection["3. /status under load while generating ..."] = loadAverage();
-      const load = async (url: string, path: string, kekahyde: boolean) => {
+      // Each window: a long generation, and 8 clients asking GET routes for 3 s (a daemon's routes interleaved,
+      // request by request, so that /status and /health see the same moments of the generation).
+      const load = async (url: string, paths: string[], kekahyde: boolean) => {
         // A long generation that is ended by dropping its connection (both servers cancel on disconnect).
         const stop = new AbortController();
         const body = kekahyde ? { prompt: freshPrompt(8), raw: true, max_tokens: 100_000, temperature: 0 } : { prompt: freshPrompt(8), n_predict: 100_000, temperature: 0 };
         const gen = http(url, "POST", kekahyde ? "/run_prompt" : "/completion", body, {}, stop.signal);
         await sleep(300);
-        const latencies: number[] = [];
-        const deadline = performance.now() + 5_000;
+        const latencies: Record<string, number[]> = Object.fromEntries(paths.map((p) => [p, []]));
+        const deadline = performance.now() + 3_000;
         let sent = 0;
         await Promise.all(
-          Array.from({ length: 8 }, async () => {
-            while (sent < 2000 && performance.now() < deadline) {
+          Array.from({ length: 8 }, async (_, client) => {
+            let i = client;
+            while (sent < 1500 && performance.now() < deadline) {
               sent++;
-              latencies.push((await http(url, "GET", path)).ms);
+              const path = paths[i++ % paths.length];
+              latencies[path].push((await http(url, "GET", path)).ms);
             }
           }),
         );
         stop.abort();
         await gen.catch(() => null);
         await sleep(200);
-        return { p50: pct(latencies, 50), p99: pct(latencies, 99), n: latencies.length };
+        return latencies;
       };
       // The daemon's own view (its request-duration histogram): what it spends on a request once it has it.
       const buckets = async (route: string) => {
@@ -779,25 +800,56 @@ async function main(): Promise<void> {
         const bound = bounds.find((le) => (after.get(le) ?? 0) - (before.get(le) ?? 0) >= (p / 100) * total);
         return bound === undefined ? null : bound * 1000;
       };
+      // Rounds taking turns: Kekahyde (/status and /health interleaved), the engine in-process (/status),
+      // llama-server (/health).
       const before = await buckets("/status");
-      const ks = await load(dp.url, "/status", true);
+      const contenders = server ? (["kekahyde", "inprocess", "llama_server"] as const) : (["kekahyde", "inprocess"] as const);
+      type StatusRound = { status: number[]; health: number[]; inprocess: number[]; llama_server: number[] | null };
+      const statusRounds: StatusRound[] = [];
+      for (let r = 0; r < Math.max(3, REPS); r++) {
+        const got: StatusRound = { status: [], health: [], inprocess: [], llama_server: null };
+        for (const c of [...contenders.slice(r % contenders.length), ...contenders.slice(0, r % contenders.length)]) {
+          if (c === "kekahyde") {
+            const l = await load(dp.url, ["/status", "/health"], true);
+            [got.status, got.health] = [l["/status"], l["/health"]];
+          } else if (c === "inprocess") got.inprocess = (await load(di.url, ["/status"], true))["/status"];
+          else got.llama_server = (await load(server!.url, ["/health"], false))["/health"];
+        }
+        statusRounds.push(got);
+        console.log(`   round ${r + 1}: p99 /status ${round(pct(got.status, 99))}, /health ${round(pct(got.health, 99))}, in-process /status ${round(pct(got.inprocess, 99))}, llama-server /health ${got.llama_server ? round(pct(got.llama_server, 99)) : "n/a"} ms`);
+      }
       const after = await buckets("/status");
       const inside = { p50_at_most: bucketPct(before, after, 50), p99_at_most: bucketPct(before, after, 99) };
-      const kh = await load(dp.url, "/health", true);
-      const is = await load(di.url, "/status", true);
-      results.status_latency = { kekahyde: ks, kekahyde_server_side: inside, kekahyde_health: kh, inprocess: is };
-      let ss: { p50: number; p99: number; n: number } | null = null;
-      if (server) {
-        ss = await load(server.url, "/health", false);
-        (results.status_latency as Record<string, unknown>).llama_server_health = ss;
-      }
+      const pooled = (f: (x: StatusRound) => number[] | null) => {
+        const xs = statusRounds.flatMap((x) => f(x) ?? []);
+        return { p50: pct(xs, 50), p99: pct(xs, 99), n: xs.length };
+      };
+      const ks = pooled((x) => x.status);
+      const kh = pooled((x) => x.health);
+      const is = pooled((x) => x.inprocess);
+      const ss = server ? pooled((x) => x.llama_server) : null;
+      const roundRatio = (f: (x: StatusRound) => number | null) => {
+        const xs = statusRounds.map(f).filter((x): x is number => x !== null && Number.isFinite(x));
+        return xs.length ? median(xs) : null;
+      };
+      const ratios = {
+        status_p99_vs_llama_server_health: roundRatio((x) => x.llama_server && pct(x.status, 99) / pct(x.llama_server, 99)),
+        health_p99_vs_llama_server_health: roundRatio((x) => x.llama_server && pct(x.health, 99) / pct(x.llama_server, 99)),
+        status_p99_vs_own_health: roundRatio((x) => pct(x.status, 99) / pct(x.health, 99)),
+      };
+      results.status_latency = { kekahyde: ks, kekahyde_server_side: inside, kekahyde_health: kh, inprocess: is, llama_server_health: ss, ratios, rounds: statusRounds.map((x) => ({ status_p99: pct(x.status, 99), health_p99: pct(x.health, 99), inprocess_p99: pct(x.inprocess, 99), llama_server_p99: x.llama_server ? pct(x.llama_server, 99) : null })) };
       const bound = (x: number | null) => (x === null ? "n/a" : `≤ ${x}`);
-      md.push("## 3. Status latency under load while a generation runs (8 concurrent clients on the same machine, ms)", "");
+      md.push(`## 3. Status latency under load while a generation runs (8 concurrent clients on the same machine, 3 s windows, ${statusRounds.length} rounds taking turns; Kekahyde's /status and /health interleaved in the same windows; ms, percentiles of all rounds' requests)`, "");
       table(["", "Kekahyde GET /status", "Kekahyde GET /status, inside the daemon", "Kekahyde GET /health", "engine in-process GET /status", "llama-server GET /health"], [
         ["p50", round(ks.p50), bound(inside.p50_at_most), round(kh.p50), round(is.p50), ss ? round(ss.p50) : "n/a"],
         ["p99", round(ks.p99), bound(inside.p99_at_most), round(kh.p99), round(is.p99), ss ? round(ss.p99) : "n/a"],
         ["requests", ks.n, ks.n, kh.n, is.n, ss ? ss.n : "n/a"],
       ]);
+      md.push(
+        `Per round, p99 of Kekahyde's /status / llama-server's /health: median ${times(ratios.status_p99_vs_llama_server_health)} (Kekahyde's /health: ${times(ratios.health_p99_vs_llama_server_health)}; /status / its own /health: ${times(ratios.status_p99_vs_own_health)}). ` +
+          `Target: /status p99 ≤ llama-server's /health p99: ${ratios.status_p99_vs_llama_server_health === null ? "n/a" : ratios.status_p99_vs_llama_server_health <= 1 ? "holds" : "does not hold"}.`,
+        "",
+      );
     }
 
     if (ONLY.has("cancel")) {
@@ -984,24 +1036,66 @@ async function main(): Promise<void> {
     table(["context", "Kekahyde tg", "binding tg"], rows);
   }
 
+  // The newer sections: a failure is written into the results instead of losing the whole run.
+  const section = async (name: string, heading: string, f: () => Promise<{ results: unknown; md: string[] }>) => {
+    try {
+      const r = await f();
+      results[name] = r.results;
+      md.push(...r.md);
+    } catch (e) {
+      console.error(`${heading} failed:`, e);
+      results[name] = { error: String(e) };
+      md.push(`## ${heading}`, "", `Failed in this run: ${String(e).slice(0, 300)}`, "");
+    }
+  };
+
+  if (ONLY.has("prompt-cache")) {
+    console.log("9. prompt cache ...");
+    loadBySection["9. prompt cache ..."] = loadAverage();
+    const { promptCacheBench } = await import("./promptCache.ts");
+    await section("prompt_cache", "9. Prompt cache", () =>
+      promptCacheBench({
+        llama,
+        model,
+        reps: REPS,
+        startKekahyde: async (parallel) => {
+          const d = await startKekahyde(THREADS, ["--parallel", String(parallel)]);
+          await loadModel(d, { path: model, context_size: 2048 });
+          return d;
+        },
+        startLlamaServer: peers ? (parallel, ctx, logFile) => startLlamaServer(model, THREADS, parallel, ctx, logFile) : null,
+      }),
+    );
+  }
+
+  if (ONLY.has("first-load")) {
+    console.log("10. first load: start to first token ...");
+    loadBySection["10. first load ..."] = loadAverage();
+    const { firstLoadBench } = await import("./firstLoad.ts");
+    await section("first_load", "10. First load", () =>
+      firstLoadBench({ model, threads: THREADS, gpu: GPU, reps: Math.max(3, REPS), daemonArgv: launch.argv.process, peerBin: peers ? PEER_BIN : null, peerArgs: PEER_GPU_LAYERS, cwd: ROOT }),
+    );
+  }
+
   loadBySection.end = loadAverage();
   results.load_average = loadBySection;
   md.push(`Load average (1 minute) of this shared machine as each section started: ${Object.entries(loadBySection).map(([k, v]) => `${k.split(" ")[0]} ${v}`).join(", ")}.`, "");
   await llama.dispose();
   const date = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
-  mkdirSync(join(ROOT, "bench", "results"), { recursive: true });
-  writeFileSync(join(ROOT, "bench", "results", `${date}.json`), JSON.stringify(results, null, 2));
+  const resultsDir = RESULTS_DIR || join(ROOT, "bench", "results");
+  mkdirSync(resultsDir, { recursive: true });
+  writeFileSync(join(resultsDir, `${date}.json`), JSON.stringify(results, null, 2));
   const text = md.join("\n");
   console.log("\n" + text);
-  writeFileSync(join(ROOT, "bench", "results", `${date}.md`), text + "\n");
+  writeFileSync(join(resultsDir, `${date}.md`), text + "\n");
   // A partial run (--only) must not replace the full tables in docs/benchmarks.md. A full run replaces what is
   // above the marker and keeps the notes below it (other models' runs, the soak, the local engine build).
-  if (opt("only", "") === "") {
+  if (opt("only", "") === "" && !RESULTS_DIR) {
     const docs = join(ROOT, "docs", "benchmarks.md");
     const old = existsSync(docs) ? readFileSync(docs, "utf8") : "";
     const kept = old.includes(DOCS_MARKER) ? old.slice(old.indexOf(DOCS_MARKER) + DOCS_MARKER.length) : "\n";
     writeFileSync(docs, `${text}\n${DOCS_MARKER}${kept}`);
-  } else console.log(`\n(--only: docs/benchmarks.md left as it was; results in bench/results/${date}.json and .md)`);
+  } else console.log(`\n(--only or --out: docs/benchmarks.md left as it was; results in ${shortPath(resultsDir)}/${date}.json and .md)`);
   agent.destroy();
 }
 

@@ -3,7 +3,9 @@
 // or with `--source` from the TypeScript sources through tsx, whose loader adds a thread and ~15-20 MB to every
 // process (the daemon's and each engine process's, since the engine host runs the way the daemon does).
 // `--patch FILE` (repeatable) applies a patch to the snapshot only (never to src/): a fix measured before it
-// lands. A patch that src/ already contains is skipped and said so.
+// lands. A patch that src/ already contains is skipped and said so. `--src-from DIR` compiles DIR/src (and
+// DIR/bench/inprocess-daemon.ts) instead: another checkout, e.g. a `git worktree` of an older commit, measured
+// by this bench with this checkout's node_modules.
 import { execFileSync } from "node:child_process";
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,26 +27,30 @@ export interface Launch {
 
 const quiet = (cmd: string, argv: string[], cwd = ROOT) => execFileSync(cmd, argv, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], maxBuffer: 1 << 24 });
 
-function srcCommit(): string {
+function srcCommit(root = ROOT): string {
   try {
-    let commit = quiet("git", ["rev-parse", "--short", "HEAD"]).trim();
-    if (quiet("git", ["status", "--porcelain", "--", "src"]).trim()) commit += " with uncommitted changes in src/";
+    let commit = quiet("git", ["rev-parse", "--short", "HEAD"], root).trim();
+    if (quiet("git", ["status", "--porcelain", "--", "src"], root).trim()) commit += " with uncommitted changes in src/";
     return commit;
   } catch {
     return "unknown";
   }
 }
 
-/** Reads `--source` and every `--patch FILE` from argv. */
-export function launchOptions(argv: readonly string[]): { source: boolean; patches: string[] } {
+/** Reads `--source`, every `--patch FILE` and `--src-from DIR` from argv. */
+export function launchOptions(argv: readonly string[]): { source: boolean; patches: string[]; srcFrom: string | null } {
   const patches: string[] = [];
+  let srcFrom: string | null = null;
   argv.forEach((a, i) => {
     if (a === "--patch" && argv[i + 1]) patches.push(argv[i + 1]);
+    if (a === "--src-from" && argv[i + 1]) srcFrom = resolve(argv[i + 1]);
   });
-  return { source: argv.includes("--source"), patches };
+  return { source: argv.includes("--source"), patches, srcFrom };
 }
 
-export function prepareLaunch({ source, patches }: { source: boolean; patches: string[] }): Launch {
+export function prepareLaunch({ source, patches, srcFrom = null }: { source: boolean; patches: string[]; srcFrom?: string | null }): Launch {
+  const from = srcFrom ?? ROOT;
+  if (source && srcFrom) throw new Error("--src-from needs the compiled snapshot: drop --source");
   const tsx = (file: string) => ["--import", "tsx", join(ROOT, file)];
   if (source) {
     if (patches.length) throw new Error("--patch needs the compiled snapshot: drop --source");
@@ -54,9 +60,9 @@ export function prepareLaunch({ source, patches }: { source: boolean; patches: s
   const cleanup = () => rmSync(dir, { recursive: true, force: true });
   try {
     // A copy first, so that the snapshot is one moment of src/ (others may be editing it) and patches apply there.
-    cpSync(join(ROOT, "src"), join(dir, "src"), { recursive: true });
+    cpSync(join(from, "src"), join(dir, "src"), { recursive: true });
     mkdirSync(join(dir, "bench"));
-    copyFileSync(join(ROOT, "bench", "inprocess-daemon.ts"), join(dir, "bench", "inprocess-daemon.ts"));
+    copyFileSync(join(from, "bench", "inprocess-daemon.ts"), join(dir, "bench", "inprocess-daemon.ts"));
     symlinkSync(join(ROOT, "node_modules"), join(dir, "node_modules"), "dir");
     copyFileSync(join(ROOT, "package.json"), join(dir, "package.json"));
     const applied: string[] = [];
@@ -96,11 +102,11 @@ export function prepareLaunch({ source, patches }: { source: boolean; patches: s
     symlinkSync(join(ROOT, "node_modules"), join(out, "node_modules"), "dir");
     copyFileSync(join(ROOT, "package.json"), join(out, "package.json"));
     mkdirSync(join(out, "src", "server", "inspector"), { recursive: true });
-    copyFileSync(join(ROOT, "src", "server", "inspector", "page.html"), join(out, "src", "server", "inspector", "page.html"));
+    copyFileSync(join(from, "src", "server", "inspector", "page.html"), join(out, "src", "server", "inspector", "page.html"));
     const notes = [typeErrors ? `tsc reported ${typeErrors} type errors` : "", applied.length ? `with ${applied.join(", ")} applied` : ""].filter(Boolean).join("; ");
     return {
       argv: { process: [join(out, "src", "cli.js")], "in-process": [join(out, "bench", "inprocess-daemon.js")] },
-      description: `compiled JavaScript (src/ at ${srcCommit()}, compiled by the bench${notes ? `; ${notes}` : ""})`,
+      description: `compiled JavaScript (src/ at ${srcCommit(from)}${srcFrom ? ` from another checkout (--src-from)` : ""}, compiled by the bench${notes ? `; ${notes}` : ""})`,
       cleanup,
     };
   } catch (e) {
