@@ -12,18 +12,16 @@ import { FIXTURES } from "./helpers/fixtures.ts";
  * src/engine/binaryCheck.ts, preloaded as in an engine process: node-llama-cpp's test of its binary (a forked
  * subprocess) runs once, and later starts with the same binary skip it; a failed or unknown record, or
  * KEKAHYDE_BINARY_CHECK=always, runs it again. Each case is a fresh Node process that counts the processes
- * node-llama-cpp forks while getLlama starts.
+ * it starts (ChildProcess spawns) while getLlama starts.
  */
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const PRELOAD = new URL("../src/engine/binaryCheck.ts", import.meta.url).href;
 const SCRIPT = `
 import cp from "node:child_process";
-import { syncBuiltinESMExports } from "node:module";
 let forks = 0;
-const fork = cp.fork;
-cp.fork = (...args) => { forks++; return fork(...args); };
-syncBuiltinESMExports();
+const spawn = cp.ChildProcess.prototype.spawn;
+cp.ChildProcess.prototype.spawn = function (...args) { forks++; return spawn.apply(this, args); };
 const { getLlama, LlamaLogLevel } = await import("node-llama-cpp");
 const llama = await getLlama({ gpu: false, build: "never", usePrebuiltBinaries: true, skipDownload: true, progressLogs: false, logLevel: LlamaLogLevel.error });
 console.log(JSON.stringify({ forks, buildType: llama.buildType }));
