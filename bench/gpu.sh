@@ -44,7 +44,7 @@ log() { echo "[gpu.sh +$(( $(date +%s) - START ))s] $*" | tee -a "$OUT/timings.t
 elapsed() { echo $(( $(date +%s) - START )); }
 
 log "start: $JOBS cores, node $(node --version), $( [[ $CPU == 1 ]] && echo "CPU path (--cpu)" || echo "CUDA sm_$ARCH")"
-{ nvidia-smi 2>&1 || echo "no nvidia-smi"; } > "$OUT/nvidia-smi.txt"
+if command -v nvidia-smi >/dev/null; then nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true; else echo "no nvidia-smi" > "$OUT/nvidia-smi.txt"; fi
 [[ -d node_modules/node-llama-cpp ]] || { echo "node_modules is missing: run npm ci first (or carry it)" >&2; exit 1; }
 
 if [[ $CPU == 0 ]]; then
