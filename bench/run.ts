@@ -628,7 +628,7 @@ async function main(): Promise<void> {
       md.push(
         `Per generated token: ${round(1000 / binding.decode_only_tg)} ms inside llama_decode (llama.cpp's perf counters, binding in-process), ` +
           `${round(1000 / binding.tg - 1000 / binding.decode_only_tg)} ms around it in the binding (JavaScript, sampling, hand-offs between the event loop ` +
-          `and the thread that runs the decode), ${round(1000 / inprocess.tg - 1000 / binding.tg)} ms more in the daemon with the engine in-process (HTTP, its event loop), ` +
+          `and the thread that runs the decode), ${round(1000 / inprocess.tg - 1000 / binding.tg)} ms more in the daemon with the engine in-process (its own token loop instead of the binding's LlamaCompletion, HTTP, its event loop), ` +
           `${round(boundary.ms_per_token, 3)} ms more through the process boundary (IPC; the median over rounds of 1000/tg of Kekahyde minus 1000/tg of the engine ` +
           `in-process, both measured in the same round; each round: ${boundary.ms_per_token_each_round.join(", ")})` +
           (bench.tg ? `; llama-bench: ${round(1000 / bench.tg)} ms, which includes no sampling.` : "."),
