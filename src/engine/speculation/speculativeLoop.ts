@@ -13,15 +13,17 @@ import { ModelDrafter } from "./modelDraft.ts";
  * where the target's token differs, and that token of the target's is taken too, so every round yields at
  * least one token. The refuted draft tokens are erased from the sequence's key-value cache.
  *
- * Verification is greedy: the target's tokens are the argmax ones, so the text is exactly the text of plain
- * greedy decoding. With a temperature above 0, or a grammar, the generation falls back to runTokenLoop
+ * Verification is greedy: the target's tokens are the argmax ones, so the text is the text of plain greedy
+ * decoding (but at a near-tie: llama.cpp's batched kernels round differently from one token's; see
+ * docs/speculative.md). With a temperature above 0, or a grammar, the generation falls back to runTokenLoop
  * (plain decoding) and reports no drafted tokens.
  *
  * The draft length adapts: it starts at 4, doubles after a fully accepted draft (up to `maxDraft`) and shrinks
- * to what held (at least 1) otherwise; after a round in which nothing held, drafting pauses for 1, 2, 4 … 64
- * rounds of plain decoding, so a draft that never agrees costs little (the floor). On a CPU a batch of n tokens
- * costs nearly n single tokens until n is large (llama-bench on the bench's target, 1 thread: pp4 is no faster
- * per token than pp1, pp17 about 2×), so long drafts pay only when they hold, and a wrong one is expensive.
+ * to what held (at least 1) otherwise; after a round in which nothing held, drafting pauses for 1, 4, 16, then
+ * 64 rounds of plain decoding (the streak of such rounds sets which), so a draft that never agrees costs little
+ * (the floor). On a CPU a batch of n tokens costs nearly n single tokens until n is large (llama-bench on the
+ * bench's target, 1 thread, quiet machine: pp1 69 tokens/s, pp9 89, pp17 138, pp33 153), so long drafts pay
+ * only when they hold, and a wrong one is expensive.
  */
 
 export type DraftOptions =
@@ -226,7 +228,7 @@ export async function runSpeculativeLoop(options: SpeculativeLoopOptions): Promi
       else draftLength = Math.max(1, held);
       if (held === 0) {
         misses += 1;
-        pause = Math.min(maxPause, 2 ** (misses - 1));
+        pause = Math.min(maxPause, 4 ** (misses - 1));
       } else misses = 0;
     }
   }
