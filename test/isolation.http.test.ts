@@ -78,20 +78,23 @@ describe("a daemon whose engines run in their own processes", () => {
     assert.deepEqual(exitsSince(exitsBefore, await engineExits(d.get)), oneExit("none"), "refused before any engine started: no engine process ended");
   });
 
-  it("a chat template that loops: /status keeps answering within a second, the request ends with a clear timeout, the model is unloaded", async () => {
+  it("a chat template that loops: /status keeps answering in under 100 ms, the request ends with a clear timeout, the model is unloaded", async () => {
     assert.equal((await d.post("/load_model", { path: await crafted("chat-template-loop-2m"), name: "loop" })).status, 200, "the template is only rendered for a chat");
     const exitsBefore = await engineExits(d.get);
     const started = performance.now();
     const chat = d.post("/run_prompt", { model: "loop", prompt: "hi" });
-    let slowest = 0;
+    const answers: number[] = [];
     let answered = false;
     void chat.then(() => (answered = true));
     while (!answered) {
       const t = performance.now();
       await d.status();
-      slowest = Math.max(slowest, performance.now() - t);
+      answers.push(performance.now() - t);
       await new Promise((r) => setTimeout(r, 50));
     }
+    answers.sort((x, y) => x - y);
+    const slowest = answers.at(-1)!;
+    const p90 = answers[Math.floor(answers.length * 0.9)];
     const res = await chat;
     const body = await json(res);
     assert.equal(res.status, 504, JSON.stringify(body));
@@ -101,8 +104,10 @@ describe("a daemon whose engines run in their own processes", () => {
     assert.deepEqual(exitsSince(exitsBefore, await engineExits(d.get)), oneExit("first_token_timeout"), "/metrics counts one engine exit, a first-token timeout");
     const took = performance.now() - started;
     assert.ok(took > 2_500 && took < 15_000, `ended after ${took.toFixed(0)} ms`);
-    // In-process, the event loop froze for 60 s here. The bound only says it is not frozen: 100 ms failed
-    // now and then on a busy 2-core machine (114-197 ms seen); how fast /status is belongs to the bench.
+    // In-process, the event loop froze for 60 s here. Nine answers in ten within 100 ms, none past a second:
+    // every single one under 100 ms failed now and then on a 2-core machine busy with other work (114-197 ms).
+    assert.ok(answers.length >= 10, `${answers.length} answers while the engine was stuck`);
+    assert.ok(p90 < 100, `/status took ${p90.toFixed(1)} ms at the 90th percentile while the engine was stuck`);
     assert.ok(slowest < 1000, `/status took up to ${slowest.toFixed(1)} ms while the engine was stuck`);
     await waitUntil(async () => !(await d.status()).models.some((m: { name: string }) => m.name === "loop"), 10_000, "the stuck model unloaded");
     assert.equal((await d.status()).last_error.code, "ENGINE_TIMEOUT");
