@@ -53,6 +53,18 @@ export function commonPrefix(a: readonly Token[], b: readonly Token[]): number {
 const endsWith = (tokens: readonly Token[], tail: readonly Token[]) =>
   tail.length > 0 && tokens.length >= tail.length && tail.every((t, i) => tokens[tokens.length - tail.length + i] === t);
 
+/** A sampled token's log-probability and, when `top` > 0, the `top` most likely tokens' at that step. */
+export function tokenLogprob(model: LlamaModel, token: Token, confidence: number | undefined, probabilities: Map<Token, number> | undefined, top: number): TokenLogprob {
+  const entry: TokenLogprob = { token, text: model.detokenize([token], true), logprob: Math.log(confidence ?? 0) };
+  if (top > 0 && probabilities) {
+    entry.top = [...probabilities.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([t, p]) => ({ token: t, text: model.detokenize([t], true), logprob: Math.log(p) }));
+  }
+  return entry;
+}
+
 export async function runTokenLoop(options: TokenLoopOptions): Promise<TokenLoopResult> {
   const { model, sequence, prompt, signal } = options;
   // The prompt cache: keep what the sequence already evaluated of this prompt; at least the last prompt token
@@ -121,15 +133,7 @@ export async function runTokenLoop(options: TokenLoopOptions): Promise<TokenLoop
       }
       generated.push(token);
       if (options.logprobs) {
-        const entry: TokenLogprob = { token, text: model.detokenize([token], true), logprob: Math.log(confidence ?? 0) };
-        const probabilities = (step.value as { probabilities?: Map<Token, number> }).probabilities;
-        if (wantTop > 0 && probabilities) {
-          entry.top = [...probabilities.entries()]
-            .sort((a, b) => b[1] - a[1])
-            .slice(0, wantTop)
-            .map(([t, p]) => ({ token: t, text: model.detokenize([t], true), logprob: Math.log(p) }));
-        }
-        logprobs.push(entry);
+        logprobs.push(tokenLogprob(model, token, confidence, (step.value as { probabilities?: Map<Token, number> }).probabilities, wantTop));
       }
       options.onToken?.(generated.length);
       if (stopTokens.some((tail) => endsWith(generated, tail))) {

@@ -1,6 +1,6 @@
 import type { LlamaContextSequence, LlamaModel, SequenceEvaluateOptions, Token } from "node-llama-cpp";
 import type { TokenLogprob } from "../../domain/generation.ts";
-import { commonPrefix, runTokenLoop, type TokenLoopOptions, type TokenLoopResult, type TokenLoopStop } from "../tokenLoop.ts";
+import { commonPrefix, runTokenLoop, tokenLogprob, type TokenLoopOptions, type TokenLoopResult, type TokenLoopStop } from "../tokenLoop.ts";
 import { lookupDraft } from "./lookupDraft.ts";
 import { ModelDrafter } from "./modelDraft.ts";
 
@@ -133,14 +133,7 @@ export async function runSpeculativeLoop(options: SpeculativeLoopOptions): Promi
     generated.push(token);
     context.push(token);
     if (options.logprobs) {
-      const entry: TokenLogprob = { token, text: model.detokenize([token], true), logprob: Math.log(confidence ?? 0) };
-      if (wantTop > 0 && probabilities) {
-        entry.top = [...probabilities.entries()]
-          .sort((a, b) => b[1] - a[1])
-          .slice(0, wantTop)
-          .map(([t, p]) => ({ token: t, text: model.detokenize([t], true), logprob: Math.log(p) }));
-      }
-      logprobs.push(entry);
+      logprobs.push(tokenLogprob(model, token, confidence, probabilities, wantTop));
     }
     options.onToken?.(generated.length);
     if (stopTokens.some((tail) => endsWith(generated, tail))) return void (stopReason = "stop");
