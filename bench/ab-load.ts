@@ -3,9 +3,10 @@
 // each round loads the model once on each (its spare engine process settled first), then unloads it. For a change
 // to how engine processes start; not a test.
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { prepareLaunch, ROOT } from "./snapshot.ts";
+import { childrenOf, listeningUrl } from "./daemonProcess.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string, fallback: string) => {
@@ -19,19 +20,6 @@ const model = modelArg === "small-q8" ? join(ROOT, "bench", "models", "llama-110
 const ROUNDS = Number(opt("rounds", "6"));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-function childrenOf(pid: number): number[] {
-  return readdirSync("/proc")
-    .filter((e) => /^\d+$/.test(e))
-    .filter((e) => {
-      try {
-        const s = readFileSync(`/proc/${e}/stat`, "utf8");
-        return Number(s.slice(s.lastIndexOf(")") + 2).split(" ")[1]) === pid;
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
 const rssKb = (pid: number) => {
   try {
     return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
@@ -57,16 +45,7 @@ const variants = { current: prepareLaunch({ source: false, patches: [] }), patch
 const daemons: Record<string, { url: string; pid: number }> = {};
 for (const [name, launch] of Object.entries(variants)) {
   const child = spawn(process.execPath, [...launch.argv.process, "serve", "--port", "0", "--threads", "1", "--gpu", "off", "--log-format", "json"], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
-  const url = await new Promise<string>((resolve, reject) => {
-    let buf = "";
-    child.stdout!.on("data", (d: Buffer) => {
-      buf += d.toString();
-      const m = /"url":"(http:[^"]+)"/.exec(buf);
-      if (m) resolve(m[1]);
-    });
-    child.once("exit", () => reject(new Error(`${name} exited`)));
-  });
-  child.stdout!.resume();
+  const url = await listeningUrl(child, `${name} exited`);
   daemons[name] = { url, pid: child.pid! };
 }
 const times: Record<string, number[]> = { current: [], patched: [] };

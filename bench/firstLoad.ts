@@ -9,9 +9,10 @@
 // src/engine/binaryCheck.ts) and with KEKAHYDE_BINARY_CHECK=always (the test on every start, as before).
 // llama-server: spawned, /health polled every 10 ms until 200, then the same prompt, n_predict 1, streamed.
 import { spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
+import { childrenOf, listeningUrl } from "./daemonProcess.ts";
 
 export interface FirstLoadDeps {
   model: string;
@@ -67,19 +68,6 @@ function get(url: string, path: string): Promise<number> {
   });
 }
 
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) out.push(Number(entry));
-    } catch {
-      // ended
-    }
-  }
-  return out;
-}
 const cmdline = (pid: number) => {
   try {
     return readFileSync(`/proc/${pid}/cmdline`, "utf8");
@@ -138,20 +126,7 @@ async function kekahydeStart(deps: FirstLoadDeps, testEveryStart: boolean): Prom
     }
   })();
   try {
-    const url = await new Promise<string>((resolve, reject) => {
-      let buf = "";
-      const onData = (d: Buffer) => {
-        buf += d.toString();
-        const m = /"url":"(http:[^"]+)"/.exec(buf);
-        if (m) {
-          child.stdout!.off("data", onData);
-          child.stdout!.resume();
-          resolve(m[1]);
-        }
-      };
-      child.stdout!.on("data", onData);
-      child.once("exit", () => reject(new Error("kekahyde exited")));
-    });
+    const url = await listeningUrl(child, "kekahyde exited");
     seen.listening = performance.now() - t0;
     const load = await post(url, "/load_model", { path: deps.model });
     if (load.status !== 200) throw new Error(`load_model answered ${load.status}: ${load.text.slice(0, 300)}`);

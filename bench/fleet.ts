@@ -21,6 +21,7 @@ import { fleetConfig } from "../src/fleet/haproxyConfig.ts";
 import { SMALL_SHAPE, TINYLLAMA_SHAPE, writeRandomLlama, type LlamaShape, type WeightType } from "../src/gguf/randomModel.ts";
 import { checkConfig, findHaproxy, haproxyDir, startHaproxy, type Haproxy } from "../test/helpers/haproxy.ts";
 import { launchOptions, prepareLaunch, ROOT, type Launch } from "./snapshot.ts";
+import { listeningUrl } from "./daemonProcess.ts";
 
 const MODELS: Record<string, [LlamaShape, WeightType]> = {
   "small-q8": [SMALL_SHAPE, "Q8_0"],
@@ -95,21 +96,7 @@ async function startDaemon(launch: Launch, modelsDir: string, threads: number, p
     [...launch.argv.process, "serve", "--port", "0", "--threads", String(threads), "--gpu", "off", "--models-dir", modelsDir, "--parallel", String(parallel), "--max-queue", "64", "--agent-port", String(agentPort), "--spare-engine", "false", "--keep-alive=-1", "--log-format", "json"],
     { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] },
   );
-  // The "listening" log line says where; the rest of its log is read and dropped (never a full pipe).
-  const url = await new Promise<string>((resolve, reject) => {
-    let buf = "";
-    const onData = (d: Buffer) => {
-      buf += d.toString();
-      const m = /"url":"(http:[^"]+)"/.exec(buf);
-      if (m) {
-        child.stdout!.off("data", onData);
-        resolve(m[1]);
-      }
-    };
-    child.stdout!.on("data", onData);
-    child.once("exit", () => reject(new Error("a daemon exited before it listened")));
-  });
-  child.stdout!.resume();
+  const url = await listeningUrl(child, "a daemon exited before it listened");
   return {
     url,
     agentPort,

@@ -15,7 +15,7 @@
 //   --wait-quiet L  before starting, wait (up to 45 min) until the 1-minute load average is below L: this
 //                   machine is shared, and other work moves results by more than the differences measured
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { availableParallelism, cpus, totalmem } from "node:os";
 import { dirname, join, relative } from "node:path";
@@ -25,6 +25,7 @@ import { getLlama, LlamaCompletion, LlamaLogLevel, type Llama, type LlamaContext
 import { SMALL_SHAPE, TINYLLAMA_SHAPE, writeRandomLlama, type LlamaShape, type WeightType } from "../src/gguf/randomModel.ts";
 import { PEER_BIN, peerCpuFlags, peersAvailable } from "./peers.ts";
 import { launchOptions, prepareLaunch, type EngineKind, type Launch } from "./snapshot.ts";
+import { childrenOf, listeningUrl } from "./daemonProcess.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const args = process.argv.slice(2);
@@ -173,21 +174,7 @@ async function startKekahyde(threads: number, extra: string[] = [], kind: Engine
     cwd: ROOT,
     stdio: ["ignore", "pipe", "inherit"],
   });
-  const url = await new Promise<string>((resolve, reject) => {
-    let buf = "";
-    const onData = (d: Buffer) => {
-      buf += d.toString();
-      const m = /"url":"(http:[^"]+)"/.exec(buf);
-      if (m) {
-        child.stdout!.off("data", onData);
-        resolve(m[1]);
-      }
-    };
-    child.stdout!.on("data", onData);
-    child.once("exit", () => reject(new Error(`kekahyde (${kind}) exited`)));
-  });
-  // Its log is read and dropped, so that it never waits on a full pipe.
-  child.stdout!.resume();
+  const url = await listeningUrl(child, `kekahyde (${kind}) exited`);
   return {
     url,
     child,
@@ -206,20 +193,6 @@ async function startKekahyde(threads: number, extra: string[] = [], kind: Engine
   };
 }
 
-/** Process ids whose parent is `pid` (Linux /proc). */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) out.push(Number(entry));
-    } catch {
-      // it has just ended
-    }
-  }
-  return out;
-}
 
 /**
  * Waits until the daemon's engine processes are settled: `count` children, none of them with children of

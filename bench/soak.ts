@@ -20,13 +20,14 @@
 // model (~10x the work per token, so that stops and cuts land mid-generation), is unloaded and loaded again
 // every --cycle-s seconds once no request of the soak's is using it.
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { createServer } from "node:net";
 import { availableParallelism, cpus, totalmem } from "node:os";
 import { join, relative } from "node:path";
 import { slowModel, tinyModel } from "../test/helpers/fixtures.ts";
 import { launchOptions, prepareLaunch, ROOT } from "./snapshot.ts";
+import { childrenOf } from "./daemonProcess.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string, fallback: string) => {
@@ -77,20 +78,6 @@ function rssOf(pid: number): number | null {
   }
 }
 
-/** Process ids whose parent is `pid` (Linux /proc). */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) out.push(Number(entry));
-    } catch {
-      // it has just ended
-    }
-  }
-  return out;
-}
 
 function alive(pid: number): boolean {
   try {
