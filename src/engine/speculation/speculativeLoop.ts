@@ -1,6 +1,6 @@
 import type { LlamaContextSequence, LlamaModel, SequenceEvaluateOptions, Token } from "node-llama-cpp";
-import type { TokenLogprob } from "../../domain/generation.ts";
-import { commonPrefix, runTokenLoop, tokenLogprob, type TokenLoopOptions, type TokenLoopResult, type TokenLoopStop } from "../tokenLoop.ts";
+import { GeneratedText } from "../generatedText.ts";
+import { commonPrefix, runTokenLoop, type TokenLoopOptions, type TokenLoopResult, type TokenLoopStop } from "../tokenLoop.ts";
 import { lookupDraft } from "./lookupDraft.ts";
 import { ModelDrafter } from "./modelDraft.ts";
 
@@ -70,9 +70,6 @@ export interface SpeculativeLoopResult extends TokenLoopResult {
   acceptedTokens: number;
 }
 
-const endsWith = (tokens: readonly Token[], tail: readonly Token[]) =>
-  tail.length > 0 && tokens.length >= tail.length && tail.every((t, i) => tokens[tokens.length - tail.length + i] === t);
-
 /** Whether a generation with these options is verified speculatively (otherwise it is plain decoding). */
 export function speculates(options: Pick<SpeculativeLoopOptions, "draft" | "sampling" | "grammar">): boolean {
   return options.draft != null && options.sampling.temperature <= 0 && options.grammar == null;
@@ -88,9 +85,6 @@ export async function runSpeculativeLoop(options: SpeculativeLoopOptions): Promi
   if (sequence.nextTokenIndex > cachedTokens) await sequence.eraseContextTokenRanges([{ start: cachedTokens, end: sequence.nextTokenIndex }]);
   if (options.maxTokens <= 0) return { text: "", stopReason: "length", completionTokens: 0, cachedTokens, draftedTokens: 0, acceptedTokens: 0 };
 
-  const stopStrings = (options.stopStrings ?? []).filter((s) => s.length > 0);
-  const holdBack = Math.max(0, ...stopStrings.map((s) => s.length - 1));
-  const stopTokens = (options.stopTokens ?? []).filter((t) => t.length > 0);
   const wantTop = options.logprobs ? options.logprobs.top : 0;
   const s = options.sampling;
 
@@ -103,55 +97,19 @@ export async function runSpeculativeLoop(options: SpeculativeLoopOptions): Promi
         ? { draft: async (context: readonly Token[], n: number) => lookupDraft(context, n, draftOptions) }
         : { draft: async (context: readonly Token[], n: number) => (await draftOptions.draft(context, n)).slice(0, n) };
 
-  const generated: Token[] = [];
-  const logprobs: TokenLogprob[] = [];
+  const out = new GeneratedText(model, options);
   /** The prompt and every token generated so far: what the drafter continues. */
   const context: Token[] = prompt.slice();
-  let text = "";
-  let sent = 0;
-  let pending: Token[] = [];
   let stopReason: TokenLoopStop | null = null;
-  /** Characters at the start that `ignoreStart` drops; null until the start has been decided. */
-  let skipped: number | null = null;
-  const ignoreStart = (options.ignoreStart ?? []).filter((x) => x.length > 0);
-  const ignoredStart = () => Math.max(0, ...ignoreStart.filter((x) => text.startsWith(x)).map((x) => x.length));
   let draftedTokens = 0;
   let acceptedTokens = 0;
-
-  const flush = (final: boolean) => {
-    const upTo = final ? text.length : Math.max(sent, text.length - holdBack);
-    if (upTo > sent) {
-      options.onText?.(text.slice(sent, upTo));
-      sent = upTo;
-    }
-  };
 
   /** One token of the target's, handled as runTokenLoop handles a sampled token; sets stopReason to end. */
   const take = (token: Token, confidence: number | undefined, probabilities: Map<Token, number> | undefined) => {
     if (signal.aborted) return void (stopReason = "abort");
     if (model.isEogToken(token)) return void (stopReason = "eog");
-    generated.push(token);
     context.push(token);
-    if (options.logprobs) {
-      logprobs.push(tokenLogprob(model, token, confidence, probabilities, wantTop));
-    }
-    options.onToken?.(generated.length);
-    if (stopTokens.some((tail) => endsWith(generated, tail))) return void (stopReason = "stop");
-    pending.push(token);
-    const piece = model.detokenize(pending);
-    if (!piece.endsWith("\uFFFD")) {
-      text += piece;
-      pending = [];
-      const at = stopStrings.map((stop) => text.indexOf(stop, Math.max(0, sent - holdBack))).filter((i) => i >= 0);
-      if (at.length > 0) {
-        text = text.slice(0, Math.min(...at));
-        return void (stopReason = "stop");
-      }
-      // The start is decided once the text can no longer grow into a longer ignored start.
-      if (skipped === null && !ignoreStart.some((x) => x.length > text.length && x.startsWith(text))) sent = skipped = ignoredStart();
-      if (skipped !== null) flush(false);
-    }
-    if (generated.length >= options.maxTokens) stopReason = "length";
+    stopReason = out.add(token, confidence, probabilities);
   };
 
   const sampleOptions: SequenceEvaluateOptions = {
@@ -187,7 +145,7 @@ export async function runSpeculativeLoop(options: SpeculativeLoopOptions): Promi
     }
     const base = sequence.nextTokenIndex; // == context.length - input.length
     const room = sequence.contextSize - base - input.length;
-    const limit = Math.min(draftLength, options.maxTokens - generated.length - 1, room - 1);
+    const limit = Math.min(draftLength, options.maxTokens - out.tokens.length - 1, room - 1);
     draft = [];
     if (pause > 0) pause--;
     else if (limit > 0) draft = await drafter.draft(context, limit);
@@ -226,15 +184,14 @@ export async function runSpeculativeLoop(options: SpeculativeLoopOptions): Promi
     }
   }
   // The sequence now holds what runTokenLoop's would: every token that a sampled token was sampled after.
-  if (pending.length > 0 && (stopReason as TokenLoopStop | null) !== "stop") text += model.detokenize(pending);
-  if (skipped === null) sent = skipped = Math.min(ignoredStart(), text.length);
-  flush(true);
+  const end: TokenLoopStop = stopReason ?? "length";
+  const text = out.finish(end);
   return {
-    text: text.slice(skipped),
-    stopReason: stopReason ?? "length",
-    completionTokens: generated.length,
+    text,
+    stopReason: end,
+    completionTokens: out.tokens.length,
     cachedTokens,
-    ...(options.logprobs && { logprobs }),
+    ...(options.logprobs && { logprobs: out.logprobs }),
     draftedTokens,
     acceptedTokens,
   };
