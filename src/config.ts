@@ -3,7 +3,7 @@ import { delimiter, extname } from "node:path";
 import { parseArgs } from "node:util";
 import { parse as parseToml } from "smol-toml";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
-import type { GpuMode, MemoryBudget } from "./domain/models.ts";
+import type { FlashAttentionMode, GpuMode, MemoryBudget } from "./domain/models.ts";
 import { defaultModelsDir } from "./catalogue/paths.ts";
 import { DURATION_HELP, parseDuration } from "./duration.ts";
 import { DEFAULT_CONTEXT_SIZE, DEFAULT_KEEP_ALIVE_MS, DEFAULT_MAX_FIRST_TOKEN_SECONDS, DEFAULT_MAX_LOAD_SECONDS, DEFAULT_MAX_QUEUE, DEFAULT_MEMORY_FRACTION } from "./domain/defaults.ts";
@@ -21,6 +21,8 @@ export interface ServeConfig {
   threads: number | null;
   contextSize: number;
   gpu: GpuMode;
+  /** Flash attention in every context the daemon creates. */
+  flashAttention: FlashAttentionMode;
   logLevel: LogLevel;
   maxQueue: number;
   /** Models loaded at once; loading one more unloads the least recently used idle one. */
@@ -71,6 +73,7 @@ export const DEFAULTS: ServeConfig = {
   threads: null,
   contextSize: DEFAULT_CONTEXT_SIZE,
   gpu: "auto",
+  flashAttention: "auto",
   logLevel: "info",
   maxQueue: DEFAULT_MAX_QUEUE,
   maxModels: 1,
@@ -171,6 +174,7 @@ export const OPTIONS: readonly OptionDoc[] = [
   { flag: "threads", env: "KEKAHYDE_THREADS", key: "threads", value: "N", help: "CPU threads for inference (default: physical cores - 1, at least 1)", parse: integer(1, 1024) },
   { flag: "ctx-size", env: "KEKAHYDE_CTX_SIZE", key: "contextSize", value: "N", help: "context size in tokens, capped at the model's trained length", parse: integer(16, 1 << 20) },
   { flag: "gpu", env: "KEKAHYDE_GPU", key: "gpu", value: "auto|off", help: "use a GPU when node-llama-cpp finds one (auto), or CPU only (off)", parse: oneOf(["auto", "off"]) },
+  { flag: "flash-attention", env: "KEKAHYDE_FLASH_ATTENTION", key: "flashAttention", value: "auto|on|off", help: "llama.cpp's flash attention: auto (llama.cpp's default: on where supported) is faster here", parse: oneOf(["auto", "on", "off"]) },
   { flag: "max-queue", env: "KEKAHYDE_MAX_QUEUE", key: "maxQueue", value: "N", help: "requests that may wait per model while every slot generates (0: none wait); more get 503", parse: integer(0, 100_000) },
   { flag: "max-models", env: "KEKAHYDE_MAX_MODELS", key: "maxModels", value: "N", help: "models loaded at once; one more unloads the least recently used idle one (1: a load replaces the model)", parse: integer(1, 64) },
   { flag: "max-memory", env: "KEKAHYDE_MAX_MEMORY", key: "maxMemory", value: "SIZE|N%", help: "memory all loaded models may take, estimated from their GGUF metadata: a size (12GiB) or a share of free RAM/VRAM; more gets 507", parse: memoryBudget },

@@ -70,6 +70,7 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
         gpu: config.gpu,
         threads,
         contextSize: config.contextSize,
+        flashAttention: config.flashAttention,
         parallel: config.parallel,
         modelsDirs: config.modelsDirs,
         maxLoadMs: config.maxLoadSeconds === null ? null : config.maxLoadSeconds * 1000,

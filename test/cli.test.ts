@@ -36,6 +36,9 @@ describe("configuration", () => {
     assert.equal(config.model, "/m.gguf");
     assert.equal(config.gpu, "off");
     assert.equal(config.threads, 3);
+    assert.equal(DEFAULTS.flashAttention, "auto");
+    assert.equal(parseServeArgs(["--flash-attention", "off"], {}).config.flashAttention, "off");
+    assert.equal(parseServeArgs([], { KEKAHYDE_FLASH_ATTENTION: "on" }).config.flashAttention, "on");
   });
 
   it("reads the several-models options: counts, memory budgets and Ollama-style durations", () => {
@@ -58,6 +61,7 @@ describe("configuration", () => {
     assert.throws(() => parseServeArgs(["--port", "70000"], {}), (e: Error) => e instanceof ConfigError && /--port must be an integer from 0 to 65535/.test(e.message));
     assert.throws(() => parseServeArgs([], { KEKAHYDE_PORT: "abc" }), /KEKAHYDE_PORT must be an integer/);
     assert.throws(() => parseServeArgs(["--gpu", "cuda"], {}), /--gpu must be one of auto, off/);
+    assert.throws(() => parseServeArgs(["--flash-attention", "yes"], {}), /--flash-attention must be one of auto, on, off/);
     assert.throws(() => parseServeArgs(["--bogus"], {}), ConfigError);
   });
 

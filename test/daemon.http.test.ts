@@ -95,11 +95,26 @@ describe("daemon over HTTP with the real engine", () => {
     assert.equal(body.model.context_size, 2048);
     assert.equal(body.model.gpu, false);
     assert.ok(["prebuilt", "localBuild"].includes(body.model.engine_build), "says which llama.cpp binary runs the model");
+    assert.equal(body.model.flash_attention, "auto", "the context is created with llama.cpp's own flash attention default");
     const status = await d.status();
     assert.equal(status.state, "idle");
     assert.equal(status.model_loaded, true);
     assert.equal(status.last_error, null, "a successful load clears the last error");
     assert.equal(status.model.name, "kekahyde-char-tiny");
+  });
+
+  it("creates the model's context with --flash-attention off or on, and writes the same text either way", async () => {
+    for (const mode of ["off", "on"] as const) {
+      const other = await startTestDaemon({ flashAttention: mode });
+      try {
+        const body = await json(await other.post("/load_model", { path: tiny }));
+        assert.equal(body.model.flash_attention, mode);
+        const res = await other.post("/run_prompt", { prompt: "abc", raw: true, max_tokens: 10 });
+        assert.equal(await res.text(), "defghijklm");
+      } finally {
+        await other.close();
+      }
+    }
   });
 
   it("answers the seed's {\"prompt\"} alone with the model's exact chat reply as text/plain", async () => {

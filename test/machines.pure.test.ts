@@ -25,7 +25,7 @@ const run = (actions: unknown[]) => {
 function countingModel() {
   const calls = { generate: 0, dispose: 0 };
   const model: LoadedModel = {
-    info: { path: "/m.gguf", name: "m", architecture: "llama", size_bytes: 1, context_size: 64, train_context_size: 64, threads: 1, gpu: false, gpu_layers: 0, engine_build: "fake", parallel: 1, engine_pid: 0 },
+    info: { path: "/m.gguf", name: "m", architecture: "llama", size_bytes: 1, context_size: 64, train_context_size: 64, threads: 1, gpu: false, gpu_layers: 0, engine_build: "fake", flash_attention: "auto", parallel: 1, engine_pid: 0 },
     generate: async () => {
       calls.generate++;
       return new Promise<GenerateResult>(() => {});

@@ -5,6 +5,9 @@ import { basename } from "node:path";
 /** `--gpu`: use a GPU if the engine finds one, or CPU only. */
 export type GpuMode = "auto" | "off";
 
+/** llama.cpp's flash attention: "auto" (its own default: on where the backend supports it), "on" or "off". */
+export type FlashAttentionMode = "auto" | "on" | "off";
+
 /** `--max-memory`: a number of bytes, or a fraction of the memory free for models at each load. */
 export type MemoryBudget = { bytes: number } | { fraction: number };
 
@@ -92,6 +95,8 @@ export interface ModelInfo {
    * `npm run build:engine` (OpenMP threads; see docs/performance.md).
    */
   engine_build: string;
+  /** Flash attention as the model's context was created with it (`--flash-attention`). */
+  flash_attention: FlashAttentionMode;
   /** Generations that may run at once, each in its own context sequence of context_size tokens. */
   parallel: number;
   /** The process that runs this model's engine (its own engine process; the daemon never loads llama.cpp). */

@@ -1,11 +1,12 @@
 import { randomBytes } from "node:crypto";
+import * as nodeLlamaCpp from "node-llama-cpp";
 import type { ChatHistoryItem, ChatModelFunctions, ChatModelResponse, ChatWrapper, Llama, LlamaContext, LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp";
 import { templateSupportsTools } from "../catalogue/facts.ts";
 import { KekahydeError, toKekahydeError } from "../errors.ts";
 import si from "systeminformation";
 import { SAMPLING_DEFAULTS } from "../domain/defaults.ts";
 import type { ChatMessage, FinishReason, GenerateResult, TokenLogprob, ToolCall, ToolDefinition } from "../domain/generation.ts";
-import { defaultModelName, type GpuMode, type ModelInfo } from "../domain/models.ts";
+import { defaultModelName, type FlashAttentionMode, type GpuMode, type ModelInfo } from "../domain/models.ts";
 import { toGrammarSchema } from "./jsonSchema.ts";
 import { planModel } from "./planning.ts";
 import { sourceBuildOptions } from "./sourceBuild.ts";
@@ -20,6 +21,8 @@ export interface LlamaEngineOptions {
   threads: number;
   /** Context size for each loaded model; bounded by the model's trained context length. */
   contextSize: number;
+  /** Flash attention in every context (default "auto", llama.cpp's own: node-llama-cpp's is off). */
+  flashAttention?: FlashAttentionMode;
   /** Context sequences per model, for parallel generations (default 1). */
   parallel?: number;
   /** Folders models may be loaded from; empty: anywhere. */
@@ -109,12 +112,12 @@ function callingWrapper(wrapper: ChatWrapper): ChatWrapper {
 }
 
 /**
- * node-llama-cpp is imported on the first load, not at start-up: its module graph alone is ~45 MB of RSS,
- * which an idle daemon without a model should not carry.
+ * node-llama-cpp, imported with this module: only engine processes import it, and each starts the library at
+ * once. A static import, not `import()`: in the engine's one-file bundle (scripts/bundle.mjs) a dynamic import
+ * of node-llama-cpp, whose modules use top-level await, never settled.
  */
-type NodeLlamaCpp = typeof import("node-llama-cpp");
-let nodeLlamaCpp: Promise<NodeLlamaCpp> | null = null;
-const binding = (): Promise<NodeLlamaCpp> => (nodeLlamaCpp ??= import("node-llama-cpp"));
+type NodeLlamaCpp = typeof nodeLlamaCpp;
+const binding = async (): Promise<NodeLlamaCpp> => nodeLlamaCpp;
 
 class LlamaLoadedModel implements LoadedModel {
   private readonly inflight = new Set<{ abort: AbortController; done: Promise<unknown> }>();
@@ -510,6 +513,9 @@ class LlamaLoadedModel implements LoadedModel {
   }
 }
 
+/** node-llama-cpp's flash attention option, as a context holds it, in the daemon's words. */
+const flashAttentionMode = (option: boolean | "auto"): FlashAttentionMode => (option === "auto" ? "auto" : option ? "on" : "off");
+
 /** The in-process engine, and what an engine process asks of it beyond the port. */
 export interface LlamaEngine extends Engine {
   /** Starts the library (if not yet) and says what it runs on. */
@@ -565,6 +571,8 @@ export function createLlamaEngine(options: LlamaEngineOptions): LlamaEngine {
       const lib = await library();
       const { path } = plan;
       const threads = plan.threads ?? options.threads;
+      // node-llama-cpp's booleans, or llama.cpp's own "auto": on where the backend supports it (CPU, CUDA, Metal).
+      const flashAttention = { auto: "auto" as const, on: true, off: false }[options.flashAttention ?? "auto"];
       let model: LlamaModel;
       try {
         model = await lib.loadModel({ modelPath: path, loadSignal: signal, onLoadProgress: onProgress, gpuLayers: plan.gpuLayers ?? "auto" });
@@ -574,7 +582,7 @@ export function createLlamaEngine(options: LlamaEngineOptions): LlamaEngine {
       }
       let context: LlamaContext;
       try {
-        context = await model.createContext({ contextSize: plan.contextSize, sequences: plan.sequences, threads: { ideal: threads, min: threads } });
+        context = await model.createContext({ contextSize: plan.contextSize, sequences: plan.sequences, threads: { ideal: threads, min: threads }, flashAttention });
       } catch (e) {
         await model.dispose();
         throw toKekahydeError(e, "MODEL_INVALID", `could not create a ${plan.contextSize}-token context for ${path}`);
@@ -585,7 +593,7 @@ export function createLlamaEngine(options: LlamaEngineOptions): LlamaEngine {
         let draftModel: LlamaModel | null = null;
         try {
           draftModel = await lib.loadModel({ modelPath: draftPath, loadSignal: signal, gpuLayers: plan.gpuLayers === 0 ? 0 : "auto" });
-          const draftContext = await draftModel.createContext({ contextSize: plan.draft.contextSize, sequences: plan.sequences, threads: { ideal: threads, min: threads } });
+          const draftContext = await draftModel.createContext({ contextSize: plan.draft.contextSize, sequences: plan.sequences, threads: { ideal: threads, min: threads }, flashAttention });
           speculation = { mode: "draft", model: draftModel, context: draftContext };
         } catch (e) {
           await draftModel?.dispose();
@@ -606,6 +614,7 @@ export function createLlamaEngine(options: LlamaEngineOptions): LlamaEngine {
         gpu: lib.gpu,
         gpu_layers: model.gpuLayers,
         engine_build: lib.buildType,
+        flash_attention: flashAttentionMode(context.flashAttention),
         engine_pid: process.pid,
         parallel: context.totalSequences,
         ...(plan.speculative && { speculative: plan.speculative }),

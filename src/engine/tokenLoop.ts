@@ -1,4 +1,4 @@
-import type { LlamaContextSequence, LlamaGrammar, LlamaModel, Token } from "node-llama-cpp";
+import { LlamaGrammarEvaluationState, type LlamaContextSequence, type LlamaGrammar, type LlamaModel, type Token } from "node-llama-cpp";
 import type { TokenLogprob } from "../domain/generation.ts";
 import { GeneratedText } from "./generatedText.ts";
 
@@ -59,7 +59,7 @@ export async function runTokenLoop(options: TokenLoopOptions): Promise<TokenLoop
   if (sequence.nextTokenIndex > cachedTokens) await sequence.eraseContextTokenRanges([{ start: cachedTokens, end: sequence.nextTokenIndex }]);
 
   const wantTop = options.logprobs ? options.logprobs.top : 0;
-  const grammarEvaluationState = options.grammar ? new (await import("node-llama-cpp")).LlamaGrammarEvaluationState({ model, grammar: options.grammar }) : undefined;
+  const grammarEvaluationState = options.grammar ? new LlamaGrammarEvaluationState({ model, grammar: options.grammar }) : undefined;
   const s = options.sampling;
   const out = new GeneratedText(model, options);
   let stopReason: TokenLoopStop = "length";

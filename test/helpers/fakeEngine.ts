@@ -87,6 +87,7 @@ export class FakeEngine implements Engine {
       gpu: false,
       gpu_layers: 0,
       engine_build: "fake",
+      flash_attention: "auto",
       engine_pid: 0,
       parallel: 1,
     };

@@ -41,6 +41,7 @@ const engine = createLlamaEngine({
   gpu: options.gpu,
   threads: options.threads,
   contextSize: options.contextSize,
+  flashAttention: options.flashAttention,
   parallel: options.parallel,
   onNativeLog: (level, message) => send({ type: "log", level, message }),
 });

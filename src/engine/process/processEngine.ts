@@ -2,7 +2,7 @@ import { basename } from "node:path";
 import si from "systeminformation";
 import type { GenerateResult } from "../../domain/generation.ts";
 import type { DetokenizeRequest, DetokenizeResult, EmbedRequest, EmbedResult, JobResult, RankRequest, RankResult, TokenizeRequest, TokenizeResult } from "../../domain/jobs.ts";
-import type { GpuMode, ModelInfo, ModelPlan } from "../../domain/models.ts";
+import type { FlashAttentionMode, GpuMode, ModelInfo, ModelPlan } from "../../domain/models.ts";
 import { KekahydeError } from "../../errors.ts";
 import { planModel } from "../planning.ts";
 import type { Engine, GenerateOptions, JobOptions, LoadedModel, LoadOptions } from "../types.ts";
@@ -16,6 +16,7 @@ export interface ProcessEngineOptions {
   gpu: GpuMode;
   threads: number;
   contextSize: number;
+  flashAttention?: FlashAttentionMode;
   parallel?: number;
   /** Folders models may be loaded from; empty: anywhere. */
   modelsDirs?: readonly string[];
@@ -79,7 +80,7 @@ export function createProcessEngine(options: ProcessEngineOptions): ProcessEngin
   const abortGraceMs = options.abortGraceMs ?? DEFAULT_ABORT_GRACE_MS;
   const stopGraceMs = options.stopGraceMs ?? DEFAULT_STOP_GRACE_MS;
   const availableMemory = options.availableMemory ?? (async () => (await si.mem()).available);
-  const processOptions = { gpu: options.gpu, threads: options.threads, contextSize: options.contextSize, parallel: options.parallel ?? 1 };
+  const processOptions = { gpu: options.gpu, threads: options.threads, contextSize: options.contextSize, flashAttention: options.flashAttention ?? "auto", parallel: options.parallel ?? 1 };
   let spare: Promise<Started> | null = null;
   let disposed = false;
 

@@ -1,7 +1,7 @@
 import type { ErrorCode } from "../../errors.ts";
 import type { GenerationProgress, GenerationRequest } from "../../domain/generation.ts";
 import type { JobResult, Work } from "../../domain/jobs.ts";
-import type { GpuMode, ModelInfo, ModelPlan } from "../../domain/models.ts";
+import type { FlashAttentionMode, GpuMode, ModelInfo, ModelPlan } from "../../domain/models.ts";
 
 /**
  * What the daemon and an engine process say to each other over Node's IPC channel. One engine process runs
@@ -13,6 +13,7 @@ export interface EngineProcessOptions {
   gpu: GpuMode;
   threads: number;
   contextSize: number;
+  flashAttention: FlashAttentionMode;
   parallel: number;
 }
 
