@@ -103,9 +103,17 @@ export function prepareLaunch({ source, patches, srcFrom = null }: { source: boo
     copyFileSync(join(ROOT, "package.json"), join(out, "package.json"));
     mkdirSync(join(out, "src", "server", "inspector"), { recursive: true });
     copyFileSync(join(from, "src", "server", "inspector", "page.html"), join(out, "src", "server", "inspector", "page.html"));
-    const notes = [typeErrors ? `tsc reported ${typeErrors} type errors` : "", applied.length ? `with ${applied.join(", ")} applied` : ""].filter(Boolean).join("; ");
+    // As `npm run build` does: the daemon and the engine process each start from a one-file bundle. Not for
+    // --src-from: code older than the bundle (a dynamic import of node-llama-cpp) hangs bundled.
+    const bundled = !srcFrom;
+    if (bundled) {
+      for (const entry of ["cli.js", join("engine", "process", "host.js")]) {
+        quiet(process.execPath, [join(ROOT, "scripts", "bundle.mjs"), join(out, "src", entry), join(out, "src", entry.replace(/\.js$/, ".bundle.mjs"))]);
+      }
+    }
+    const notes = [typeErrors ? `tsc reported ${typeErrors} type errors` : "", applied.length ? `with ${applied.join(", ")} applied` : "", bundled ? "bundled as `npm run build` does" : "not bundled"].filter(Boolean).join("; ");
     return {
-      argv: { process: [join(out, "src", "cli.js")], "in-process": [join(out, "bench", "inprocess-daemon.js")] },
+      argv: { process: [join(out, "src", bundled ? "cli.bundle.mjs" : "cli.js")], "in-process": [join(out, "bench", "inprocess-daemon.js")] },
       description: `compiled JavaScript (src/ at ${srcCommit(from)}${srcFrom ? ` from another checkout (--src-from)` : ""}, compiled by the bench${notes ? `; ${notes}` : ""})`,
       cleanup,
     };

@@ -35,11 +35,12 @@ const started: ChildProcess[] = [];
 /**
  * Starts `kekahyde serve` with `args` on a free port and waits until it answers /health (readiness is polled
  * over HTTP). `readStdout: false` leaves its stdout a pipe nobody reads, once Node's own buffer is full: a
- * stalled log reader.
+ * stalled log reader. `entry`: Node's arguments that start the daemon instead of the TypeScript sources
+ * (a compiled build).
  */
-export async function spawnDaemon(args: string[] = [], { readStdout = true }: { readStdout?: boolean } = {}): Promise<DaemonProcess> {
+export async function spawnDaemon(args: string[] = [], { readStdout = true, entry = ["--import", "tsx", CLI] }: { readStdout?: boolean; entry?: string[] } = {}): Promise<DaemonProcess> {
   const port = await freePort();
-  const child = spawn(process.execPath, ["--import", "tsx", CLI, "serve", "--port", String(port), "--threads", "1", "--log-format", "json", ...args], {
+  const child = spawn(process.execPath, [...entry, "serve", "--port", String(port), "--threads", "1", "--log-format", "json", ...args], {
     cwd: ROOT,
     env: { ...process.env, KEKAHYDE_GPU: "off", XDG_DATA_HOME: join(FIXTURES, "data"), XDG_CACHE_HOME: join(FIXTURES, "cache") },
     stdio: ["ignore", "pipe", "pipe"],

@@ -1,4 +1,5 @@
 import { fork, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { KekahydeError } from "../../errors.ts";
 import type { EngineProcessOptions, FromEngine, SerializedError, ToEngine } from "./protocol.ts";
@@ -19,15 +20,18 @@ const STDERR_LINES = 20;
 
 /**
  * The engine process's entry: the TypeScript source when the daemon itself runs from source (tests, a
- * checkout being edited), else the compiled one beside this module in dist/. Preloaded before it: the hook that
- * remembers node-llama-cpp's passed binary test (../binaryCheck.ts), so that not every engine process pays for
- * a test process of its own.
+ * checkout being edited), else the compiled one beside this module in dist/, bundled with node-llama-cpp
+ * into one file when `npm run build` made the bundle (scripts/bundle.mjs: it starts faster). Preloaded before
+ * it: the hook that remembers node-llama-cpp's passed binary test (../binaryCheck.ts), so that not every engine
+ * process pays for a test process of its own.
  */
-function hostEntry(): { path: string; execArgv: string[] } {
+export function hostEntry(): { path: string; execArgv: string[] } {
   const fromSource = import.meta.url.endsWith(".ts");
   const ext = fromSource ? ".ts" : ".js";
   const binaryCheck = new URL(`../binaryCheck${ext}`, import.meta.url).href;
-  return { path: fileURLToPath(new URL(`./host${ext}`, import.meta.url)), execArgv: [...(fromSource ? ["--import", "tsx"] : []), "--import", binaryCheck] };
+  const bundled = fileURLToPath(new URL("./host.bundle.mjs", import.meta.url));
+  const path = !fromSource && existsSync(bundled) ? bundled : fileURLToPath(new URL(`./host${ext}`, import.meta.url));
+  return { path, execArgv: [...(fromSource ? ["--import", "tsx"] : []), "--import", binaryCheck] };
 }
 
 export const errorFrom = (e: SerializedError): KekahydeError => new KekahydeError(e.code, e.message, e.details);
