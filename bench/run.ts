@@ -386,7 +386,8 @@ interface BindingRun extends PpTg {
  */
 async function openBinding(llama: Llama, model: string, threads: number, contextSize = 2048): Promise<{ rep(): Promise<BindingRun>; close(): Promise<void> }> {
   const m = await llama.loadModel({ modelPath: model });
-  const ctx = await m.createContext({ contextSize, threads: { ideal: threads, min: threads }, performanceTracking: true });
+  // Flash attention as the daemon (--flash-attention auto) and llama-bench run it.
+  const ctx = await m.createContext({ contextSize, threads: { ideal: threads, min: threads }, performanceTracking: true, flashAttention: "auto" });
   const completion = new LlamaCompletion({ contextSequence: ctx.getSequence() });
   return {
     async rep() {
@@ -494,7 +495,8 @@ async function main(): Promise<void> {
     daemon: launch.description,
   };
   results.machine = machine;
-  results.model = model;
+  // Relative to the checkout, as the docs name files: results are committed and name no path of a machine.
+  results.model = relative(ROOT, model);
   results.threads = THREADS;
   md.push(
     `# Benchmarks`,

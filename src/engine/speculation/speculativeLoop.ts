@@ -32,7 +32,7 @@ export type DraftOptions =
       /** A context sequence of the draft model, used by this generation only. */
       sequence: LlamaContextSequence;
       model: LlamaModel;
-      /** Most tokens drafted per round (default 16). */
+      /** Most tokens drafted per round (default 32). */
       maxDraft?: number;
       /** Stop a draft at a token the draft model gives less than this probability (default 0: never). */
       minConfidence?: number;
@@ -42,14 +42,14 @@ export type DraftOptions =
       /** Longest n-gram looked up in the context (default 3); the shortest is `ngramMin` (default 1). */
       ngramMax?: number;
       ngramMin?: number;
-      /** Most tokens drafted per round (default 16). */
+      /** Most tokens drafted per round (default 32). */
       maxDraft?: number;
     }
   | {
       /** Any other drafter (tests use one that is right for a while, then wrong). */
       kind: "custom";
       draft(context: readonly Token[], maxDraft: number): Promise<Token[]> | Token[];
-      /** Most tokens drafted per round (default 16). */
+      /** Most tokens drafted per round (default 32). */
       maxDraft?: number;
     };
 
@@ -59,7 +59,7 @@ export interface SpeculativeLoopOptions extends TokenLoopOptions {
   adapt?: { firstDraft?: number; maxPauseRounds?: number };
 }
 
-export const DEFAULT_MAX_DRAFT = 16;
+export const DEFAULT_MAX_DRAFT = 32;
 const DEFAULT_FIRST_DRAFT = 4;
 const DEFAULT_MAX_PAUSE_ROUNDS = 64;
 
