@@ -16,7 +16,7 @@ const OUT = join(ROOT, ".dist-test");
 const CLI_BUNDLE = join(OUT, "cli.bundle.mjs");
 const HOST_BUNDLE = join(OUT, "engine", "process", "host.bundle.mjs");
 
-describe("the build: the daemon and its engine processes from one-file bundles", () => {
+describe("the build: the daemon and its engine processes from one-file bundles", { timeout: 300_000 }, () => {
   before(() => {
     execFileSync(process.execPath, [join(ROOT, "scripts", "build.mjs"), "--out", ".dist-test"], { cwd: ROOT, stdio: "pipe", timeout: 240_000 });
   });
