@@ -9,6 +9,7 @@
 // node-llama-cpp's per-platform binary packages stay outside and load from node_modules as before.
 import { readFile } from "node:fs/promises";
 import { dirname, relative, sep } from "node:path";
+import { pathToFileURL } from "node:url";
 
 const IMPORT_META_URL = /\bimport\.meta\.url\b/g;
 const uses = (name) => new RegExp(`\\b${name}\\b`);
@@ -62,6 +63,6 @@ export async function bundle({ entry, outfile }) {
 }
 
 // `node scripts/bundle.mjs ENTRY OUTFILE`: for callers that cannot await (bench/snapshot.ts).
-if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href && process.argv.length === 4) {
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href && process.argv.length === 4) {
   await bundle({ entry: process.argv[2], outfile: process.argv[3] });
 }

@@ -111,13 +111,10 @@ function callingWrapper(wrapper: ChatWrapper): ChatWrapper {
   return forced;
 }
 
-/**
- * node-llama-cpp, imported with this module: only engine processes import it, and each starts the library at
- * once. A static import, not `import()`: in the engine's one-file bundle (scripts/bundle.mjs) a dynamic import
- * of node-llama-cpp, whose modules use top-level await, never settled.
- */
+// node-llama-cpp is imported with this module (only engine processes import it, and each starts the library at
+// once), not with `import()`: in the engine's one-file bundle (scripts/bundle.mjs) a dynamic import of
+// node-llama-cpp, whose modules use top-level await, never settled.
 type NodeLlamaCpp = typeof nodeLlamaCpp;
-const binding = async (): Promise<NodeLlamaCpp> => nodeLlamaCpp;
 
 class LlamaLoadedModel implements LoadedModel {
   private readonly inflight = new Set<{ abort: AbortController; done: Promise<unknown> }>();
@@ -533,7 +530,7 @@ export function createLlamaEngine(options: LlamaEngineOptions): LlamaEngine {
   const availableMemory = options.availableMemory ?? (async () => (await si.mem()).available);
 
   const library = (): Promise<Llama> =>
-    (llama ??= binding().then(({ getLlama, LlamaLogLevel }) => getLlama({
+    (llama ??= nodeLlamaCpp.getLlama({
       gpu: options.gpu === "off" ? false : "auto",
       build: "never",
       // A local build made by `npm run build:engine` is preferred when there is one; node-llama-cpp finds it
@@ -543,9 +540,9 @@ export function createLlamaEngine(options: LlamaEngineOptions): LlamaEngine {
       skipDownload: true,
       progressLogs: false,
       maxThreads: options.threads,
-      logLevel: LlamaLogLevel.warn,
+      logLevel: nodeLlamaCpp.LlamaLogLevel.warn,
       logger: (level, message) => options.onNativeLog?.(String(level), message.trim()),
-    })).catch((e) => {
+    }).catch((e) => {
       llama = null;
       throw toKekahydeError(e, "ENGINE_FAILURE", "could not start the llama.cpp engine");
     }));
@@ -620,7 +617,7 @@ export function createLlamaEngine(options: LlamaEngineOptions): LlamaEngine {
         ...(plan.speculative && { speculative: plan.speculative }),
         ...(plan.draft && { draft_model: { path: plan.draft.path, name: plan.draft.name ?? defaultModelName(plan.draft.path), size_bytes: plan.draft.fileSize } }),
       };
-      const loaded = new LlamaLoadedModel(info, await binding(), lib, model, context, plan.vocabularySize, speculation);
+      const loaded = new LlamaLoadedModel(info, nodeLlamaCpp, lib, model, context, plan.vocabularySize, speculation);
       await loaded.warmUp();
       return loaded;
     },

@@ -25,7 +25,7 @@ const STDERR_LINES = 20;
  * it: the hook that remembers node-llama-cpp's passed binary test (../binaryCheck.ts), so that not every engine
  * process pays for a test process of its own.
  */
-export function hostEntry(): { path: string; execArgv: string[] } {
+function hostEntry(): { path: string; execArgv: string[] } {
   const fromSource = import.meta.url.endsWith(".ts");
   const ext = fromSource ? ".ts" : ".js";
   const binaryCheck = new URL(`../binaryCheck${ext}`, import.meta.url).href;
