@@ -7,7 +7,8 @@
 // (the daemon's default). Without arguments: the bench's generated models that are present in bench/models/.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { getLlama, LlamaLogLevel, type LlamaContextSequence } from "node-llama-cpp";
+import { getLlama, LlamaLogLevel } from "node-llama-cpp";
+import { greedyTokensPerSecond } from "./greedyLoop.ts";
 
 const args = process.argv.slice(2);
 const roundsAt = args.indexOf("--rounds");
@@ -22,24 +23,6 @@ const TOKENS = 64;
 const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error });
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-async function tokensPerSecond(sequence: LlamaContextSequence, prompt: number[]): Promise<number> {
-  await sequence.clearHistory();
-  const evaluation = sequence.evaluateWithMetadata(prompt as never, {}, { temperature: 0, yieldEogToken: true });
-  let n = 0;
-  let start = 0;
-  try {
-    let step = await evaluation.next();
-    while (!step.done) {
-      if (n === 0) start = performance.now(); // the prompt's evaluation is not counted
-      if (++n > TOKENS) break;
-      step = await evaluation.next(step.value.token);
-    }
-  } finally {
-    await evaluation.return();
-  }
-  return TOKENS / ((performance.now() - start) / 1000);
-}
-
 console.log(`| model | flash attention off, tokens/s | auto, tokens/s | auto / off (median of ${ROUNDS} rounds' ratios) |`);
 console.log("| --- | --- | --- | --- |");
 for (const path of models) {
@@ -49,12 +32,12 @@ for (const path of models) {
   const off = await sequenceWith(false);
   const auto = await sequenceWith("auto");
   const prompt = model.tokenize("Once upon a time there was a little");
-  await tokensPerSecond(off, prompt); // warm-up
-  await tokensPerSecond(auto, prompt);
+  await greedyTokensPerSecond(off, prompt, TOKENS); // warm-up
+  await greedyTokensPerSecond(auto, prompt, TOKENS);
   const runs = { off: [] as number[], auto: [] as number[] };
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 ? (["auto", "off"] as const) : (["off", "auto"] as const);
-    for (const which of order) runs[which].push(await tokensPerSecond(which === "off" ? off : auto, prompt));
+    for (const which of order) runs[which].push(await greedyTokensPerSecond(which === "off" ? off : auto, prompt, TOKENS));
   }
   const ratio = median(runs.auto.map((x, i) => x / runs.off[i]));
   console.log(`| ${path} | ${median(runs.off).toFixed(1)} | ${median(runs.auto).toFixed(1)} | ${ratio.toFixed(3)}× |`);

@@ -14,6 +14,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { getLlama, LlamaLogLevel, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from "node-llama-cpp";
+import { greedyTokensPerSecond } from "./greedyLoop.ts";
 import { PEER_BIN, peersAvailable } from "./peers.ts";
 
 const args = process.argv.slice(2);
@@ -39,24 +40,6 @@ interface AddonSampler {
 }
 
 const llama = await getLlama({ gpu: false, build: "never", usePrebuiltBinaries: true, skipDownload: true, logLevel: LlamaLogLevel.error, maxThreads: 1 });
-
-async function publicLoop(sequence: LlamaContextSequence, prompt: Token[]): Promise<number> {
-  await sequence.clearHistory();
-  const evaluation = sequence.evaluateWithMetadata(prompt, {}, { temperature: 0, yieldEogToken: true });
-  let n = 0;
-  let start = 0;
-  try {
-    let step = await evaluation.next();
-    while (!step.done) {
-      if (n === 0) start = performance.now();
-      if (++n > TOKENS) break;
-      step = await evaluation.next(step.value.token);
-    }
-  } finally {
-    await evaluation.return();
-  }
-  return TOKENS / ((performance.now() - start) / 1000);
-}
 
 async function directLoop(model: LlamaModel, context: LlamaContext, sequence: LlamaContextSequence, prompt: Token[]): Promise<number> {
   await sequence.clearHistory();
@@ -98,11 +81,11 @@ for (const path of models) {
   const context = await model.createContext({ contextSize: 2048, threads: { ideal: 1, min: 1 }, flashAttention: "auto" });
   const sequence = context.getSequence();
   const prompt = model.tokenize("Once upon a time there was a little");
-  await publicLoop(sequence, prompt); // warm-up
+  await greedyTokensPerSecond(sequence, prompt, TOKENS); // warm-up
   await directLoop(model, context, sequence, prompt);
   const runs = { pub: [] as number[], dir: [] as number[], lb: [] as number[] };
   const contenders = [
-    async () => runs.pub.push(await publicLoop(sequence, prompt)),
+    async () => runs.pub.push(await greedyTokensPerSecond(sequence, prompt, TOKENS)),
     async () => runs.dir.push(await directLoop(model, context, sequence, prompt)),
     ...(peers ? [async () => runs.lb.push(llamaBench(path))] : []),
   ];
