@@ -1,22 +1,9 @@
 import type { ChildProcess } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
 
 /** What every bench needs of a daemon it started as a child process, and of its engine processes. */
 
-/** Process ids whose parent is `pid` (Linux /proc). */
-export function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) out.push(Number(entry));
-    } catch {
-      // it has just ended
-    }
-  }
-  return out;
-}
+/** Process ids whose parent is `pid`: the tests' helper, one reading of /proc for both. */
+export { childrenOf } from "../test/helpers/daemonProcess.ts";
 
 /**
  * The URL a daemon started with `--log-format json` listens on, from its "listening" log line; the rest of

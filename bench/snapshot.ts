@@ -106,11 +106,7 @@ export function prepareLaunch({ source, patches, srcFrom = null }: { source: boo
     // As `npm run build` does: the daemon and the engine process each start from a one-file bundle. Not for
     // --src-from: code older than the bundle (a dynamic import of node-llama-cpp) hangs bundled.
     const bundled = !srcFrom;
-    if (bundled) {
-      for (const entry of ["cli.js", join("engine", "process", "host.js")]) {
-        quiet(process.execPath, [join(ROOT, "scripts", "bundle.mjs"), join(out, "src", entry), join(out, "src", entry.replace(/\.js$/, ".bundle.mjs"))]);
-      }
-    }
+    if (bundled) quiet(process.execPath, [join(ROOT, "scripts", "bundle.mjs"), join(out, "src")]);
     const notes = [typeErrors ? `tsc reported ${typeErrors} type errors` : "", applied.length ? `with ${applied.join(", ")} applied` : "", bundled ? "bundled as `npm run build` does" : "not bundled"].filter(Boolean).join("; ");
     return {
       argv: { process: [join(out, "src", bundled ? "cli.bundle.mjs" : "cli.js")], "in-process": [join(out, "bench", "inprocess-daemon.js")] },

@@ -10,7 +10,7 @@ import { cpSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { bundle } from "./bundle.mjs";
+import { bundleAll } from "./bundle.mjs";
 
 const require = createRequire(import.meta.url);
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -22,6 +22,4 @@ const out = join(root, name);
 rmSync(out, { recursive: true, force: true });
 execFileSync(process.execPath, [require.resolve("typescript/bin/tsc"), "-p", join(root, "tsconfig.build.json"), "--outDir", out], { stdio: "inherit" });
 cpSync(join(root, "src", "server", "inspector", "page.html"), join(out, "server", "inspector", "page.html"));
-for (const entry of ["cli.js", join("engine", "process", "host.js")]) {
-  await bundle({ entry: join(out, entry), outfile: join(out, entry.replace(/\.js$/, ".bundle.mjs")) });
-}
+await bundleAll(out);

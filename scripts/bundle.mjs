@@ -8,7 +8,7 @@
 // node-llama-cpp's binaries and its binary test, our inspector page, package.json. Native addons and
 // node-llama-cpp's per-platform binary packages stay outside and load from node_modules as before.
 import { readFile } from "node:fs/promises";
-import { dirname, relative, sep } from "node:path";
+import { dirname, join, relative, sep } from "node:path";
 import { pathToFileURL } from "node:url";
 
 const IMPORT_META_URL = /\bimport\.meta\.url\b/g;
@@ -23,6 +23,15 @@ const BANNER = [
   "const __kekahydeUrl = (rel) => new URL(rel, import.meta.url).href;",
   "const __kekahydePath = (rel) => __kekahydeFileURLToPath(new URL(rel, import.meta.url));",
 ].join("\n");
+
+/** The compiled entries `npm run build` bundles, relative to its output folder, and each one's bundle. */
+export const BUNDLED_ENTRIES = ["cli.js", "engine/process/host.js"];
+export const bundleOf = (entry) => entry.replace(/\.js$/, ".bundle.mjs");
+
+/** Bundles every entry of BUNDLED_ENTRIES in a compiled output folder (absolute path). */
+export async function bundleAll(outDir) {
+  for (const entry of BUNDLED_ENTRIES) await bundle({ entry: join(outDir, entry), outfile: join(outDir, bundleOf(entry)) });
+}
 
 /** @param {{ entry: string, outfile: string }} options absolute paths */
 export async function bundle({ entry, outfile }) {
@@ -62,7 +71,7 @@ export async function bundle({ entry, outfile }) {
   });
 }
 
-// `node scripts/bundle.mjs ENTRY OUTFILE`: for callers that cannot await (bench/snapshot.ts).
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href && process.argv.length === 4) {
-  await bundle({ entry: process.argv[2], outfile: process.argv[3] });
+// `node scripts/bundle.mjs OUTDIR`: bundleAll, for callers that cannot await (bench/snapshot.ts).
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href && process.argv.length === 3) {
+  await bundleAll(process.argv[2]);
 }
