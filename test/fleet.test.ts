@@ -494,6 +494,24 @@ describe("fleet: three daemons behind HAProxy", { skip: NO_HAPROXY }, () => {
     assert.ok(text.length < 400 && expectedContinuation("abc", 400).startsWith(text));
   });
 
+  it("stops a request on a daemon HAProxy holds down (draining, or thought dead): the stop still reaches it", async () => {
+    const pending = complete(base, "slow", 400, { "x-request-id": "fleet-stop-down" });
+    await eventually(async () => (await running(byName("d2"))) + (await running(byName("d3"))) === 1, 10_000, "the request running");
+    const on = (await running(byName("d2"))) === 1 ? "d2" : "d3";
+    await proxy.command(`set server daemon_${on}/${on} health down`);
+    try {
+      await eventually(async () => (await proxy.servers()).find((s) => s.backend === `daemon_${on}` && s.server === on)!.status.startsWith("DOWN"), 3_000, `${on} DOWN`);
+      const stop = await fetch(`${base}/stop`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ id: "fleet-stop-down" }) });
+      assert.deepEqual(await stop.json(), { stopped: true, dropped: 0 });
+      const a = await pending;
+      assert.equal(a.finish, "cancelled");
+      assert.equal(a.daemon, on);
+    } finally {
+      await proxy.command(`set server daemon_${on}/${on} health up`);
+    }
+    await eventually(async () => (await proxy.servers()).every((s) => s.status.startsWith("UP") || s.status === "no check"), 5_000, "every server UP again");
+  });
+
   it("cancels the generation of a client that goes away, through the proxy as without it", async () => {
     for (const stream of [false, true]) {
       const gone = new AbortController();
@@ -517,8 +535,31 @@ describe("fleet: three daemons behind HAProxy", { skip: NO_HAPROXY }, () => {
     const streams = await Promise.all([0, 1, 2, 3].map(() => fetch(`${base}/run_prompt`, { method: "POST", headers: { "content-type": "application/json" }, body: body() })));
     const on = streams.map((s) => s.headers.get("x-kekahyde-daemon"));
     assert.deepEqual([...on].sort(), ["d2", "d2", "d3", "d3"], `statuses ${streams.map((s) => s.status).join(" ")}`);
+    // The window between a daemon's death and its failed health checks, made certain: HAProxy's fleet_default
+    // weighs d1 and d2 as their agents weigh full daemons and d3 as free, and the agents say nothing new
+    // until the probes below are done.
+    const fullWeight = /^ready up (\d+)%\n$/.exec(agentReply({ draining: false, slots: 2, freeSlots: 0, queued: 0, maxQueue: 0 }))![1];
+    for (const [name, weight] of [["d1", fullWeight], ["d2", fullWeight], ["d3", "100"]]) {
+      await proxy.command(`disable agent fleet_default/${name}`);
+      await proxy.command(`set weight fleet_default/${name} ${weight}%`);
+    }
+    const exited = new Promise((resolve) => d3.child.once("exit", resolve));
     const killedAt = performance.now();
     d3.child.kill("SIGKILL");
+    await exited;
+    // Right after the death (d3 is still up for its health check, which needs two failures 250 ms apart):
+    // requests any daemon can answer are answered by a live one, although HAProxy thought only d3 had room.
+    try {
+      for (let i = 0; i < 4; i++) {
+        const r = await fetch(`${base}/status`);
+        const text = await r.text();
+        const view = (await proxy.servers()).filter((s) => s.backend === "fleet_default").map((s) => `${s.server} ${s.status} w${s.weight}`).join(", ");
+        assert.equal(r.status, 200, `probe ${i + 1}, ${Math.round(performance.now() - killedAt)} ms after the kill: ${text}; fleet_default: ${view}`);
+        assert.ok(["d1", "d2"].includes(r.headers.get("x-kekahyde-daemon")!), `probe ${i + 1} answered by ${r.headers.get("x-kekahyde-daemon")}`);
+      }
+    } finally {
+      for (const name of ["d1", "d2", "d3"]) await proxy.command(`enable agent fleet_default/${name}`);
+    }
     // HAProxy's view, watched from the kill on: every line of d3 DOWN within a few health checks.
     const down = eventually(async () => (await proxy.servers()).filter((s) => s.server.startsWith("d3") && s.status !== "no check").every((s) => s.status.startsWith("DOWN")) && performance.now(), 10_000, "d3 DOWN");
     const results = await Promise.all(streams.map((s) => s.text().then((t) => ({ ok: true, t }), () => ({ ok: false, t: "" }))));
@@ -529,7 +570,10 @@ describe("fleet: three daemons behind HAProxy", { skip: NO_HAPROXY }, () => {
     // Requests sent right after the kill: every one answered (HAProxy retries the dead daemon's refusal).
     for (let i = 0; i < 8; i++) {
       const a = await complete(base, "slow", 3);
-      assert.equal(a.status, 200, `right after the kill: ${a.text}`);
+      if (a.status !== 200) {
+        const view = (await proxy.servers()).filter((s) => s.backend === "model_slow").map((s) => `${s.server} ${s.status} w${s.weight}`).join(", ");
+        assert.fail(`request ${i + 1} after the kill (${Math.round(performance.now() - killedAt)} ms): ${a.status} ${a.text.trim()}; HAProxy's model_slow then: ${view}`);
+      }
       assert.equal(a.daemon, "d2");
     }
     const downAfter = (await down) - killedAt;

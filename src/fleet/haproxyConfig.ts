@@ -193,7 +193,7 @@ export function renderHaproxyConfig(plan: FleetPlan): string {
   const line = (s = "") => out.push(s);
 
   const serverLine = (d: FleetDaemon, model: string | null) =>
-    `    server ${d.name} ${inner(d)} id ${d.id} track health_${d.name}/${d.name}` +
+    `    server ${d.name} ${inner(d)} id ${d.id} track daemon_${d.name}/${d.name}` +
     (d.agentPort !== null ? ` agent-check agent-addr ${d.host} agent-port ${d.agentPort} agent-send "${model ?? ""}\\n"` : "");
   // With an agent, a daemon without a free slot has weight 0; these lines (the same pipe, no weight of their
   // own) take the requests when no daemon of the backend has one, and follow the daemon's line's state.
@@ -290,7 +290,7 @@ export function renderHaproxyConfig(plan: FleetPlan): string {
   line(
     comment(
       "In every backend: the daemon with the fewest open requests, by weight, gets the next one (leastconn). " +
-        "Each server line is the pipe to one daemon (listen daemon_dN, at the end) and follows that daemon's health check (track)" +
+        "Each server line is the pipe to one daemon (listen daemon_dN, at the end) and follows that pipe's health check (track)" +
         (anyAgent
           ? ". With an agent, it also asks the daemon twice a second how loaded it is (agent-check): drain, or the share of its slots that are free, " +
             "for the model agent-send names (an empty line: the whole daemon). weight 100 is what the agent's percentages scale " +
@@ -314,22 +314,28 @@ export function renderHaproxyConfig(plan: FleetPlan): string {
 
   for (const d of daemons) {
     line(banner(`${d.name}: ${d.url}`));
-    line(`backend health_${d.name}`);
-    line(comment(`${d.name}'s health, checked once here and followed by every server line that names ${d.name} (track). A daemon that stops answering, or answers /health with 503 (draining, shutting down), is out after two failed checks (about a second); two good ones bring it back. Host: localhost is a name every daemon accepts.`, "    "));
+    line(`listen daemon_${d.name}`);
+    line(comment(`The pipe to ${d.name}: every request for it passes here as it is sent, so its id is recorded with ${d.name}'s number at that moment (a stick table's server would be stored only when the answer comes back), and POST /stop {"id"} for it comes straight here. retries 0: a refused connection comes back at once (503), and the backend sends the request to another daemon.`, "    "));
+    line(`    bind ${inner(d)}`);
+    line("    retries 0");
+    line(
+      comment(
+        `${d.name}'s health, checked once here and followed by every server line that names ${d.name} (track). A daemon that stops answering, or answers /health with 503 (draining, shutting down), is out after two failed checks (about a second); two good ones bring it back. Host: localhost is a name every daemon accepts. ` +
+          "And out at once when a connection to it is refused or times out (observe layer4, on-error mark-down): a daemon that has just died would otherwise keep its last weight until its checks fail, and take every retry meanwhile, while a live daemon that HAProxy still weighs 0 (full half a second ago) got none.",
+        "    ",
+      ),
+    );
     line("    option httpchk");
     line("    http-check send meth GET uri /health ver HTTP/1.1 hdr Host localhost");
     line("    http-check expect status 200");
-    line(`    server ${d.name} ${d.address} check inter 1s fastinter 250ms downinter 1s fall 2 rise 2`);
-    line();
-    line(`listen daemon_${d.name}`);
-    line(comment(`The pipe to ${d.name}: every request for it passes here as it is sent, so its id is recorded with ${d.name}'s number at that moment (a stick table's server would be stored only when the answer comes back), and POST /stop {"id"} for it comes straight here. No health check of its own: a stop still reaches a draining daemon. retries 0: a refused connection comes back at once (503), and the backend sends the request to another daemon.`, "    "));
-    line(`    bind ${inner(d)}`);
-    line("    retries 0");
     line(`    http-request track-sc0 req.hdr(x-request-id) table fleet_requests if METH_POST !{ path /stop } { req.hdr(x-request-id) -m found }`);
     line(`    http-request sc-set-gpt0(0) ${d.id} if METH_POST !{ path /stop } { req.hdr(x-request-id) -m found }`);
     line(comment("Which daemon answered (remove it if clients should not know).", "    "));
     line(`    http-response set-header X-Kekahyde-Daemon ${d.name}`);
-    line(`    server ${d.name} ${d.address}`);
+    line(comment("A stop still reaches a daemon that is out (draining, or thought dead): it may be running that request.", "    "));
+    line("    force-persist if { path /stop }");
+    line(`    use-server ${d.name} if { path /stop }`);
+    line(`    server ${d.name} ${d.address} check inter 1s fastinter 250ms downinter 1s fall 2 rise 2 observe layer4 error-limit 1 on-error mark-down`);
     line();
   }
   return out.join("\n");
