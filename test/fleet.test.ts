@@ -388,6 +388,13 @@ describe("fleet: three daemons behind HAProxy", { skip: NO_HAPROXY }, () => {
     assert.deepEqual(counts, { d2: 2, d3: 2 }, "two slots each: two requests each");
   });
 
+  /** HAProxy's servers of `backend`, their state and weight, for a failure's message. */
+  const backendView = async (backend: string) =>
+    (await proxy.servers())
+      .filter((s) => s.backend === backend)
+      .map((s) => `${s.server} ${s.status} w${s.weight}`)
+      .join(", ");
+
   /** Waits until HAProxy's weights for `backend` say every daemon in it is idle (its agents have answered since the last test). */
   async function settled(backend: string, on: Haproxy = proxy): Promise<void> {
     await eventually(async () => (await on.servers()).filter((s) => s.backend === backend && !s.server.endsWith("_overflow")).every((s) => s.weight === 100), 5_000, `${backend}'s weights back to 100`);
@@ -553,14 +560,13 @@ describe("fleet: three daemons behind HAProxy", { skip: NO_HAPROXY }, () => {
       for (let i = 0; i < 4; i++) {
         const r = await fetch(`${base}/status`);
         const text = await r.text();
-        const view = (await proxy.servers()).filter((s) => s.backend === "fleet_default").map((s) => `${s.server} ${s.status} w${s.weight}`).join(", ");
-        assert.equal(r.status, 200, `probe ${i + 1}, ${Math.round(performance.now() - killedAt)} ms after the kill: ${text}; fleet_default: ${view}`);
+        assert.equal(r.status, 200, `probe ${i + 1}, ${Math.round(performance.now() - killedAt)} ms after the kill: ${text}; fleet_default: ${await backendView("fleet_default")}`);
         assert.ok(["d1", "d2"].includes(r.headers.get("x-kekahyde-daemon")!), `probe ${i + 1} answered by ${r.headers.get("x-kekahyde-daemon")}`);
       }
     } finally {
       for (const name of ["d1", "d2", "d3"]) await proxy.command(`enable agent fleet_default/${name}`);
     }
-    // HAProxy's view, watched from the kill on: every line of d3 DOWN within a few health checks.
+    // HAProxy's view, watched from the kill on: every line of d3 DOWN (at the first refused connection, else within a few health checks).
     const down = eventually(async () => (await proxy.servers()).filter((s) => s.server.startsWith("d3") && s.status !== "no check").every((s) => s.status.startsWith("DOWN")) && performance.now(), 10_000, "d3 DOWN");
     const results = await Promise.all(streams.map((s) => s.text().then((t) => ({ ok: true, t }), () => ({ ok: false, t: "" }))));
     results.forEach((r, i) => {
@@ -570,10 +576,7 @@ describe("fleet: three daemons behind HAProxy", { skip: NO_HAPROXY }, () => {
     // Requests sent right after the kill: every one answered (HAProxy retries the dead daemon's refusal).
     for (let i = 0; i < 8; i++) {
       const a = await complete(base, "slow", 3);
-      if (a.status !== 200) {
-        const view = (await proxy.servers()).filter((s) => s.backend === "model_slow").map((s) => `${s.server} ${s.status} w${s.weight}`).join(", ");
-        assert.fail(`request ${i + 1} after the kill (${Math.round(performance.now() - killedAt)} ms): ${a.status} ${a.text.trim()}; HAProxy's model_slow then: ${view}`);
-      }
+      if (a.status !== 200) assert.fail(`request ${i + 1} after the kill (${Math.round(performance.now() - killedAt)} ms): ${a.status} ${a.text.trim()}; model_slow: ${await backendView("model_slow")}`);
       assert.equal(a.daemon, "d2");
     }
     const downAfter = (await down) - killedAt;
