@@ -8,6 +8,7 @@ import { SAMPLING_DEFAULTS } from "../domain/defaults.ts";
 import type { ChatMessage, FinishReason, GenerateResult, TokenLogprob, ToolCall, ToolDefinition } from "../domain/generation.ts";
 import { defaultModelName, type FlashAttentionMode, type GpuMode, type ModelInfo } from "../domain/models.ts";
 import { toGrammarSchema } from "./jsonSchema.ts";
+import { warmUpGgufParser } from "./loaderWarmUp.ts";
 import { planModel } from "./planning.ts";
 import { sourceBuildOptions } from "./sourceBuild.ts";
 import type { DetokenizeRequest, DetokenizeResult, EmbedRequest, EmbedResult, RankRequest, RankResult, TokenizeRequest, TokenizeResult } from "../domain/jobs.ts";
@@ -517,6 +518,8 @@ const flashAttentionMode = (option: boolean | "auto"): FlashAttentionMode => (op
 export interface LlamaEngine extends Engine {
   /** Starts the library (if not yet) and says what it runs on. */
   probe(): Promise<{ gpu: string | false; vramFree: number | null }>;
+  /** Has node-llama-cpp's GGUF parser compiled before the first load (loaderWarmUp.ts); never fails. */
+  warmUpLoader(signal: AbortSignal): Promise<void>;
 }
 
 /**
@@ -551,6 +554,11 @@ export function createLlamaEngine(options: LlamaEngineOptions): LlamaEngine {
     async probe() {
       const lib = await library();
       return { gpu: lib.gpu, vramFree: lib.gpu === false ? null : (await lib.getVramState()).free };
+    },
+
+    async warmUpLoader(signal) {
+      // Only time is at stake: a folder that cannot be written or a parse that fails leaves the first load as it was.
+      await warmUpGgufParser((path, s) => nodeLlamaCpp.readGgufFileInfo(path, { sourceType: "filesystem", signal: s }), signal).catch(() => {});
     },
 
     plan(rawPath, settings) {

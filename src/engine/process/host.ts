@@ -50,6 +50,32 @@ let model: LoadedModel | null = null;
 const generations = new Map<number, AbortController>();
 
 /**
+ * The loader's warm-up (engine/loaderWarmUp.ts), while this process waits for its model: begun only once it
+ * has been ready and idle for a moment, so that a load asked for at once (a daemon's first) never waits for
+ * it; a load that comes meanwhile stops it and waits until it has let go.
+ */
+const WARM_UP_AFTER_IDLE_MS = 250;
+let warmUp: { timer: NodeJS.Timeout; abort: AbortController; running: Promise<void> | null } | null = null;
+
+function scheduleWarmUp(): void {
+  const state = {
+    abort: new AbortController(),
+    running: null as Promise<void> | null,
+    timer: setTimeout(() => (state.running = engine.warmUpLoader(state.abort.signal)), WARM_UP_AFTER_IDLE_MS),
+  };
+  warmUp = state;
+}
+
+async function stopWarmUp(): Promise<void> {
+  const state = warmUp;
+  warmUp = null;
+  if (!state) return;
+  clearTimeout(state.timer);
+  state.abort.abort();
+  await state.running;
+}
+
+/**
  * A generation's text and counts, sent at most once per token: what arrives while the channel is still busy
  * with the previous message is coalesced into the next one.
  */
@@ -86,12 +112,14 @@ async function handle(message: ToEngine): Promise<void> {
     case "probe": {
       try {
         send({ type: "ready", ...(await engine.probe()) });
+        scheduleWarmUp();
       } catch (e) {
         send({ type: "probeFailed", error: serialize(e, "ENGINE_FAILURE") });
       }
       return;
     }
     case "load": {
+      await stopWarmUp();
       try {
         model = await engine.load(message.plan, { signal: new AbortController().signal, onProgress: (progress) => send({ type: "loadProgress", progress }) });
         send({ type: "loaded", info: model.info });
@@ -149,6 +177,7 @@ async function handle(message: ToEngine): Promise<void> {
       generations.get(message.id)?.abort();
       return;
     case "dispose":
+      await stopWarmUp();
       for (const abort of generations.values()) abort.abort();
       await model?.dispose().catch(() => {});
       await engine.dispose().catch(() => {});
