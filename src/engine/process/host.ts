@@ -58,6 +58,7 @@ const WARM_UP_AFTER_IDLE_MS = 250;
 let warmUp: { timer: NodeJS.Timeout; abort: AbortController; running: Promise<void> | null } | null = null;
 
 function scheduleWarmUp(): void {
+  if (warmUp) return;
   const state = {
     abort: new AbortController(),
     running: null as Promise<void> | null,
