@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import * as nodeLlamaCpp from "node-llama-cpp";
 import type { ChatHistoryItem, ChatModelFunctions, ChatModelResponse, ChatWrapper, Llama, LlamaContext, LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp";
 import { templateSupportsTools } from "../catalogue/facts.ts";
-import { KekahydeError, toKekahydeError } from "../errors.ts";
+import { isKekahydeError, KekahydeError, toKekahydeError } from "../errors.ts";
 import si from "systeminformation";
 import { SAMPLING_DEFAULTS } from "../domain/defaults.ts";
 import type { ChatMessage, FinishReason, GenerateResult, TokenLogprob, ToolCall, ToolDefinition } from "../domain/generation.ts";
@@ -15,6 +15,7 @@ import type { DetokenizeRequest, DetokenizeResult, EmbedRequest, EmbedResult, Ra
 import { ModelJobs } from "./modelJobs.ts";
 import { runSpeculativeLoop, speculates, type DraftOptions } from "./speculation/speculativeLoop.ts";
 import { commonPrefix, type TokenLoopStop } from "./tokenLoop.ts";
+import { droppableCount, dropOldestTurns, fewestDropsThatFit, leastTurnsToDrop } from "./truncation.ts";
 import type { Engine, GenerateOptions, JobOptions, LoadedModel } from "./types.ts";
 
 export interface LlamaEngineOptions {
@@ -72,16 +73,22 @@ interface PreparedPrompt {
 }
 
 /**
- * The conversation without its `n` oldest turns: system messages and the last message stay, and a dropped
- * assistant message takes the tool results that answer it along. null: not that many can go.
+ * Renders the conversation with the model's chat template. A template may refuse a conversation
+ * (`raise_exception`: "Conversation roles must alternate user/assistant/…", a limit on turns): that is the
+ * request's fault, not the engine's, so it is a 400 with the template's own words and the model stays loaded.
  */
-export function dropOldestTurns(messages: readonly ChatMessage[], n: number): ChatMessage[] | null {
-  if (n === 0) return [...messages];
-  const droppable = messages.map((m, i) => (m.role !== "system" && m.role !== "tool" && i < messages.length - 1 ? i : -1)).filter((i) => i >= 0);
-  if (droppable.length < n) return null;
-  const gone = new Set(droppable.slice(0, n));
-  const callsGone = new Set(messages.filter((_, i) => gone.has(i)).flatMap((m) => (m.toolCalls ?? []).map((c) => c.id)));
-  return messages.filter((m, i) => !gone.has(i) && !(m.role === "tool" && m.toolCallId !== undefined && callsGone.has(m.toolCallId)));
+function renderTemplate<T>(render: () => T): T {
+  try {
+    return render();
+  } catch (e) {
+    if (isKekahydeError(e)) throw e;
+    const said = e instanceof Error ? e.message : String(e);
+    throw new KekahydeError(
+      "BAD_REQUEST",
+      `The model's chat template refused this conversation: ${said}. Change the messages to what the template accepts (for many templates: roles alternating user/assistant after an optional system message).`,
+      { field: "messages", reason: "chat_template" },
+    );
+  }
 }
 
 /** A tool call's id, unique enough for a conversation: "call_" and 24 random characters, as OpenAI's look. */
@@ -224,22 +231,27 @@ class LlamaLoadedModel implements LoadedModel {
     }
     const functions = this.functionsFor(request);
     const wrapper = this.chatWrapper();
-    let truncatedMessages = 0;
-    for (;;) {
-      const messages = request.messages && dropOldestTurns(request.messages, truncatedMessages);
+    const render = (dropped: number) => {
+      const messages = request.messages && dropOldestTurns(request.messages, dropped);
       const history = this.chatHistory({ ...request, ...(messages && { messages }) });
-      const state = wrapper.generateContextState({ chatHistory: history, availableFunctions: functions });
-      const tokens = state.contextText.tokenize(this.model.tokenizer);
-      const canDrop = request.truncate === true && request.messages !== undefined && dropOldestTurns(request.messages, truncatedMessages + 1) !== null;
-      if (tokens.length < contextSize || !canDrop) {
-        const stopTokens = state.stopGenerationTriggers.map((trigger) => trigger.tokenize(this.model.tokenizer, "trimLeadingSpace"));
-        // A trigger written as plain text may come out in other tokens than its own: it also stops as a string.
-        const stopStrings = state.stopGenerationTriggers.filter((t) => t.values.every((v) => typeof v === "string")).map((t) => t.toString());
-        const ignoreStart = (state.ignoreStartText ?? []).map((t) => t.toString());
-        return this.fitting({ tokens, history, functions, stopTokens, stopStrings, ignoreStart, truncatedMessages }, contextSize);
-      }
-      truncatedMessages += 1;
-    }
+      const state = renderTemplate(() => wrapper.generateContextState({ chatHistory: history, availableFunctions: functions }));
+      return { history, state, tokens: state.contextText.tokenize(this.model.tokenizer) };
+    };
+    const truncating = request.truncate === true && request.messages !== undefined;
+    const { dropped, rendered } = truncating
+      ? fewestDropsThatFit({
+          most: droppableCount(request.messages!),
+          atLeast: leastTurnsToDrop(request.messages!, contextSize, (text) => this.model.tokenize(text, false).length),
+          render,
+          fits: (r) => r.tokens.length < contextSize,
+        })
+      : { dropped: 0, rendered: render(0) };
+    const { history, state, tokens } = rendered;
+    const stopTokens = state.stopGenerationTriggers.map((trigger) => trigger.tokenize(this.model.tokenizer, "trimLeadingSpace"));
+    // A trigger written as plain text may come out in other tokens than its own: it also stops as a string.
+    const stopStrings = state.stopGenerationTriggers.filter((t) => t.values.every((v) => typeof v === "string")).map((t) => t.toString());
+    const ignoreStart = (state.ignoreStartText ?? []).map((t) => t.toString());
+    return this.fitting({ tokens, history, functions, stopTokens, stopStrings, ignoreStart, truncatedMessages: dropped }, contextSize);
   }
 
   private fitting(prompt: PreparedPrompt, contextSize: number): PreparedPrompt {
@@ -369,14 +381,10 @@ class LlamaLoadedModel implements LoadedModel {
       durationMs: performance.now() - started,
       firstTokenMs,
     });
+    // The request side refuses a format together with tools: node-llama-cpp takes a grammar or functions.
+    const grammar = prompt.functions ? undefined : await this.grammarFor(request);
     try {
       if (prompt.functions) return ended(await this.callingTools(request, prompt, sequence, maxTokens, counted));
-      // The request side refuses a format together with tools: node-llama-cpp takes a grammar or functions.
-      const grammar = request.jsonSchema
-        ? await this.llama.createGrammarForJsonSchema(toGrammarSchema(request.jsonSchema) as never)
-        : request.json
-          ? await this.llama.getGrammarFor("json")
-          : undefined;
       // Greedy requests without a grammar speculate when the model has a draft (or prompt lookup); the others
       // take the plain loop inside runSpeculativeLoop.
       const draft = this.draftFor(sequence);
@@ -408,6 +416,22 @@ class LlamaLoadedModel implements LoadedModel {
     } catch (e) {
       if (!signal.aborted) throw toKekahydeError(e, "ENGINE_FAILURE", "generation failed in the engine");
       return ended({ text: "", finishReason: "cancelled", cachedTokens: 0 });
+    }
+  }
+
+  /**
+   * The grammar a request's format asks for. A schema that llama.cpp's grammar parser refuses is the
+   * request's fault (the request side refuses what it knows cannot compile: src/server/jsonSchema.ts), so it
+   * is a 400 naming the field, not an engine failure.
+   */
+  private async grammarFor(request: GenerateOptions) {
+    if (request.json && !request.jsonSchema) return this.llama.getGrammarFor("json");
+    if (!request.jsonSchema) return undefined;
+    try {
+      return await this.llama.createGrammarForJsonSchema(toGrammarSchema(request.jsonSchema) as never);
+    } catch (e) {
+      const said = e instanceof Error ? e.message : String(e);
+      throw new KekahydeError("BAD_REQUEST", `The JSON schema of the requested format could not be made into a grammar: ${said}. Simplify the schema.`, { field: "format", reason: "grammar" });
     }
   }
 
