@@ -5,7 +5,7 @@ import { createActor } from "xstate";
 import type { GenerateResult } from "../src/domain/generation.ts";
 import type { JobResult } from "../src/domain/jobs.ts";
 import { KekahydeError } from "../src/errors.ts";
-import { runtimeMachine, type LoadResult, type StopResult, type UnloadResult } from "../src/machines/runtimeMachine.ts";
+import { RELOADS_AFTER_LOSS, runtimeMachine, type LoadResult, type StopResult, type UnloadResult } from "../src/machines/runtimeMachine.ts";
 import { stateName } from "../src/machines/selectors.ts";
 import { createTicket } from "../src/machines/ticket.ts";
 import { FakeEngine, fakePlan, settle } from "./helpers/fakeEngine.ts";
@@ -314,16 +314,61 @@ describe("runtime machine, specific behaviour", () => {
     sut.actor.stop();
   });
 
-  it("an engine that ends by itself fails its jobs, keeps the error and lands in empty", async () => {
+  it("an engine lost under a request: that request fails, the model is loaded again and the waiting one is served", async () => {
     const sut = await generating();
     await sut.exec("run");
     await sut.exec("lose");
-    const s = sut.actor.getSnapshot();
-    assert.equal(stateName(s), "empty");
+    let s = sut.actor.getSnapshot();
+    assert.equal(stateName(s), "loading", "the runtime loads the model again by itself");
     assert.equal(s.context.model, null);
     assert.equal(s.context.lastError?.code, "ENGINE_CRASHED");
-    assert.deepEqual(sut.observed().answers, ["ok:loaded", "err:ENGINE_CRASHED", "err:ENGINE_CRASHED"]);
+    assert.equal(s.context.queue.length, 1, "the waiting request still waits");
+    assert.deepEqual(sut.observed().answers, ["ok:loaded", "err:ENGINE_CRASHED", "pending"]);
+    await sut.exec("loadDone");
+    s = sut.actor.getSnapshot();
+    assert.equal(stateName(s), "generating", "the waiting request runs on the reloaded model");
+    assert.equal(s.context.lastError, null);
     sut.actor.stop();
+  });
+
+  it("a job that ends well between two losses lets the model be loaded again once more", async () => {
+    const sut = await generating();
+    for (let i = 0; i < RELOADS_AFTER_LOSS; i++) {
+      await sut.exec("run");
+      await sut.exec("lose");
+      await sut.exec("loadDone");
+    }
+    // The fake engine still holds the lost engines' generations: the oldest end first, then the running one.
+    while (stateName(sut.actor.getSnapshot()) !== "idle") await sut.exec("finish");
+    await sut.exec("run");
+    assert.equal(stateName(sut.actor.getSnapshot()), "generating");
+    await sut.exec("lose");
+    assert.equal(stateName(sut.actor.getSnapshot()), "loading", "the engine worked in between: this loss is reloaded too");
+    sut.actor.stop();
+  });
+
+  it(`an engine lost ${RELOADS_AFTER_LOSS + 1} times in a row under requests, or while idle, leaves the model empty`, async () => {
+    const sut = await generating();
+    for (let i = 0; i < RELOADS_AFTER_LOSS; i++) {
+      await sut.exec("run");
+      await sut.exec("lose");
+      assert.equal(stateName(sut.actor.getSnapshot()), "loading", `reload ${i + 1}`);
+      await sut.exec("loadDone");
+    }
+    await sut.exec("lose");
+    let s = sut.actor.getSnapshot();
+    assert.equal(stateName(s), "empty", "no job ended well between the losses: the file is not retried again");
+    assert.equal(s.context.lastError?.code, "ENGINE_CRASHED");
+    assert.ok(sut.observed().answers.every((a) => a !== "pending"), "every request answered");
+    const idle = await generating();
+    idle.engine.finishGeneration();
+    await settle();
+    assert.equal(stateName(idle.actor.getSnapshot()), "idle");
+    await idle.exec("lose");
+    s = idle.actor.getSnapshot();
+    assert.equal(stateName(s), "empty", "lost with no request running: nothing to serve, the model is gone");
+    sut.actor.stop();
+    idle.actor.stop();
   });
 });
 

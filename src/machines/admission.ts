@@ -91,6 +91,17 @@ export const refusals = {
   },
 };
 export const refusalParams = (reason: keyof typeof refusals) => ({ context }: { context: SupervisorContext }) => ({ error: refusals[reason](context) });
+
+/**
+ * What the requests waiting for a load on first use get when it is refused. Every model busy or loading means
+ * this daemon is full for now: 503 with a retry hint (HAProxy retries it on another daemon of a fleet), not the
+ * 409 an explicit /load_model gets. Any other reason is the load's own refusal.
+ */
+export const parkedRefusalParams = (reason: keyof typeof refusals) => ({ context }: { context: SupervisorContext }) => {
+  const error = refusals[reason](context);
+  if (reason !== "loading" && reason !== "busy") return { error };
+  return { error: new KekahydeError("QUEUE_FULL", `This daemon cannot load the model now: ${error.message}`, { ...error.details, retry_after_s: 1 }) };
+};
 export const placementIs = (context: SupervisorContext, reason: Exclude<Placement, { ok: true }>["reason"]): boolean => {
   const p = context.admission?.placement;
   return p !== null && p !== undefined && !p.ok && p.reason === reason;

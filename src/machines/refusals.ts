@@ -14,7 +14,7 @@ export const NO_MODEL = { code: "NO_MODEL", message: "No model is loaded. POST /
 
 export const LOADING = {
   load: { code: "MODEL_LOADING", message: "A model is already loading. Wait until GET /status shows state \"idle\", then retry." },
-  run: { code: "MODEL_LOADING", message: "The model is loading and its queue is full (--max-queue). Retry once GET /status shows it \"idle\"." },
+  run: { code: "QUEUE_FULL", message: "The model is loading and enough requests already wait for it (--parallel plus --max-queue). Retry once GET /status shows it \"idle\"." },
   unload: { code: "MODEL_LOADING", message: "A model is loading. Wait until it is loaded, then unload it." },
 } as const satisfies Record<string, Refusal>;
 

@@ -108,8 +108,15 @@ export interface RuntimeContext {
   /** Jobs that may generate at once. */
   slots: number;
   model: LoadedModel | null;
-  /** The load under way, or waiting for the previous model to be freed (`replacing`). */
-  load: { plan: ModelPlan; ticket: Ticket<LoadResult>; progress: number } | null;
+  /** The plan the model was loaded with, to load it again after its engine is lost mid-request. */
+  plan: ModelPlan | null;
+  /**
+   * The load under way, or waiting for the previous model to be freed (`replacing`). No ticket: the runtime
+   * loads the model again by itself after its engine was lost.
+   */
+  load: { plan: ModelPlan; ticket: Ticket<LoadResult> | null; progress: number } | null;
+  /** Reloads after a lost engine since a job last ended well: bounded, so a model that always crashes stays down. */
+  reloads: number;
   running: Job[];
   queue: Job[];
   /** Figures of the last job that ended. */
@@ -134,6 +141,13 @@ export interface RuntimeInput {
   /** Jobs that may generate at once (default 1). */
   slots?: number;
 }
+
+/**
+ * Times in a row a model is loaded again after its engine was lost under a request (no job ended well in
+ * between). A request that kills its engine (a grammar llama.cpp cannot hold, a prompt past the first-token
+ * limit) must not take the model from everyone else; a file that crashes on every request stops being retried.
+ */
+export const RELOADS_AFTER_LOSS = 2;
 
 /** Failures of the engine itself, not of the request: after one, nothing can run on the model. */
 const ENGINE_FAILURES = new Set<ErrorCode>(["ENGINE_FAILURE", "ENGINE_CRASHED", "ENGINE_TIMEOUT"]);
@@ -171,7 +185,7 @@ const STOP_ONE_REQUEST = [
 
 const WAITING_FOR_THE_MODEL = {
   LOAD: { actions: { type: "refuse", params: LOADING.load } },
-  RUN: [{ guard: "queueHasRoom", actions: "enqueueJob" }, { actions: { type: "refuse", params: LOADING.run } }],
+  RUN: [{ guard: "roomWhileLoading", actions: "enqueueJob" }, { actions: { type: "refuse", params: LOADING.run } }],
   CANCEL: { guard: "isQueuedJob", actions: ["refuseCancelledJob", "dropCancelledJob"] },
   UNLOAD: { actions: { type: "refuse", params: LOADING.unload } },
   STOP: [STOP_ONE_REQUEST[1], STOP_ONE_REQUEST[2], { guard: "stopsAll", actions: ["refuseQueuedJobs", "answerStopDroppingQueue", "clearQueue"] }, { actions: "answerNothingToStop" }],
@@ -202,6 +216,13 @@ export const runtimeMachine = setup({
     stopsRunningRequest: ({ context, event }) => context.running.some((j) => j.requestId === requestOf(event)),
     stopsWaitingRequest: ({ context, event }) => context.queue.some((j) => j.requestId === requestOf(event)),
     hasWaitingJobs: ({ context }) => context.queue.length > 0,
+    /** The engine was lost under running requests, and the model has not been reloaded too often already. */
+    canReloadAfterLoss: ({ context }) => context.running.length > 0 && context.reloads < RELOADS_AFTER_LOSS,
+    /**
+     * While the model loads, the requests that wait for it are not behind busy slots: up to `slots` of them
+     * start when it is loaded, so they wait whatever --max-queue is (0 included), and --max-queue more beside.
+     */
+    roomWhileLoading: ({ context }) => context.queue.length < context.slots + context.maxQueue,
   },
   actions: {
     // ── Telling the supervisor ──────────────────────────────────────────────────────────────────────────
@@ -238,11 +259,11 @@ export const runtimeMachine = setup({
     },
     resolveLoad: ({ context, event }) => {
       assertEvent(event, "LOAD.DONE");
-      context.load?.ticket.resolve({ model: event.model.info });
+      context.load?.ticket?.resolve({ model: event.model.info });
     },
     rejectLoad: ({ context, event }) => {
       assertEvent(event, "LOAD.FAILED");
-      context.load?.ticket.reject(event.error);
+      context.load?.ticket?.reject(event.error);
     },
     answerUnloads: ({ context }) => {
       for (const ticket of context.unloadTickets) ticket.resolve({ unloaded: true });
@@ -298,9 +319,14 @@ export const runtimeMachine = setup({
       assertEvent(event, "ENGINE.LOST");
       for (const job of [...context.running, ...context.queue]) job.ticket.reject(event.error);
     },
+    /** The model is loaded again: only the requests that ran in the lost engine fail, the waiting ones stay. */
+    failRunningJobsOnEngineLoss: ({ context, event }) => {
+      assertEvent(event, "ENGINE.LOST");
+      for (const job of context.running) job.ticket.reject(event.error);
+    },
     refusePendingWork: ({ context }) => {
       const error = new KekahydeError(SHUTTING_DOWN.code, SHUTTING_DOWN.message);
-      context.load?.ticket.reject(error);
+      context.load?.ticket?.reject(error);
       for (const job of [...context.running, ...context.queue]) job.ticket.reject(error);
       for (const { ticket, dropped } of context.stopTickets) ticket.resolve({ stopped: true, dropped });
       for (const ticket of context.unloadTickets) ticket.resolve({ unloaded: true });
@@ -362,7 +388,12 @@ export const runtimeMachine = setup({
         assertEvent(event, "LOAD");
         return { plan: event.plan, ticket: event.ticket, progress: 0 };
       },
+      reloads: 0,
     }),
+    /** The same plan again, with no one's ticket: the runtime's own load after its engine was lost. */
+    reloadLostModel: assign(({ context }) => ({ load: { plan: context.plan!, ticket: null, progress: 0 }, reloads: context.reloads + 1 })),
+    /** A job ended well: the engine works, so a later loss may be reloaded again. */
+    clearReloads: assign({ reloads: 0 }),
     recordLoadProgress: assign({
       load: ({ context, event }) => {
         assertEvent(event, "LOAD.PROGRESS");
@@ -374,6 +405,7 @@ export const runtimeMachine = setup({
         assertEvent(event, "LOAD.DONE");
         return event.model;
       },
+      plan: ({ context }) => context.load?.plan ?? context.plan,
       lastError: null,
       lastGeneration: null,
     }),
@@ -425,6 +457,7 @@ export const runtimeMachine = setup({
       },
     }),
     clearJobs: assign({ running: [], queue: [] }),
+    clearRunning: assign({ running: [] }),
     recordEngineError: assign({
       lastError: ({ event }) => {
         assertEvent(event, ["JOB.FAILED", "ENGINE.LOST"]);
@@ -443,7 +476,9 @@ export const runtimeMachine = setup({
     maxGenerationMs: input.maxGenerationMs ?? null,
     slots: Math.max(1, input.slots ?? 1),
     model: null,
+    plan: null,
     load: null,
+    reloads: 0,
     running: [],
     queue: [],
     lastGeneration: null,
@@ -487,7 +522,15 @@ export const runtimeMachine = setup({
       // The engine may end by itself (its process crashed): then nothing is left to free.
       invoke: { id: "engineWatch", src: "watchEngine", input: ({ context }) => ({ model: context.model }) },
       on: {
-        "ENGINE.LOST": { target: "empty", actions: ["failJobsOnEngineLoss", "answerStops", "stopJobActors", "clearJobs", "clearStops", "recordEngineError", "forgetModel"] },
+        "ENGINE.LOST": [
+          // Lost under requests: those fail, the model is loaded again and the waiting ones are served then.
+          {
+            guard: "canReloadAfterLoss",
+            target: "loading",
+            actions: ["failRunningJobsOnEngineLoss", "answerStops", "stopJobActors", "clearRunning", "clearStops", "recordEngineError", "forgetModel", "reloadLostModel"],
+          },
+          { target: "empty", actions: ["failJobsOnEngineLoss", "answerStops", "stopJobActors", "clearJobs", "clearStops", "recordEngineError", "forgetModel"] },
+        ],
       },
       initial: "idle",
       states: {
@@ -534,7 +577,7 @@ export const runtimeMachine = setup({
                   { guard: "stopsAll", target: "cancelling", actions: ["refuseQueuedJobs", "acceptStop", "clearQueue", "abortRunningJobs"] },
                   { target: "cancelling", actions: ["acceptStop", "abortRunningJobs"] },
                 ],
-                "JOB.DONE": { guard: "isRunningJob", actions: ["answerJob", "releaseJob", "startJobs"] },
+                "JOB.DONE": { guard: "isRunningJob", actions: ["answerJob", "releaseJob", "clearReloads", "startJobs"] },
                 "JOB.FAILED": [
                   {
                     guard: "isEngineFailure",
@@ -554,7 +597,7 @@ export const runtimeMachine = setup({
                   { guard: "stopsAll", actions: ["refuseQueuedJobs", "acceptStop", "clearQueue"] },
                   { actions: "acceptStop" },
                 ],
-                "JOB.DONE": { guard: "isRunningJob", actions: ["answerJob", "releaseJob"] },
+                "JOB.DONE": { guard: "isRunningJob", actions: ["answerJob", "releaseJob", "clearReloads"] },
                 "JOB.FAILED": [
                   {
                     guard: "isEngineFailure",

@@ -5,7 +5,7 @@ import type { Engine } from "../engine/types.ts";
 import { KekahydeError, toKekahydeError } from "../errors.ts";
 import { monitorActor } from "../monitor/monitorActor.ts";
 import { EMPTY_SAMPLE } from "../monitor/resourceSampler.ts";
-import { CRASHES_BEFORE_QUARANTINE, ENGINE_LOSSES, placementIs, placementOf, quarantineOf, refusalParams, refusals, unknownModel } from "./admission.ts";
+import { CRASHES_BEFORE_QUARANTINE, ENGINE_LOSSES, parkedRefusalParams, placementIs, placementOf, quarantineOf, refusalParams, refusals, unknownModel } from "./admission.ts";
 import type { Placement } from "./placement.ts";
 import { NO_MODEL, SHUTTING_DOWN, type Refusal } from "./refusals.ts";
 import { errorRecord, runtimeMachine, type LoadResult, type StopResult, type UnloadResult } from "./runtimeMachine.ts";
@@ -68,7 +68,7 @@ const admitModel = fromPromise<ModelPlan, { engine: Engine; path: string; settin
 const refuseLoad = (reason: keyof typeof refusals) =>
   [
     { type: "refuseAdmission", params: refusalParams(reason) },
-    { type: "refuseParkedRuns", params: refusalParams(reason) },
+    { type: "refuseParkedRuns", params: parkedRefusalParams(reason) },
     { type: "recordError", params: refusalParams(reason) },
     "clearRefusedParkedRuns",
     "clearAdmission",
@@ -116,6 +116,9 @@ export const supervisorMachine = setup({
     reportsIdle: ({ context, event }) => event.type === "MODEL.PHASE" && event.phase === "idle" && entryOf(context, event.ref) !== undefined,
     reportsEngineLoss: ({ context, event }) =>
       event.type === "MODEL.PHASE" && event.phase === "empty" && entryOf(context, event.ref) !== undefined && event.error !== null && ENGINE_LOSSES.has(event.error.code),
+    /** A busy model's engine was lost and its runtime loads it again: the loss counts, the model stays. */
+    reportsReloadAfterLoss: ({ context, event }) =>
+      event.type === "MODEL.PHASE" && event.phase === "loading" && entryOf(context, event.ref)?.phase === "busy" && event.error !== null && ENGINE_LOSSES.has(event.error.code),
     reportsEmpty: ({ context, event }) => event.type === "MODEL.PHASE" && event.phase === "empty" && entryOf(context, event.ref) !== undefined,
     reportsWork: ({ context, event }) => event.type === "MODEL.PHASE" && entryOf(context, event.ref) !== undefined,
     reportsStopped: ({ event }) => event.type === "MODEL.PHASE" && event.phase === "stopped",
@@ -535,6 +538,7 @@ export const supervisorMachine = setup({
           { guard: "reportsIdle", actions: ["recordPhase", "armKeepAlive"] },
           { guard: "reportsEngineLoss", actions: ["recordModelError", "recordCrash", "dropModel"] },
           { guard: "reportsEmpty", actions: ["recordModelError", "dropModel"] },
+          { guard: "reportsReloadAfterLoss", actions: ["recordModelError", "recordCrash", "recordPhase", "cancelKeepAlive"] },
           { guard: "reportsWork", actions: ["recordPhase", "cancelKeepAlive"] },
         ],
         "KEEPALIVE.EXPIRED": { guard: "isIdleModel", actions: { type: "retireModel", params: ({ event }) => ({ name: event.name }) } },

@@ -44,6 +44,9 @@ export interface EngineGeneration {
   owner: RuntimeOracle;
 }
 
+/** Reloads in a row after a lost engine (no job ended well between them) before the model stays down. */
+const RELOADS_AFTER_LOSS = 2;
+
 export interface RuntimeLimits {
   slots: number;
   maxQueue: number;
@@ -64,6 +67,8 @@ export class RuntimeOracle {
   private unloads: Reply[] = [];
   /** Why the model last failed; cleared by a successful load. */
   lastError: string | null = null;
+  /** Reloads after a lost engine since a job last ended well. */
+  private reloads = 0;
 
   constructor(
     private readonly limits: RuntimeLimits,
@@ -82,11 +87,13 @@ export class RuntimeOracle {
     switch (this.phase) {
       case "empty":
         this.load = { path, reply };
+        this.reloads = 0;
         this.phase = "loading";
         return;
       case "idle":
         // Replacing: the old model is freed first.
         this.load = { path, reply };
+        this.reloads = 0;
         this.phase = "replacing";
         return;
       case "loading":
@@ -108,9 +115,9 @@ export class RuntimeOracle {
         return reply.settle("err:NO_MODEL");
       case "loading":
       case "replacing":
-        // It waits for the model, in the queue.
-        if (this.queue.length < this.limits.maxQueue) return void this.queue.push({ id, reply, kind, aborted: false });
-        return reply.settle("err:MODEL_LOADING");
+        // It waits for the model, in the queue: up to a slot each when it is loaded, and --max-queue more.
+        if (this.queue.length < this.limits.slots + this.limits.maxQueue) return void this.queue.push({ id, reply, kind, aborted: false });
+        return reply.settle("err:QUEUE_FULL");
       case "unloading":
         return reply.settle("err:MODEL_UNLOADING");
       case "stopping":
@@ -241,6 +248,7 @@ export class RuntimeOracle {
   /** The engine has ended `job` normally (an embedding job it had been asked to stop ends with JOB_STOPPED). */
   generationDone(job: Job): void {
     if (!this.running.includes(job)) return;
+    this.reloads = 0;
     if (job.kind === "tokenize") job.reply.settle("ok:tokens");
     else job.reply.settle(job.kind === "generate" ? "ok:stop" : job.aborted ? "err:JOB_STOPPED" : "ok:embedded");
     this.end(job);
@@ -266,6 +274,21 @@ export class RuntimeOracle {
   /** The engine behind the model ended by itself: its process crashed. */
   engineLost(): void {
     if (this.phase !== "idle" && this.phase !== "generating" && this.phase !== "cancelling") return;
+    if (this.running.length > 0 && this.reloads < RELOADS_AFTER_LOSS) {
+      // Lost under requests: they fail, the model is loaded again (by the runtime, no one's request), the
+      // waiting ones are served once it is.
+      for (const j of this.running) j.reply.settle("err:ENGINE_CRASHED");
+      this.orphan(this.running);
+      this.running = [];
+      this.answerStops();
+      this.lastError = "ENGINE_CRASHED";
+      this.holdsModel = false;
+      this.load = { path: this.path!, reply: new Reply() };
+      this.path = null;
+      this.reloads += 1;
+      this.phase = "loading";
+      return;
+    }
     for (const j of [...this.running, ...this.queue]) j.reply.settle("err:ENGINE_CRASHED");
     this.orphan(this.running);
     this.running = [];

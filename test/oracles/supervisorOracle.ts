@@ -287,7 +287,9 @@ export class SupervisorOracle {
   }
 
   private refuseParked(name: string, code: string): void {
-    for (const p of this.parked.filter((p) => p.model === name)) p.reply.settle(`err:${code}`);
+    // A daemon whose models are all busy or loading is full: its waiting requests get 503, retried elsewhere.
+    const parkedCode = code === "MODEL_LOADING" || code === "BUSY" ? "QUEUE_FULL" : code;
+    for (const p of this.parked.filter((p) => p.model === name)) p.reply.settle(`err:${parkedCode}`);
     this.parked = this.parked.filter((p) => p.model !== name);
   }
 
@@ -337,6 +339,12 @@ export class SupervisorOracle {
       m.useOrder = ++this.uses;
       if (this.limits.keepAliveMs === 0) return this.retire(m);
       if (this.limits.keepAliveMs > 0) m.timer = { at: this.now + this.limits.keepAliveMs, seq: ++this.timerSeq };
+    } else if (phase === "loading" && previous === "busy") {
+      // Its engine was lost under requests and the runtime loads it again: the loss counts.
+      this.lastError = runtime.lastError;
+      const path = `/models/${m.name}.gguf`;
+      const losses = (this.crashes.get(path)?.losses ?? 0) + 1;
+      this.crashes.set(path, { losses, quarantined: losses >= 3 });
     } else if (phase === "empty") {
       this.models.delete(m.name);
       if (runtime.lastError) this.lastError = runtime.lastError;
