@@ -377,6 +377,25 @@ describe("fleet: three daemons behind HAProxy", { skip: NO_HAPROXY }, () => {
     assert.ok(["d1", "d2", "d3"].includes(tags.headers.get("x-kekahyde-daemon")!));
   });
 
+  it("serves the first requests for a model that is not loaded yet, with --max-queue 0 (they wait for the load they caused)", async () => {
+    const d1 = byName("d1");
+    assert.equal((await d1.post("/unload_model", { model: "skip" })).status, 200);
+    const loaded = async () => ((await (await fetch(`${d1.url}/status`)).json()) as { models: Array<{ name: string }> }).models.map((m) => m.name);
+    await eventually(async () => !(await loaded()).includes("skip"), 10_000, "skip unloaded on d1");
+    // Two at once (--parallel 2): both wait for the load the first one causes, neither is refused.
+    const generate = async () => {
+      const r = await fetch(`${base}/api/generate`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "skip", prompt: "abc", raw: true, stream: false, options: { num_predict: 4, temperature: 0 } }) });
+      return { status: r.status, body: await r.text(), daemon: r.headers.get("x-kekahyde-daemon") };
+    };
+    const answers = await Promise.all([generate(), generate()]);
+    for (const a of answers) {
+      assert.equal(a.status, 200, a.body);
+      assert.equal((JSON.parse(a.body) as { response: string }).response, expectedContinuation("abc", 4, 2));
+      assert.equal(a.daemon, "d1");
+    }
+    assert.ok((await loaded()).includes("skip"), "loaded on first use");
+  });
+
   it("spreads concurrent requests for a shared model over the daemons that have it", async () => {
     await settled("model_slow");
     const answers = await Promise.all(Array.from({ length: 4 }, () => complete(base, "slow", 24)));
