@@ -46,11 +46,23 @@ export function tagOfLoaded(name: string, info: ModelInfo) {
 
 /** Ollama's date for "kept loaded forever". */
 const FOREVER = "2318-11-29T00:00:00Z";
+const FOREVER_MS = Date.parse(FOREVER);
+
+/**
+ * When a model kept `keepAliveS` seconds from `now` expires, as `/api/ps` writes it. A keep-alive so long that
+ * its date would pass Ollama's "forever" (or JavaScript's last date: an invalid Date, whose toISOString
+ * throws) is written as forever: `/api/ps` must answer for any keep-alive a request could set.
+ */
+function expiryOf(keepAliveS: number, now: number): string {
+  const at = now + keepAliveS * 1000;
+  return keepAliveS < 0 || !Number.isFinite(at) || at >= FOREVER_MS ? FOREVER : new Date(at).toISOString();
+}
 
 export function runningOf(view: ModelView, entry: CatalogueEntry | undefined, now = Date.now()) {
   const onGpu = view.info !== null && view.info.gpu !== false && view.info.gpu_layers > 0;
   const size = view.engine_rss_bytes ?? view.memory_bytes;
-  const expires = view.expires_at ?? (view.keep_alive_s < 0 ? FOREVER : new Date(now + view.keep_alive_s * 1000).toISOString());
+  // expires_at is null while the model works (and when it is kept forever): then it expires keep-alive after now.
+  const expires = view.expires_at ?? expiryOf(view.keep_alive_s, now);
   return {
     name: listedName(view.name),
     model: listedName(view.name),
