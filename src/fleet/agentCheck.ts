@@ -54,43 +54,95 @@ export interface AgentCheck {
 const REQUEST_WAIT_MS = 500;
 
 /**
+ * The longest line the agent reads: HAProxy sends at most its `agent-send` string (here a model name of up to
+ * 128 characters and a newline). A connection that sends more without a newline is no agent check: it is
+ * closed unanswered, so that what a connection can make the daemon hold is this many bytes.
+ */
+export const MAX_AGENT_LINE_BYTES = 256;
+
+/**
+ * The longest a connection lives, whatever it does: it is answered within REQUEST_WAIT_MS and closed once the
+ * answer is written, so only a peer that never takes the answer gets this far.
+ */
+const CONNECTION_DEADLINE_MS = 5_000;
+
+/** What the agent has read of a connection's line after one more chunk. */
+export type AgentLineRead = { kind: "line"; line: string } | { kind: "partial"; text: string } | { kind: "too long" };
+
+/**
+ * Reads the next chunk of a connection's first line onto `sofar` (what came before, without a newline).
+ * Only the chunk is searched for the newline, and nothing past it or past MAX_AGENT_LINE_BYTES is kept: the
+ * work and the memory per connection are bounded, whatever the peer sends.
+ */
+export function readAgentLine(sofar: string, chunk: Buffer): AgentLineRead {
+  const newline = chunk.indexOf(0x0a);
+  const piece = newline < 0 ? chunk : chunk.subarray(0, newline);
+  if (sofar.length + piece.length > MAX_AGENT_LINE_BYTES) return { kind: "too long" };
+  const text = sofar + piece.toString("latin1");
+  return newline < 0 ? { kind: "partial", text } : { kind: "line", line: text };
+}
+
+/** The model a line names, if it is a model name (HAProxy sends `<name>\n`, or `\r\n` by hand). */
+function modelOf(line: string): string | undefined {
+  const model = line.trim();
+  return /^[A-Za-z0-9._:@/-]{1,128}$/.test(model) ? model : undefined;
+}
+
+/**
+ * One agent connection: read one bounded line (or wait REQUEST_WAIT_MS, or take what came before the peer
+ * ended), answer it, close. Everything the peer sends after its line is ignored, and the socket is destroyed
+ * once the answer is written: a peer that keeps sending is not read on.
+ */
+function serveAgentConnection(socket: Socket, load: (model?: string) => DaemonLoad): void {
+  let sofar = "";
+  let answered = false;
+  const answer = (line: string) => {
+    if (answered) return;
+    answered = true;
+    clearTimeout(timer);
+    let reply: string;
+    try {
+      reply = agentReply(load(modelOf(line)));
+    } catch {
+      socket.destroy();
+      return;
+    }
+    // Destroyed once written, not merely ended: a peer that does not end its side would keep it open.
+    socket.end(reply, () => socket.destroy());
+  };
+  // setImmediate: a line that arrived while the event loop was busy is read before the timer answers without it.
+  const timer = setTimeout(() => setImmediate(() => answer(sofar)), REQUEST_WAIT_MS);
+  const deadline = setTimeout(() => socket.destroy(), CONNECTION_DEADLINE_MS);
+  socket.once("close", () => {
+    clearTimeout(timer);
+    clearTimeout(deadline);
+  });
+  socket.on("error", () => socket.destroy());
+  socket.on("data", (chunk: Buffer) => {
+    if (answered) return;
+    const read = readAgentLine(sofar, chunk);
+    if (read.kind === "too long") socket.destroy();
+    else if (read.kind === "line") answer(read.line);
+    else sofar = read.text;
+  });
+  socket.once("end", () => answer(sofar));
+}
+
+/**
  * Starts the TCP responder for HAProxy's `agent-check`. HAProxy may first send a line (`agent-send`): the
  * generated config sends the model name of the backend the server line is in, so that a daemon full for
  * one model but free for another is weighed for the model HAProxy is routing (an empty line: the whole
  * daemon). `load(model)` is called per connection (so the answer is as fresh as the daemon's own state),
  * with that name, or without one when the line is empty or nothing arrives within 500 ms. If `load` throws,
- * the agent closes without a word (HAProxy then leaves the server as its health check says).
+ * the agent closes without a word (HAProxy then leaves the server as its health check says). A connection
+ * that sends more than MAX_AGENT_LINE_BYTES without a newline is closed without a word too.
  */
 export function startAgentCheck(options: { host: string; port: number; load: (model?: string) => DaemonLoad }): Promise<AgentCheck> {
   const sockets = new Set<Socket>();
   const server = createServer((socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
-    socket.on("error", () => socket.destroy());
-    socket.setTimeout(2_000, () => socket.destroy());
-    let received = "";
-    let answered = false;
-    const answer = () => {
-      if (answered) return;
-      answered = true;
-      clearTimeout(timer);
-      const model = received.split(/\r?\n/)[0].trim();
-      let reply: string;
-      try {
-        reply = agentReply(options.load(/^[A-Za-z0-9._:@/-]{1,128}$/.test(model) ? model : undefined));
-      } catch {
-        socket.end();
-        return;
-      }
-      socket.end(reply);
-    };
-    // setImmediate: a line that arrived while the event loop was busy is read before the timer answers without it.
-    const timer = setTimeout(() => setImmediate(answer), REQUEST_WAIT_MS);
-    socket.on("data", (chunk) => {
-      received += chunk.toString("latin1");
-      if (received.includes("\n") || received.length > 256) answer();
-    });
-    socket.once("end", answer);
+    serveAgentConnection(socket, options.load);
   });
   return new Promise((resolve, reject) => {
     server.once("error", reject);
