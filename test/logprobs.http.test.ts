@@ -114,6 +114,29 @@ describe("logprobs and the prompt cache", () => {
     assert.equal(without.logprobs, undefined, "none unless asked for");
   });
 
+  it("lists as many alternatives as asked for, the impossible ones at OpenAI's floor of -9999, each token once", async () => {
+    // The tiny model is so sure of its next character that the default sampling (min_p, top_p) leaves one
+    // token possible; top_k 2 (without top_p and min_p) leaves two. They were listed alone before: asked 5, got 1 or 2.
+    const checkSteps = (steps: Array<{ token: string; top_logprobs?: Array<{ token: string; logprob: number }> | null }>, what: string) => {
+      assert.ok(steps.length > 0, what);
+      for (const t of steps) {
+        const top = t.top_logprobs ?? [];
+        assert.equal(top.length, 5, `${what}: ${JSON.stringify(top)}`);
+        assert.equal(top[0].token, t.token, `${what}: the sampled token first`);
+        assert.equal(new Set(top.map((a) => a.token)).size, 5, `${what}: distinct tokens ${JSON.stringify(top)}`);
+        for (const a of top) assert.ok(Number.isFinite(a.logprob) && a.logprob >= -9999, `${what}: ${JSON.stringify(a)}`);
+        assert.equal(top.at(-1)!.logprob, -9999, `${what}: impossible ones at the floor`);
+      }
+    };
+    const chat = await openai.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "hi" }], max_tokens: 3, logprobs: true, top_logprobs: 5 });
+    checkSteps(chat.choices[0].logprobs!.content!, "openai chat, default sampling");
+    const topK = await ollama.generate({ model: "tiny", prompt: "abc", raw: true, options: { top_k: 2, top_p: 1, min_p: 0, num_predict: 3 }, logprobs: true, top_logprobs: 5 });
+    checkSteps(topK.logprobs!, "ollama generate, top_k 2");
+    assert.ok(topK.logprobs!.every((t) => t.top_logprobs![1].logprob > -9999), "the second token top_k left is listed with its figure");
+    const completion = await openai.completions.create({ model: "tiny", prompt: "abc", max_tokens: 3, logprobs: 5 });
+    for (const step of completion.choices[0].logprobs!.top_logprobs!) assert.equal(Object.keys(step).length, 5, `completions keyed by text: ${JSON.stringify(step)}`);
+  });
+
   it("refuses logprobs it cannot give with a 400 naming the field", async () => {
     await assert.rejects(
       openai.chat.completions.create({ model: "soft", messages: [{ role: "user", content: "x" }], top_logprobs: 2 }),

@@ -26,14 +26,50 @@ export interface GeneratedTextOptions {
 const endsWith = (tokens: readonly Token[], tail: readonly Token[]) =>
   tail.length > 0 && tokens.length >= tail.length && tail.every((t, i) => tokens[tokens.length - tail.length + i] === t);
 
-/** A sampled token's log-probability and, when `top` > 0, the `top` most likely tokens' at that step. */
+/**
+ * The log-probability listed for a token the sampling options made impossible (probability 0, or cut by
+ * top_k/top_p/min_p): OpenAI's floor, a finite number where log(0) would serialise as null.
+ */
+export const IMPOSSIBLE_LOGPROB = -9999;
+
+const logprobOf = (probability: number | undefined): number =>
+  probability !== undefined && probability > 0 ? Math.max(IMPOSSIBLE_LOGPROB, Math.log(probability)) : IMPOSSIBLE_LOGPROB;
+
+type Alternative = NonNullable<TokenLogprob["top"]>[number];
+
+/**
+ * `count` tokens to list after `listed` at the floor: the lowest ids not listed yet, whose texts are not
+ * listed either (OpenAI's completions key the alternatives by text) and not empty. All are equally
+ * impossible, so the id order only makes the choice stable.
+ */
+function impossibleAlternatives(model: LlamaModel, listed: readonly Alternative[], count: number): Alternative[] {
+  const ids = new Set(listed.map((a) => a.token));
+  const texts = new Set(listed.map((a) => a.text));
+  const fillers: Alternative[] = [];
+  for (const token of model.iterateAllTokens()) {
+    if (fillers.length >= count) break;
+    if (ids.has(token)) continue;
+    const text = model.detokenize([token], true);
+    if (text === "" || texts.has(text)) continue;
+    texts.add(text);
+    fillers.push({ token, text, logprob: IMPOSSIBLE_LOGPROB });
+  }
+  return fillers;
+}
+
+/**
+ * A sampled token's log-probability and, when `top` > 0, the `top` most likely tokens' at that step.
+ * `probabilities` holds only the tokens the sampling options left possible (one, when min_p or top_p cut the
+ * rest): the list is filled up to `top` with impossible tokens, as OpenAI always lists `top`.
+ */
 export function tokenLogprob(model: LlamaModel, token: Token, confidence: number | undefined, probabilities: Map<Token, number> | undefined, top: number): TokenLogprob {
-  const entry: TokenLogprob = { token, text: model.detokenize([token], true), logprob: Math.log(confidence ?? 0) };
+  const entry: TokenLogprob = { token, text: model.detokenize([token], true), logprob: logprobOf(confidence) };
   if (top > 0 && probabilities) {
-    entry.top = [...probabilities.entries()]
-      .sort((a, b) => b[1] - a[1])
+    const likely = [...probabilities.entries()]
+      .sort((a, b) => b[1] - a[1] || a[0] - b[0])
       .slice(0, top)
-      .map(([t, p]) => ({ token: t, text: model.detokenize([t], true), logprob: Math.log(p) }));
+      .map(([t, p]) => ({ token: t, text: model.detokenize([t], true), logprob: logprobOf(p) }));
+    entry.top = likely.length < top ? [...likely, ...impossibleAlternatives(model, likely, top - likely.length)] : likely;
   }
   return entry;
 }
