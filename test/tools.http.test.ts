@@ -1,17 +1,16 @@
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
-import { copyFile, mkdir, mkdtemp, rename, rm, stat } from "node:fs/promises";
+import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Ollama } from "ollama";
 import OpenAI from "openai";
 import type { ChatCompletionMessageParam, ChatCompletionTool } from "openai/resources/chat/completions";
-import { LLAMA31_FLAVOUR, QWEN25_FLAVOUR, writeToolModel, type ToolTemplateFlavour } from "../src/gguf/toolModel.ts";
+import { LLAMA31_FLAVOUR, QWEN25_FLAVOUR } from "../src/gguf/toolModel.ts";
 import { pairToolCalls } from "../src/server/tools.ts";
 import { startTestDaemon, type TestDaemon } from "./helpers/daemon.ts";
-import { FIXTURES, tinyModel } from "./helpers/fixtures.ts";
+import { tinyModel } from "./helpers/fixtures.ts";
+import { toolModel } from "./helpers/toolModels.ts";
 
 /**
  * Tool calls with the official openai and ollama clients against the real daemon and engine, on generated
@@ -19,21 +18,6 @@ import { FIXTURES, tinyModel } from "./helpers/fixtures.ts";
  * resolves its Jinja wrapper (function-call syntax read from the Qwen template) and its Llama 3.1 wrapper. The
  * model writes " abc…xyz" and then starts a call of its own; the grammars decide the call's name and arguments.
  */
-
-const HASH = createHash("sha256")
-  .update(["toolModel.ts", "charModel.ts", "writer.ts", "format.ts", "llamaMetadata.ts"].map((f) => readFileSync(new URL(`../src/gguf/${f}`, import.meta.url))).join("\0"))
-  .digest("hex")
-  .slice(0, 12);
-
-async function toolModel(flavour: ToolTemplateFlavour): Promise<string> {
-  const path = join(FIXTURES, `${flavour.name}-${HASH}.gguf`);
-  if (!(await stat(path).then((s) => s.size > 0, () => false))) {
-    await mkdir(FIXTURES, { recursive: true });
-    await writeToolModel(`${path}.${process.pid}.tmp`, flavour);
-    await rename(`${path}.${process.pid}.tmp`, path);
-  }
-  return path;
-}
 
 /** A JSON schema validator for the subset the tests' tools use; returns what is wrong, or null. */
 function invalid(value: unknown, schema: Record<string, any>, at = "#"): string | null {

@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 import { before, describe, it } from "node:test";
 import fc from "fast-check";
 import { KekahydeError } from "../src/errors.ts";
-import { checkJsonSchema } from "../src/server/jsonSchema.ts";
+import { checkJsonSchema, SCHEMA_LIMITS } from "../src/server/jsonSchema.ts";
 import { GgufFormatError, readGgufInfo } from "../src/gguf/reader.ts";
 import { hostnameOf, isLoopbackName } from "../src/server/addresses.ts";
 import { parseLoadModel, parseRunPrompt } from "../src/server/validation.ts";
@@ -84,13 +84,24 @@ const scalar = fc.oneof(fc.string({ maxLength: 8 }), fc.integer(), fc.boolean(),
 const { schema: grammarSchema } = fc.letrec<{ schema: Record<string, unknown> }>((tie) => ({
   schema: fc.oneof(
     { depthSize: "small", withCrossShrink: true },
-    fc.constantFrom({ type: "string" }, { type: "number" }, { type: "integer" }, { type: "boolean" }, { type: "null" }, { type: "string", format: "date" }, { type: "string", minLength: 1, maxLength: 5 }),
+    fc.constantFrom(
+      { type: "string" },
+      { type: "number" },
+      { type: "integer" },
+      { type: "boolean" },
+      { type: "null" },
+      { type: "string", format: "date" },
+      { type: "string", minLength: 1, maxLength: 5 },
+      { type: "string", maxLength: SCHEMA_LIMITS.repetitions },
+    ),
     scalar.map((value) => ({ const: value })),
     fc.array(scalar, { minLength: 1, maxLength: 4 }).map((values) => ({ enum: values })),
     fc.dictionary(fc.stringMatching(/^[a-z]{1,6}$/), tie("schema"), { maxKeys: 3 }).chain((properties) =>
       fc.subarray(Object.keys(properties)).map((required) => ({ type: "object", properties, required, additionalProperties: false })),
     ),
     tie("schema").map((items) => ({ type: "array", items, maxItems: 3 })),
+    // A tree: a definition that recurses through an array (named afresh: an inner name may not repeat an outer one).
+    fc.tuple(tie("schema"), fc.uuid()).map(([leaf, name]) => ({ $defs: { [name]: { type: "array", items: { anyOf: [leaf, { $ref: `#/$defs/${name}` }] } } }, $ref: `#/$defs/${name}` })),
     fc.array(tie("schema"), { minLength: 1, maxLength: 3 }).map((options) => ({ anyOf: options })),
   ),
 }));
@@ -105,6 +116,12 @@ const UNSUPPORTED: Array<[string, unknown]> = [
   ["a dangling $ref", { $ref: "#/$defs/nowhere" }],
   ["a number bound", { type: "number", minimum: 0 }],
   ["an empty enum", { enum: [] }],
+  // Past what a grammar can hold (SCHEMA_LIMITS): llama.cpp's parser refuses these, or drops the bound.
+  ["a length past the limit", { type: "string", minLength: SCHEMA_LIMITS.repetitions + 1 }],
+  ["an item count past the limit", { type: "array", maxItems: 1e9 }],
+  ["a property count past the limit", { type: "object", additionalProperties: true, minProperties: 1e6 }],
+  ["a $ref to itself", { $defs: { me: { $ref: "#/$defs/me" } }, $ref: "#/$defs/me" }],
+  ["a $ref cycle through anyOf", { $defs: { a: { anyOf: [{ type: "null" }, { $ref: "#/$defs/b" }] }, b: { $ref: "#/$defs/a" } }, $ref: "#/$defs/a" }],
 ];
 
 function acceptsOrRefusesWithField(parse: () => unknown): unknown {

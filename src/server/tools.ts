@@ -2,7 +2,8 @@ import type { ModelFacts } from "../catalogue/index.ts";
 import { modelFacts } from "../catalogue/facts.ts";
 import type { ChatMessage, ToolCall, ToolDefinition } from "../domain/generation.ts";
 import { readGgufInfo } from "../gguf/reader.ts";
-import { checkJsonSchema, STRING_FORMATS } from "./jsonSchema.ts";
+import { checkJsonSchema, checkSchemaNesting, SCHEMA_LIMITS, STRING_FORMATS, UPPER_BOUND_KEYWORDS } from "./jsonSchema.ts";
+import { MAX_JSON_DEPTH, textNestsDeeperThan } from "./middleware/jsonBody.ts";
 import { bad } from "./validation.ts";
 
 /**
@@ -55,12 +56,24 @@ const UNENFORCEABLE = new Set([
   "contentMediaType",
 ]);
 
-/** A tool schema without its UNENFORCEABLE keywords, walking only where schemas are (not property names). */
+/**
+ * Whether a keyword only narrows values in a way the grammar cannot enforce: one of UNENFORCEABLE, a format
+ * other than dates and times, or an upper bound past what a grammar can hold (agents' schemas carry
+ * `maxLength: 10000` and the like; a lower bound that large would make every call longer than that, and is
+ * refused).
+ */
+function unenforceable(keyword: string, value: unknown): boolean {
+  if (UNENFORCEABLE.has(keyword)) return true;
+  if (keyword === "format") return typeof value === "string" && !STRING_FORMATS.has(value);
+  return UPPER_BOUND_KEYWORDS.has(keyword) && typeof value === "number" && value > SCHEMA_LIMITS.repetitions;
+}
+
+/** A tool schema without its unenforceable keywords, walking only where schemas are (not property names). */
 function enforceableSchema(node: unknown): unknown {
   if (!isObject(node)) return node;
   const out: Body = {};
   for (const [k, v] of Object.entries(node)) {
-    if (UNENFORCEABLE.has(k) || (k === "format" && typeof v === "string" && !STRING_FORMATS.has(v))) continue;
+    if (unenforceable(k, v)) continue;
     if ((k === "properties" || k === "$defs") && isObject(v)) out[k] = Object.fromEntries(Object.entries(v).map(([name, sub]) => [name, enforceableSchema(sub)]));
     else if (k === "items" || k === "additionalProperties") out[k] = enforceableSchema(v);
     else if ((k === "prefixItems" || k === "anyOf" || k === "oneOf") && Array.isArray(v)) out[k] = v.map(enforceableSchema);
@@ -96,10 +109,20 @@ export function parseTools(raw: unknown, options: { typeRequired: boolean }): To
     const parameters = fn.parameters;
     if (parameters === undefined || parameters === null || (isObject(parameters) && Object.keys(parameters).length === 0)) return definition;
     const paramsField = `${field}.function.parameters`;
+    // Before the walks below, which recurse.
+    checkSchemaNesting(parameters, paramsField);
     const schema = checkJsonSchema(normalizedSchema(enforceableSchema(parameters)), paramsField);
     if (schema.type !== "object") bad(paramsField, 'must be an object schema: {"type": "object", "properties": {...}}');
     return { ...definition, parameters: schema };
   });
+}
+
+/**
+ * Refuses a call's arguments nested deeper than MAX_JSON_DEPTH: the engine parses them and renders them into
+ * the prompt, recursively. (An object was already held to the limit with the body; JSON text was not.)
+ */
+export function refuseDeepArguments(text: string, field: string): void {
+  if (textNestsDeeperThan(text, MAX_JSON_DEPTH)) bad(field, `is nested deeper than ${MAX_JSON_DEPTH} levels: a request's JSON may nest at most ${MAX_JSON_DEPTH} levels`);
 }
 
 /** A message's tool calls, as the request names them (ids may be missing in Ollama's). */

@@ -18,9 +18,78 @@ export function discardMaxBytes(limit: number): number {
 }
 
 /**
+ * The most levels a request's JSON may nest (objects and arrays; the body itself is level 1). The daemon's
+ * own walkers over request values recurse (the schema checks, JSON.stringify of tool arguments), so a body
+ * nested thousands of levels would overflow their stack and be answered 500: it is refused before any of them
+ * runs. Real requests nest far less: a tool schema at its own limit of 32 levels is about 70 levels deep.
+ */
+export const MAX_JSON_DEPTH = 100;
+
+/** A path into a JSON value: property names and array indexes. */
+export type JsonPath = Array<string | number>;
+
+interface Container {
+  value: object;
+  depth: number;
+  key: string | number | null;
+  parent: Container | null;
+}
+
+/**
+ * The path of the first object or array in `value` that nests deeper than `limit` levels, or null when none
+ * does. Iterative, with a stack of its own, so that it is safe at any depth: this runs before anything that
+ * recurses.
+ */
+export function pathBeyondDepth(value: unknown, limit: number): JsonPath | null {
+  if (typeof value !== "object" || value === null) return null;
+  const stack: Container[] = [{ value, depth: 1, key: null, parent: null }];
+  while (stack.length > 0) {
+    const container = stack.pop()!;
+    if (container.depth > limit) return pathOf(container);
+    const entries: Array<[string | number, unknown]> = Array.isArray(container.value) ? container.value.map((v, i) => [i, v]) : Object.entries(container.value);
+    for (const [key, child] of entries) {
+      if (typeof child === "object" && child !== null) stack.push({ value: child, depth: container.depth + 1, key, parent: container });
+    }
+  }
+  return null;
+}
+
+function pathOf(container: Container): JsonPath {
+  const path: JsonPath = [];
+  for (let c: Container | null = container; c?.key != null; c = c.parent) path.push(c.key);
+  return path.reverse();
+}
+
+/**
+ * Whether JSON text (a tool call's `arguments`, which the engine parses and renders) nests deeper than `limit`
+ * levels, by its brackets outside strings; text that is not JSON is judged the same way, harmlessly.
+ */
+export function textNestsDeeperThan(text: string, limit: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (inString) {
+      if (c === "\\") i++;
+      else if (c === '"') inString = false;
+    } else if (c === '"') inString = true;
+    else if (c === "[" || c === "{") {
+      if (++depth > limit) return true;
+    } else if (c === "]" || c === "}") depth--;
+  }
+  return false;
+}
+
+/** The first `segments` of a path as a client writes it (`tools[0].function.parameters`), with "…" when cut. */
+function shownPath(path: JsonPath, segments = 6): string {
+  const shown = path.slice(0, segments).reduce<string>((text, key) => (typeof key === "number" ? `${text}[${key}]` : text === "" ? key : `${text}.${key}`), "");
+  return path.length > segments ? `${shown}…` : shown;
+}
+
+/**
  * Reads POST bodies in one place: a body must be `application/json` (else 415: this blocks cross-site
- * form and text/plain posts), at most `limit` bytes (else 413), and a JSON object (else 400). A POST with
- * no body passes with `ctx.state.body` undefined.
+ * form and text/plain posts), at most `limit` bytes (else 413), and a JSON object nested at most
+ * MAX_JSON_DEPTH levels (else 400). A POST with no body passes with `ctx.state.body` undefined.
  *
  * A body over the limit (by its Content-Length, or once a chunked body passes it) is still read, and
  * discarded, before the 413 goes out with `Connection: close`, as nginx's lingering close does: closing a
@@ -106,7 +175,15 @@ function parse(text: string): Record<string, unknown> {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new KekahydeError("BAD_REQUEST", "Request body must be a JSON object.");
   }
+  refuseDeepNesting(value);
   return value as Record<string, unknown>;
+}
+
+function refuseDeepNesting(body: object): void {
+  const path = pathBeyondDepth(body, MAX_JSON_DEPTH);
+  if (path === null) return;
+  const field = String(path[0]);
+  throw new KekahydeError("BAD_REQUEST", `"${field}" is nested deeper than ${MAX_JSON_DEPTH} levels (at ${shownPath(path)}): a request's JSON may nest at most ${MAX_JSON_DEPTH} levels.`, { field });
 }
 
 /** The body a route requires. */

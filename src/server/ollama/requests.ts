@@ -1,7 +1,7 @@
 import { DURATION_HELP, parseDuration } from "../../duration.ts";
 import type { GenerationRequest, SamplingOptions } from "../../domain/generation.ts";
 import { checkJsonSchema } from "../jsonSchema.ts";
-import { pairToolCalls, parseTools, type RequestedCall, type UnpairedMessage } from "../tools.ts";
+import { pairToolCalls, parseTools, refuseDeepArguments, type RequestedCall, type UnpairedMessage } from "../tools.ts";
 import { bad, optionalBoolean, optionalNumber } from "../validation.ts";
 
 /**
@@ -129,11 +129,9 @@ function toolCallsOf(calls: unknown, i: number): RequestedCall[] {
     const args = fn.arguments;
     if (args !== undefined && args !== null && typeof args !== "object" && typeof args !== "string") bad(`${field}.function.arguments`, "must be an object");
     const id = (c as Body).id;
-    return {
-      ...(typeof id === "string" && id !== "" && { id }),
-      name: fn.name,
-      arguments: typeof args === "string" ? args : JSON.stringify(args ?? {}),
-    };
+    const text = typeof args === "string" ? args : JSON.stringify(args ?? {});
+    refuseDeepArguments(text, `${field}.function.arguments`);
+    return { ...(typeof id === "string" && id !== "" && { id }), name: fn.name, arguments: text };
   });
 }
 

@@ -1,6 +1,6 @@
 import type { GenerationRequest, SamplingOptions, ToolChoice, ToolDefinition } from "../../domain/generation.ts";
 import { checkJsonSchema } from "../jsonSchema.ts";
-import { pairToolCalls, parseTools, type RequestedCall, type UnpairedMessage } from "../tools.ts";
+import { pairToolCalls, parseTools, refuseDeepArguments, type RequestedCall, type UnpairedMessage } from "../tools.ts";
 import { bad, optionalBoolean, optionalNumber } from "../validation.ts";
 
 /** Chat: `logprobs: true` and `top_logprobs` (0-20, only with logprobs), as OpenAI checks them. */
@@ -107,6 +107,7 @@ function toolCallsOf(m: Body, i: number): RequestedCall[] {
     const args = fn.arguments;
     // OpenAI sends the arguments as JSON text; an object is taken as it is.
     const text = typeof args === "string" ? args : args === undefined || args === null ? "" : typeof args === "object" ? JSON.stringify(args) : bad(`${field}.function.arguments`, "must be a string of JSON");
+    refuseDeepArguments(text, `${field}.function.arguments`);
     return { id: call.id, name: fn.name, arguments: text };
   });
 }
@@ -164,7 +165,7 @@ function responseFormat(body: Body): Record<string, unknown> | undefined {
   if (rf.type === "json_schema") {
     const js = rf.json_schema as Body | undefined;
     if (!js || typeof js !== "object" || typeof js.schema !== "object" || js.schema === null) bad("response_format", "json_schema needs a \"schema\" object");
-    return checkJsonSchema(js.schema, "response_format");
+    return checkJsonSchema(js.schema, "response_format.json_schema.schema");
   }
   bad("response_format", 'type must be "text", "json_object" or "json_schema"');
 }
