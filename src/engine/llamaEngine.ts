@@ -91,6 +91,19 @@ function renderTemplate<T>(render: () => T): T {
   }
 }
 
+/**
+ * What a generation's error means. A tool's parameters become a grammar only once the model names the tool,
+ * mid-generation: a grammar llama.cpp's parser refuses there is still the request's fault (400), not the
+ * engine's. Anything else thrown while evaluating is an engine failure.
+ */
+function failureOf(e: unknown): KekahydeError {
+  const said = e instanceof Error ? e.message : String(e);
+  if (!isKekahydeError(e) && /failed to parse grammar/i.test(said)) {
+    return new KekahydeError("BAD_REQUEST", `A tool's parameters could not be made into a grammar: ${said}. Simplify the tool's JSON schema.`, { field: "tools", reason: "grammar" });
+  }
+  return toKekahydeError(e, "ENGINE_FAILURE", "generation failed in the engine");
+}
+
 /** A tool call's id, unique enough for a conversation: "call_" and 24 random characters, as OpenAI's look. */
 const newCallId = (): string => `call_${randomBytes(18).toString("base64url").replace(/[-_]/g, "x").slice(0, 24)}`;
 
@@ -414,7 +427,7 @@ class LlamaLoadedModel implements LoadedModel {
         ...(speculating && { speculation: { draftedTokens: r.draftedTokens, acceptedTokens: r.acceptedTokens } }),
       });
     } catch (e) {
-      if (!signal.aborted) throw toKekahydeError(e, "ENGINE_FAILURE", "generation failed in the engine");
+      if (!signal.aborted) throw failureOf(e);
       return ended({ text: "", finishReason: "cancelled", cachedTokens: 0 });
     }
   }
