@@ -6,7 +6,15 @@ import { LOG_LEVELS, type LogLevel } from "./log.ts";
 import type { FlashAttentionMode, GpuMode, MemoryBudget } from "./domain/models.ts";
 import { defaultModelsDir } from "./catalogue/paths.ts";
 import { DURATION_HELP, parseDuration } from "./duration.ts";
-import { DEFAULT_CONTEXT_SIZE, DEFAULT_KEEP_ALIVE_MS, DEFAULT_MAX_FIRST_TOKEN_SECONDS, DEFAULT_MAX_LOAD_SECONDS, DEFAULT_MAX_QUEUE, DEFAULT_MEMORY_FRACTION } from "./domain/defaults.ts";
+import {
+  DEFAULT_CONTEXT_SIZE,
+  DEFAULT_KEEP_ALIVE_MS,
+  DEFAULT_MAX_FIRST_TOKEN_SECONDS,
+  DEFAULT_MAX_LOAD_SECONDS,
+  DEFAULT_MAX_QUEUE,
+  DEFAULT_MAX_STALL_SECONDS,
+  DEFAULT_MEMORY_FRACTION,
+} from "./domain/defaults.ts";
 
 /** Settings of `kekahyde serve`. Flags win over KEKAHYDE_* environment variables, which win over defaults. */
 export interface ServeConfig {
@@ -52,6 +60,8 @@ export interface ServeConfig {
   maxLoadSeconds: number | null;
   /** Longest a generation may wait for its first token (prompt, chat template) before its engine is stopped. */
   maxFirstTokenSeconds: number | null;
+  /** Longest a generation may go without a token once it has had its first, before its engine is stopped; null: no limit. */
+  maxStallSeconds: number | null;
   /** Keep one engine process started ahead, so that a load does not wait for one to start. */
   spareEngine: boolean;
   /** Port of HAProxy's agent-check responder (load feedback for a fleet); null: none. */
@@ -90,6 +100,7 @@ export const DEFAULTS: ServeConfig = {
   maxGenerationSeconds: null,
   maxLoadSeconds: DEFAULT_MAX_LOAD_SECONDS,
   maxFirstTokenSeconds: DEFAULT_MAX_FIRST_TOKEN_SECONDS,
+  maxStallSeconds: DEFAULT_MAX_STALL_SECONDS,
   spareEngine: true,
   agentPort: null,
   drainSeconds: null,
@@ -159,6 +170,13 @@ const duration = (raw: string, name: string) => {
   if (ms === null) throw new ConfigError(`${name} must be ${DURATION_HELP}, got "${raw}"`);
   return ms;
 };
+/** Seconds from 1 to `max`, or null for "0" and "off": a limit that can be turned off. */
+const secondsOrOff = (max: number) => (raw: string, name: string) => {
+  if (["0", "off"].includes(raw.trim().toLowerCase())) return null;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new ConfigError(`${name} must be an integer from 1 to ${max} (seconds), or 0 or off for no limit, got "${raw}"`);
+  return n;
+};
 const bool = (raw: string, name: string) => {
   if (["1", "true", "yes"].includes(raw.toLowerCase())) return true;
   if (["0", "false", "no", ""].includes(raw.toLowerCase())) return false;
@@ -198,6 +216,14 @@ export const OPTIONS: readonly OptionDoc[] = [
   { flag: "max-generation-time", env: "KEKAHYDE_MAX_GENERATION_TIME", key: "maxGenerationSeconds", value: "SECONDS", help: "end any generation after this long (finish reason 'timeout')", parse: integer(1, 86_400) },
   { flag: "max-load-time", env: "KEKAHYDE_MAX_LOAD_TIME", key: "maxLoadSeconds", value: "SECONDS", help: "stop a model's engine process when its load takes longer (refused with 504)", parse: integer(1, 86_400) },
   { flag: "max-first-token-time", env: "KEKAHYDE_MAX_FIRST_TOKEN_TIME", key: "maxFirstTokenSeconds", value: "SECONDS", help: "stop a model's engine process when a generation waits longer for its first token (a runaway prompt or chat template; 504)", parse: integer(1, 86_400) },
+  {
+    flag: "max-stall-time",
+    env: "KEKAHYDE_MAX_STALL_TIME",
+    key: "maxStallSeconds",
+    value: "SECONDS",
+    help: "stop a model's engine process when a generation goes this long without a token after its first (a stuck engine; 504); 0 or off: no limit",
+    parse: secondsOrOff(86_400),
+  },
   { flag: "spare-engine", env: "KEKAHYDE_SPARE_ENGINE", key: "spareEngine", value: "true|false", help: "keep one engine process started ahead, so a load does not wait for one to start", parse: bool },
   { flag: "agent-port", env: "KEKAHYDE_AGENT_PORT", key: "agentPort", value: "PORT", help: "answer HAProxy's agent-check on this port with the daemon's load (free slots, queue), or drain (docs/scale-out.md)", parse: integer(1, 65535) },
   { flag: "drain-seconds", env: "KEKAHYDE_DRAIN_SECONDS", key: "drainSeconds", value: "SECONDS", help: "on SIGTERM, keep serving this long while /health and the agent say 'draining' (default: 2 with --agent-port, else 0)", parse: integer(0, 3600) },

@@ -75,6 +75,7 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
         modelsDirs: config.modelsDirs,
         maxLoadMs: config.maxLoadSeconds === null ? null : config.maxLoadSeconds * 1000,
         maxFirstTokenMs: config.maxFirstTokenSeconds === null ? null : config.maxFirstTokenSeconds * 1000,
+        maxStallMs: config.maxStallSeconds === null ? null : config.maxStallSeconds * 1000,
         spare: config.spareEngine,
         onNativeLog: (level, message) => log.warn({ event: "llama_log", level }, message),
         onEngineExit: (reason, exit) => {

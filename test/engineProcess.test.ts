@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
-import { mkdir, stat } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { copyFile, mkdir, mkdtemp, rename, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import type { ModelPlan } from "../src/domain/models.ts";
-import { createProcessEngine, type EngineExitReason } from "../src/engine/process/processEngine.ts";
+import { createProcessEngine, type EngineExitReason, type ProcessEngine } from "../src/engine/process/processEngine.ts";
 import { KekahydeError } from "../src/errors.ts";
 import { expectedContinuation } from "../src/gguf/charModel.ts";
 import { CRASH_CLASSES } from "../src/gguf/craftedModels.ts";
@@ -18,8 +20,8 @@ import { FIXTURES, slowModel, tinyModel } from "./helpers/fixtures.ts";
 
 /** A plan made by hand, as if the bounded check had let the file through. */
 async function unchecked(path: string): Promise<ModelPlan> {
-  const { size } = await stat(path);
-  return { path, name: null, architecture: "llama", fileSize: size, mtimeMs: 0, vocabularySize: 0, trainContextSize: 64, contextSize: 64, sequences: 1, bytes: 0, weightsBytes: 0, kvCacheBytes: 0, freeBytes: 0, onGpu: false };
+  const { size, mtimeMs } = await stat(path);
+  return { path, name: null, architecture: "llama", fileSize: size, mtimeMs, vocabularySize: 0, trainContextSize: 64, contextSize: 64, sequences: 1, bytes: 0, weightsBytes: 0, kvCacheBytes: 0, freeBytes: 0, onGpu: false };
 }
 
 async function craftedFile(name: string): Promise<string> {
@@ -28,6 +30,25 @@ async function craftedFile(name: string): Promise<string> {
   const path = join(dir, `${name}.gguf`);
   await CRASH_CLASSES.find((c) => c.name === name)!.write(path);
   return path;
+}
+
+/** The promise's outcome, or a rejection saying it was still pending after `ms` (a hang fails, not blocks, the test). */
+function within<T>(ms: number, promise: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`still pending after ${ms} ms`)), ms)));
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+/** Freezes one of the engine's own processes (SIGSTOP): it lives on, but never answers. */
+function freeze(engine: ProcessEngine, pid: number): void {
+  assert.ok(engine.pids().includes(pid), `${pid} is one of this engine's processes`);
+  process.kill(pid, "SIGSTOP");
+}
+
+/** Ends the engine with its processes, frozen ones woken first so that they can be asked to end. */
+async function disposeAll(engine: ProcessEngine): Promise<void> {
+  for (const pid of engine.pids()) process.kill(pid, "SIGCONT");
+  await engine.dispose();
 }
 
 describe("the engine process boundary", () => {
@@ -115,6 +136,182 @@ describe("the engine process boundary", () => {
       assert.deepEqual(stuckExits, ["stuck"], "one exit reported, as stuck (what /metrics counts)");
     } finally {
       await quick.dispose();
+    }
+  });
+});
+
+describe("a model file replaced after the daemon checked it", () => {
+  const signal = new AbortController().signal;
+
+  /** A copy of the tiny model in a folder of its own, planned (checked) as the daemon plans a load. */
+  async function plannedCopy(engine: ProcessEngine): Promise<{ dir: string; path: string; plan: ModelPlan }> {
+    const dir = await mkdtemp(join(tmpdir(), "kekahyde-swap-"));
+    const path = join(dir, "model.gguf");
+    await copyFile(await tinyModel(), path);
+    return { dir, path, plan: await engine.plan(path, {}) };
+  }
+
+  it("a FIFO renamed over it is refused at once, never opened (which would block until the load limit)", async () => {
+    // A load limit, so that the engine that did open it (before the fix) ends instead of blocking for ever.
+    const engine = createProcessEngine({ gpu: "off", threads: 1, contextSize: 64, spare: false, maxLoadMs: 20_000 });
+    const { dir, path, plan } = await plannedCopy(engine);
+    try {
+      const fifo = join(dir, "fifo");
+      execFileSync("mkfifo", [fifo]);
+      await rename(fifo, path);
+      const started = performance.now();
+      await assert.rejects(engine.load(plan, { signal }), (e: KekahydeError) => {
+        assert.equal(e.code, "MODEL_INVALID", e.message);
+        assert.equal(e.message, `${path} changed since it was checked (it is now a FIFO); load it again.`);
+        return true;
+      });
+      const took = performance.now() - started;
+      assert.ok(took < 10_000, `refused after ${took.toFixed(0)} ms`);
+      await within(5_000, (async () => {
+        while (engine.pids().length > 0) await new Promise((r) => setTimeout(r, 20));
+      })());
+    } finally {
+      await engine.dispose();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("another model copied over it is refused as a different file; a fresh plan of it loads", async () => {
+    const engine = createProcessEngine({ gpu: "off", threads: 1, contextSize: 64, spare: false, maxLoadMs: 20_000 });
+    const { dir, path, plan } = await plannedCopy(engine);
+    try {
+      await copyFile(await slowModel(), path);
+      await assert.rejects(engine.load(plan, { signal }), (e: KekahydeError) => {
+        assert.equal(e.code, "MODEL_INVALID", e.message);
+        assert.match(e.message, /model\.gguf changed since it was checked \(it is now a different file: \d+ bytes modified .*, not \d+ bytes modified .*\); load it again\.$/);
+        return true;
+      });
+      const model = await engine.load(await engine.plan(path, {}), { signal });
+      assert.equal(model.info.size_bytes, (await stat(await slowModel())).size, "what is there now, checked again");
+    } finally {
+      await engine.dispose();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("an engine process that never says it is ready", () => {
+  const signal = new AbortController().signal;
+
+  it("a frozen spare does not hold a load past --max-load-time: ENGINE_TIMEOUT, and no process left", async () => {
+    const exits: EngineExitReason[] = [];
+    const engine = createProcessEngine({ gpu: "off", threads: 1, contextSize: 64, spare: true, maxLoadMs: 3_000, onEngineExit: (reason) => exits.push(reason) });
+    try {
+      const [spare] = engine.pids();
+      freeze(engine, spare); // before it could say it is ready
+      const plan = await unchecked(await tinyModel());
+      const started = performance.now();
+      await assert.rejects(within(10_000, engine.load(plan, { signal })), (e: KekahydeError) => {
+        assert.equal(e.code, "ENGINE_TIMEOUT", e.message);
+        assert.match(e.message, /^Loading kekahyde-char-tiny-\w+\.gguf took longer than 3 s \(--max-load-time\); its engine process was stopped\. The engine process had not started in time/);
+        assert.equal(e.details.reason, "load_timeout");
+        return true;
+      });
+      const took = performance.now() - started;
+      assert.ok(took < 6_000, `ended after ${took.toFixed(0)} ms`);
+      assert.equal(isAlive(spare), false, "the frozen spare was killed");
+      assert.deepEqual(engine.pids(), [], "no engine process left");
+      assert.deepEqual(exits, ["load_timeout"], "counted once, as load_timeout");
+    } finally {
+      await disposeAll(engine);
+    }
+  });
+
+  it("a ready engine process whose load then exceeds --max-load-time: the load's own timeout, not the start's", async () => {
+    const exits: EngineExitReason[] = [];
+    // gpu auto: planning waits for the spare to say what it runs on, so the load below gets a ready process.
+    const engine = createProcessEngine({ gpu: "auto", threads: 1, contextSize: 64, spare: true, maxStartMs: 60_000, maxLoadMs: 20, onEngineExit: (reason) => exits.push(reason) });
+    try {
+      const plan = await engine.plan(await slowModel(), {});
+      const ready = engine.pids();
+      await assert.rejects(engine.load(plan, { signal }), (e: KekahydeError) => {
+        assert.equal(e.code, "ENGINE_TIMEOUT", e.message);
+        assert.match(e.message, /^Loading kekahyde-char-slow-\w+\.gguf took longer than 0\.02 s \(--max-load-time\); its engine process was stopped\. Raise --max-load-time/);
+        return true;
+      });
+      assert.deepEqual(exits, ["load_timeout"]);
+      for (const pid of ready) assert.equal(isAlive(pid), false, `the spare that took the load (${pid}) is gone`);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  it("a spare frozen past its start limit is killed and the load goes on in a fresh process", async () => {
+    // A start limit well above what a start takes here (about 1.5 s on a busy 2-core machine).
+    const engine = createProcessEngine({ gpu: "off", threads: 1, contextSize: 64, spare: true, maxStartMs: 5_000, maxLoadMs: 60_000 });
+    try {
+      const [spare] = engine.pids();
+      freeze(engine, spare);
+      const model = await within(30_000, engine.load(await unchecked(await tinyModel()), { signal }));
+      assert.notEqual(model.info.engine_pid, spare, "loaded in a fresh process");
+      assert.equal(isAlive(spare), false, "the frozen spare was killed");
+      const result = await model.generate({ prompt: "abc", raw: true, maxTokens: 4, sampling: { temperature: 0 }, signal });
+      assert.equal(result.text, expectedContinuation("abc", 4));
+    } finally {
+      await disposeAll(engine);
+    }
+  });
+
+  it("a frozen spare does not hold planning (which asks it what GPU it runs on): it is replaced", async () => {
+    // gpu auto: planning asks the spare whether it has a GPU (with gpu off it never asks).
+    const engine = createProcessEngine({ gpu: "auto", threads: 1, contextSize: 64, spare: true, maxStartMs: 5_000 });
+    try {
+      const [spare] = engine.pids();
+      freeze(engine, spare);
+      const plan = await within(30_000, engine.plan(await tinyModel(), {}));
+      assert.equal(plan.contextSize, 64);
+      assert.equal(isAlive(spare), false, "the frozen spare was killed");
+      assert.ok(!engine.pids().includes(spare));
+    } finally {
+      await disposeAll(engine);
+    }
+  });
+});
+
+describe("a generation whose engine stops producing tokens", () => {
+  const signal = new AbortController().signal;
+
+  it("ends after --max-stall-time without a token, with its process, as stall", async () => {
+    const exits: EngineExitReason[] = [];
+    const engine = createProcessEngine({ gpu: "off", threads: 1, contextSize: 2048, spare: false, maxStallMs: 1_000, onEngineExit: (reason) => exits.push(reason) });
+    try {
+      const model = await engine.load(await unchecked(await slowModel()), { signal });
+      const pid = model.info.engine_pid;
+      // Tokens coming one after another never trip the limit.
+      const quick = await model.generate({ prompt: "abc", raw: true, maxTokens: 40, sampling: { temperature: 0 }, signal });
+      assert.equal(quick.text, expectedContinuation("abc", 40));
+      let frozenAt = 0;
+      const generation = model.generate({
+        prompt: "abc",
+        raw: true,
+        maxTokens: 2000,
+        sampling: { temperature: 0 },
+        signal,
+        onText: () => {
+          if (frozenAt) return;
+          frozenAt = performance.now();
+          freeze(engine, pid); // after its first token
+        },
+      });
+      await assert.rejects(within(10_000, generation), (e: KekahydeError) => {
+        assert.equal(e.code, "ENGINE_TIMEOUT", e.message);
+        assert.match(e.message, /^No token for 1 s while generating \(--max-stall-time\): the engine stopped after \d+ tokens? .*; the engine process was stopped and the model unloaded/);
+        assert.equal(e.details.reason, "stall");
+        return true;
+      });
+      const took = performance.now() - frozenAt;
+      assert.ok(frozenAt > 0 && took < 4_000, `ended ${took.toFixed(0)} ms after the engine froze`);
+      assert.equal((await model.lost).code, "ENGINE_TIMEOUT");
+      assert.equal(isAlive(pid), false, "the frozen engine process was killed");
+      assert.deepEqual(engine.pids(), []);
+      assert.deepEqual(exits, ["stall"], "counted once, as stall");
+    } finally {
+      await disposeAll(engine);
     }
   });
 });

@@ -232,6 +232,44 @@ describe("the spare engine process", () => {
   });
 });
 
+describe("a generation whose engine stops producing tokens (--max-stall-time)", () => {
+  it("ends with event: error ENGINE_TIMEOUT about a second after the last token, its engine process killed, counted as stall", async () => {
+    const d = await startTestDaemon({ maxStallSeconds: 1 });
+    let frozen: number | null = null;
+    try {
+      assert.equal((await d.post("/load_model", { path: await slowModel(), name: "stalls" })).status, 200);
+      const pid = (await d.status()).models[0].engine_pid as number;
+      const before = await engineExits(d.get);
+      const res = await d.post("/run_prompt", { model: "stalls", prompt: "abc", raw: true, max_tokens: 5000, stream: true }, { accept: "text/event-stream" });
+      assert.equal(res.status, 200);
+      const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+      let events = "";
+      while (!events.includes("data: {\"text\"")) events += (await reader.read()).value ?? "";
+      // Its first tokens have come: the engine now freezes (SIGSTOP), alive but silent.
+      process.kill(pid, "SIGSTOP");
+      frozen = pid;
+      const frozenAt = performance.now();
+      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) events += chunk.value;
+      const took = performance.now() - frozenAt;
+      const error = /event: error\ndata: (.*)\n/.exec(events);
+      assert.ok(error, events.slice(-500));
+      const body = JSON.parse(error[1]!) as { code: string; message: string };
+      assert.equal(body.code, "ENGINE_TIMEOUT");
+      assert.match(body.message, /^No token for 1 s while generating \(--max-stall-time\)/);
+      assert.ok(took < 5_000, `ended ${took.toFixed(0)} ms after the engine froze`);
+      assert.equal(isAlive(pid), false, "the frozen engine process was killed");
+      frozen = null;
+      // The model was lost under a running request: the daemon unloads it, or loads it again in a fresh process.
+      await waitUntil(async () => (await d.status()).models.every((m: { engine_pid: number | null }) => m.engine_pid !== pid), 10_000, "the frozen engine's model gone");
+      assert.equal((await d.status()).last_error.code, "ENGINE_TIMEOUT");
+      assert.equal(exitsSince(before, await engineExits(d.get)).stall, 1, "/metrics counts the exit as stall");
+    } finally {
+      if (frozen !== null && isAlive(frozen)) process.kill(frozen, "SIGKILL");
+      await d.close();
+    }
+  });
+});
+
 describe("engine processes end with the daemon", () => {
   after(killStartedDaemons);
 

@@ -16,6 +16,8 @@ export const DEFAULT_CONTEXT_SIZE = 2048;
 export const DEFAULT_MAX_LOAD_SECONDS = 600;
 /** Longest a generation may wait for its first token before its engine process is stopped. */
 export const DEFAULT_MAX_FIRST_TOKEN_SECONDS = 600;
+/** Longest a generation may go without a token, once it has had its first, before its engine process is stopped. */
+export const DEFAULT_MAX_STALL_SECONDS = 60;
 
 /** Sampling as llama-server's defaults: what users of local daemons expect when they send no options. */
 export const SAMPLING_DEFAULTS = { temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1.0 } as const;

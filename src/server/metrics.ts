@@ -38,7 +38,7 @@ export class DaemonMetrics {
   private readonly loadSeconds = new Histogram({ name: "kekahyde_model_load_seconds", help: "Time to load a model (request to idle)", buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [this.registry] });
   private readonly engineExits = new Counter({
     name: "kekahyde_engine_process_exits_total",
-    help: "Engine processes that ended without being asked, by reason (crash, load_timeout, first_token_timeout, stuck, cancelled)",
+    help: "Engine processes that ended without being asked, by reason (crash, load_timeout, first_token_timeout, stuck, stall, cancelled)",
     labelNames: ["reason"],
     registers: [this.registry],
   });
@@ -53,7 +53,7 @@ export class DaemonMetrics {
         this.set(logLinesDropped());
       },
     });
-    for (const reason of ["crash", "load_timeout", "first_token_timeout", "stuck", "cancelled"]) this.engineExits.inc({ reason }, 0);
+    for (const reason of ["crash", "load_timeout", "first_token_timeout", "stuck", "stall", "cancelled"]) this.engineExits.inc({ reason }, 0);
   }
 
   /** An engine process ended without being asked. */

@@ -1,5 +1,5 @@
 /** The reasons /metrics counts engine process exits by (src/server/metrics.ts), each reported from the start. */
-export const ENGINE_EXIT_REASONS = ["crash", "load_timeout", "first_token_timeout", "stuck", "cancelled"] as const;
+export const ENGINE_EXIT_REASONS = ["crash", "load_timeout", "first_token_timeout", "stuck", "stall", "cancelled"] as const;
 
 /** kekahyde_engine_process_exits_total by reason, read from a daemon's /metrics (Prometheus text). */
 export async function engineExits(get: (path: string) => Promise<Response>): Promise<Record<string, number>> {

@@ -1,6 +1,9 @@
+import type { Stats } from "node:fs";
+import { lstat } from "node:fs/promises";
 import { Worker } from "node:worker_threads";
 import type { GenerationProgress } from "../../domain/generation.ts";
-import { toKekahydeError } from "../../errors.ts";
+import type { ModelPlan } from "../../domain/models.ts";
+import { KekahydeError, toKekahydeError } from "../../errors.ts";
 import { createLlamaEngine } from "../llamaEngine.ts";
 import type { LoadedModel } from "../types.ts";
 import type { EngineProcessOptions, FromEngine, SerializedError, ToEngine } from "./protocol.ts";
@@ -76,6 +79,51 @@ async function stopWarmUp(): Promise<void> {
   await state.running;
 }
 
+/** The file a plan was made from, as the daemon checked it. */
+type PlannedFile = Pick<ModelPlan, "path" | "fileSize" | "mtimeMs">;
+
+/** What a path is now, in words, when it is not a regular file. */
+function kindOf(st: Stats): string {
+  if (st.isFIFO()) return "a FIFO";
+  if (st.isDirectory()) return "a directory";
+  if (st.isSymbolicLink()) return "a symbolic link";
+  if (st.isSocket()) return "a socket";
+  if (st.isCharacterDevice() || st.isBlockDevice()) return "a device";
+  return "not a regular file";
+}
+
+/** How the file at a planned path differs from the one the daemon checked; null when it is the same. */
+async function changeOf(file: PlannedFile): Promise<string | null> {
+  let st: Stats;
+  try {
+    // lstat: never opens the file (a FIFO's open would block) and never follows a link (the plan's path is
+    // already the real one, so a link there now is itself a change).
+    st = await lstat(file.path);
+  } catch (e) {
+    return `it cannot be found now (${(e as NodeJS.ErrnoException).code ?? "unknown error"})`;
+  }
+  if (!st.isFile()) return `it is now ${kindOf(st)}`;
+  if (st.size !== file.fileSize || st.mtimeMs !== file.mtimeMs) {
+    return `it is now a different file: ${st.size} bytes modified ${new Date(st.mtimeMs).toISOString()}, not ${file.fileSize} bytes modified ${new Date(file.mtimeMs).toISOString()}`;
+  }
+  return null;
+}
+
+/**
+ * Checks that the files a plan names are still the ones the daemon checked, before llama.cpp opens them by
+ * path: the daemon reads and checks a file (bounded), and this process opens it later, so a file replaced
+ * in between (a FIFO renamed over it blocks llama.cpp's open until the load limit; a crafted file crashes
+ * it) must be refused here, at once, with the reason.
+ */
+async function checkPlannedFiles(plan: ModelPlan): Promise<void> {
+  for (const file of [plan, ...(plan.draft ? [plan.draft] : [])]) {
+    const change = await changeOf(file);
+    if (change) {
+      throw new KekahydeError("MODEL_INVALID", `${file.path} changed since it was checked (${change}); load it again.`, { path: file.path });
+    }
+  }
+}
+
 /**
  * A generation's text and counts, sent at most once per token: what arrives while the channel is still busy
  * with the previous message is coalesced into the next one.
@@ -122,6 +170,7 @@ async function handle(message: ToEngine): Promise<void> {
     case "load": {
       await stopWarmUp();
       try {
+        await checkPlannedFiles(message.plan);
         model = await engine.load(message.plan, { signal: new AbortController().signal, onProgress: (progress) => send({ type: "loadProgress", progress }) });
         send({ type: "loaded", info: model.info });
       } catch (e) {
