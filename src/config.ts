@@ -4,7 +4,6 @@ import { parseArgs } from "node:util";
 import { parse as parseToml } from "smol-toml";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 import type { FlashAttentionMode, GpuMode, MemoryBudget } from "./domain/models.ts";
-import { defaultModelsDir } from "./catalogue/paths.ts";
 import { DURATION_HELP, parseDuration } from "./duration.ts";
 import {
   DEFAULT_CONTEXT_SIZE,
@@ -120,7 +119,17 @@ interface OptionDoc {
   kind?: Kind;
   /** Never print the value (help, --print-config). */
   secret?: boolean;
+  /** The default as people write it, where the stored value does not read well (ms, bytes, a share). */
+  shown?: string;
   parse: (raw: string, name: string) => unknown;
+}
+
+/** The default of an option as --help and the README's table show it; null when it has none. */
+export function shownDefault(o: OptionDoc): string | null {
+  if (o.shown !== undefined) return o.shown;
+  const def = DEFAULTS[o.key];
+  if (o.secret || def === null || def === false || (Array.isArray(def) && def.length === 0)) return null;
+  return String(def);
 }
 
 export class ConfigError extends Error {
@@ -189,14 +198,14 @@ export const OPTIONS: readonly OptionDoc[] = [
   { flag: "model", env: "KEKAHYDE_MODEL", key: "model", value: "PATH", help: "GGUF model to load at start-up", parse: text },
   { flag: "draft-model", env: "KEKAHYDE_DRAFT_MODEL", key: "draftModel", value: "PATH", help: "draft model (same vocabulary) for the start-up model's speculative decoding of greedy requests", parse: text },
   { flag: "speculative", env: "KEKAHYDE_SPECULATIVE", key: "speculative", value: "lookup|off", help: "lookup: the start-up model drafts from the prompt (speculative decoding without a draft model)", parse: oneOf(["lookup", "off"]) },
-  { flag: "threads", env: "KEKAHYDE_THREADS", key: "threads", value: "N", help: "CPU threads for inference (default: physical cores - 1, at least 1)", parse: integer(1, 1024) },
+  { flag: "threads", env: "KEKAHYDE_THREADS", key: "threads", value: "N", help: "CPU threads for inference", shown: "physical cores - 1, at least 1", parse: integer(1, 1024) },
   { flag: "ctx-size", env: "KEKAHYDE_CTX_SIZE", key: "contextSize", value: "N", help: "context size in tokens, capped at the model's trained length", parse: integer(16, 1 << 20) },
   { flag: "gpu", env: "KEKAHYDE_GPU", key: "gpu", value: "auto|off", help: "use a GPU when node-llama-cpp finds one (auto), or CPU only (off)", parse: oneOf(["auto", "off"]) },
   { flag: "flash-attention", env: "KEKAHYDE_FLASH_ATTENTION", key: "flashAttention", value: "auto|on|off", help: "llama.cpp's flash attention: auto (llama.cpp's default: on where supported) is faster here", parse: oneOf(["auto", "on", "off"]) },
   { flag: "max-queue", env: "KEKAHYDE_MAX_QUEUE", key: "maxQueue", value: "N", help: "requests that may wait per model while every slot generates (0: none wait); more get 503", parse: integer(0, 100_000) },
   { flag: "max-models", env: "KEKAHYDE_MAX_MODELS", key: "maxModels", value: "N", help: "models loaded at once; one more unloads the least recently used idle one (1: a load replaces the model)", parse: integer(1, 64) },
-  { flag: "max-memory", env: "KEKAHYDE_MAX_MEMORY", key: "maxMemory", value: "SIZE|N%", help: "memory all loaded models may take, estimated from their GGUF metadata: a size (12GiB) or a share of free RAM/VRAM; more gets 507", parse: memoryBudget },
-  { flag: "keep-alive", env: "KEKAHYDE_KEEP_ALIVE", key: "keepAliveMs", value: "DURATION", help: `how long an idle model stays loaded: ${DURATION_HELP}`, parse: duration },
+  { flag: "max-memory", env: "KEKAHYDE_MAX_MEMORY", key: "maxMemory", value: "SIZE|N%", help: "memory all loaded models may take, estimated from their GGUF metadata: a size (12GiB) or a share of free RAM/VRAM; more gets 507", shown: `${Math.round(DEFAULT_MEMORY_FRACTION * 100)}%`, parse: memoryBudget },
+  { flag: "keep-alive", env: "KEKAHYDE_KEEP_ALIVE", key: "keepAliveMs", value: "DURATION", help: `how long an idle model stays loaded: ${DURATION_HELP}`, shown: `${DEFAULT_KEEP_ALIVE_MS / 60_000}m`, parse: duration },
   { flag: "parallel", env: "KEKAHYDE_PARALLEL", key: "parallel", value: "N", help: "generations one model decodes at once, in one batch (like llama-server -np); each gets its own ctx-size", parse: integer(1, 64) },
   { flag: "api-key", env: "KEKAHYDE_API_KEY", key: "apiKey", value: "KEY", secret: true, help: "require 'Authorization: Bearer KEY' on every route but GET /health", parse: text },
   { flag: "insecure-no-api-key", env: "KEKAHYDE_INSECURE_NO_API_KEY", key: "insecureNoApiKey", value: "", kind: "flag", help: "DANGEROUS: allow a non-loopback --host without an API key", parse: bool },
@@ -208,10 +217,11 @@ export const OPTIONS: readonly OptionDoc[] = [
     key: "modelsDirs",
     value: "DIR",
     kind: "list",
-    help: `models directory: its .gguf files are served by name, and paths outside it are refused (repeat; env: ${delimiter}-separated). Without it: ${defaultModelsDir()}, which restricts nothing`,
+    help: `models directory: its .gguf files are served by name, and paths outside it are refused (repeat; env: ${delimiter}-separated)`,
+    shown: "~/.local/share/kekahyde/models, restricting nothing",
     parse: text,
   },
-  { flag: "max-body", env: "KEKAHYDE_MAX_BODY", key: "maxBodyBytes", value: "SIZE", help: "largest request body, e.g. 1MiB; larger gets 413", parse: byteSize },
+  { flag: "max-body", env: "KEKAHYDE_MAX_BODY", key: "maxBodyBytes", value: "SIZE", help: "largest request body, e.g. 1MiB; larger gets 413", shown: "1MiB", parse: byteSize },
   { flag: "rate-limit", env: "KEKAHYDE_RATE_LIMIT", key: "rateLimit", value: "N", help: "requests per minute per client address (reads: 10x N); more get 429", parse: integer(1, 1_000_000) },
   { flag: "max-generation-time", env: "KEKAHYDE_MAX_GENERATION_TIME", key: "maxGenerationSeconds", value: "SECONDS", help: "end any generation after this long (finish reason 'timeout')", parse: integer(1, 86_400) },
   { flag: "max-load-time", env: "KEKAHYDE_MAX_LOAD_TIME", key: "maxLoadSeconds", value: "SECONDS", help: "stop a model's engine process when its load takes longer (refused with 504)", parse: integer(1, 86_400) },
@@ -226,7 +236,7 @@ export const OPTIONS: readonly OptionDoc[] = [
   },
   { flag: "spare-engine", env: "KEKAHYDE_SPARE_ENGINE", key: "spareEngine", value: "true|false", help: "keep one engine process started ahead, so a load does not wait for one to start", parse: bool },
   { flag: "agent-port", env: "KEKAHYDE_AGENT_PORT", key: "agentPort", value: "PORT", help: "answer HAProxy's agent-check on this port with the daemon's load (free slots, queue), or drain (docs/scale-out.md)", parse: integer(1, 65535) },
-  { flag: "drain-seconds", env: "KEKAHYDE_DRAIN_SECONDS", key: "drainSeconds", value: "SECONDS", help: "on SIGTERM, keep serving this long while /health and the agent say 'draining' (default: 2 with --agent-port, else 0)", parse: integer(0, 3600) },
+  { flag: "drain-seconds", env: "KEKAHYDE_DRAIN_SECONDS", key: "drainSeconds", value: "SECONDS", help: "on SIGTERM, keep serving this long while /health and the agent say 'draining'", shown: "2 with --agent-port, else 0", parse: integer(0, 3600) },
   { flag: "log-level", env: "KEKAHYDE_LOG_LEVEL", key: "logLevel", value: "LEVEL", help: `log level: ${LOG_LEVELS.join(", ")}`, parse: oneOf(LOG_LEVELS) },
   { flag: "log-format", env: "KEKAHYDE_LOG_FORMAT", key: "logFormat", value: "auto|json|pretty", help: "json lines, or pretty for people; auto: pretty when stdout is a terminal", parse: oneOf(["auto", "json", "pretty"]) },
   { flag: "inspect", env: "KEKAHYDE_INSPECT", key: "inspectUrl", value: "WS_URL", help: "send the machine's events to a Stately inspector over WebSocket, e.g. ws://localhost:8080 (off by default)", parse: text },
@@ -238,9 +248,8 @@ export const CONFIG_OPTION = { flag: "config", env: "KEKAHYDE_CONFIG" } as const
 export function serveHelp(): string {
   const rows = OPTIONS.map((o) => {
     const left = `  --${o.flag}${o.value ? ` ${o.value}` : ""}`.padEnd(34);
-    const def = DEFAULTS[o.key];
-    const shown = o.secret || def === null || def === false || (Array.isArray(def) && def.length === 0) ? "" : ` [default: ${def}]`;
-    return `${left}${o.help}${shown}\n${"".padEnd(34)}env ${o.env}`;
+    const def = shownDefault(o);
+    return `${left}${o.help}${def === null ? "" : ` [default: ${def}]`}\n${"".padEnd(34)}env ${o.env}`;
   });
   return [
     "Usage: kekahyde serve [options]      (npm start -- [options])",
