@@ -6,8 +6,9 @@ import type { JobResult, Work, WorkKind, WorkResults } from "../domain/jobs.ts";
 import type { KekahydeError } from "../errors.ts";
 import { sendRequest } from "../machines/sendRequest.ts";
 import { createTicket, type Ticket } from "../machines/ticket.ts";
+import type { Routing } from "./routing.ts";
 import type { RouteDeps } from "./runtime.ts";
-import { REQUEST_ID, type Routing } from "./validation.ts";
+import { REQUEST_ID } from "./validation.ts";
 
 /** How a streaming route writes: its content type, and how it frames text, the end and a late failure. */
 export interface StreamFormat {

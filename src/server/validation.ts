@@ -3,6 +3,7 @@ import { KekahydeError } from "../errors.ts";
 import type { GenerationRequest, SamplingOptions } from "../domain/generation.ts";
 import type { LoadSettings } from "../domain/models.ts";
 import { checkJsonSchema } from "./jsonSchema.ts";
+import type { AskedRouting } from "./routing.ts";
 
 /**
  * Request bodies to typed requests. Each check names the field and the accepted range, so a client can fix
@@ -88,19 +89,11 @@ function optionalKeepAlive(body: Body): number | undefined {
 }
 
 /**
- * Which model a request is for, and how long that model should then stay loaded. `load` and `suggestions`
- * are filled in by the catalogue lookup (src/server/modelRouting.ts): where the named model's file is when it
- * is not loaded, or which names come close when it is nowhere.
+ * Which model a request is for (none: the default one), and how long that model should then stay loaded; the
+ * routing policies (src/server/routing.ts) turn it into where the request goes.
  */
-export interface Routing {
-  model?: string;
-  keepAliveMs?: number;
-  load?: { path: string; settings?: LoadSettings };
-  suggestions?: string[];
-}
-
-export function parseRouting(body: Body): Pick<Routing, "model" | "keepAliveMs"> {
-  const routing: Routing = { model: optionalModelName(body, "model"), keepAliveMs: optionalKeepAlive(body) };
+export function parseRouting(body: Body): AskedRouting {
+  const routing: AskedRouting = { model: optionalModelName(body, "model"), keepAliveMs: optionalKeepAlive(body) };
   if (routing.model === undefined) delete routing.model;
   if (routing.keepAliveMs === undefined) delete routing.keepAliveMs;
   return routing;
@@ -110,7 +103,7 @@ const toMs = (seconds: number | undefined) => (seconds === undefined ? undefined
 
 export interface RunPromptRequest extends GenerationRequest {
   stream: boolean;
-  routing: Routing;
+  routing: AskedRouting;
 }
 
 export function parseRunPrompt(body: Body): RunPromptRequest {

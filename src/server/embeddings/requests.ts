@@ -1,6 +1,7 @@
 import { DURATION_HELP, parseDuration } from "../../duration.ts";
 import type { DetokenizeRequest, EmbedRequest, RankRequest, TokenizeRequest } from "../../domain/jobs.ts";
-import { bad, optionalBoolean, optionalNumber, parseRouting, type Routing } from "../validation.ts";
+import type { AskedRouting } from "../routing.ts";
+import { bad, optionalBoolean, optionalNumber, parseRouting } from "../validation.ts";
 
 /**
  * Request bodies of the jobs other than generation: embeddings (OpenAI's and Ollama's), ranking
@@ -139,7 +140,7 @@ export function parseRerank(body: Body): RerankRequest {
 }
 
 /** POST /tokenize: llama-server's body, with an optional `model` (default: the default model). */
-export function parseTokenize(body: Body): { routing: Routing; tokenize: TokenizeRequest } {
+export function parseTokenize(body: Body): { routing: AskedRouting; tokenize: TokenizeRequest } {
   const content = body.content;
   if (typeof content !== "string") bad("content", "is required: the text to tokenize, a string (llama-server's mixed arrays of text and token ids are not supported)");
   return {
@@ -154,7 +155,7 @@ export function parseTokenize(body: Body): { routing: Routing; tokenize: Tokeniz
 }
 
 /** POST /detokenize: llama-server's body, with an optional `model`. */
-export function parseDetokenize(body: Body): { routing: Routing; detokenize: DetokenizeRequest } {
+export function parseDetokenize(body: Body): { routing: AskedRouting; detokenize: DetokenizeRequest } {
   const tokens = body.tokens;
   if (!Array.isArray(tokens)) bad("tokens", "is required: an array of token ids");
   tokens.forEach((t, i) => {

@@ -2,11 +2,10 @@ import type Router from "@koa/router";
 import type { Context } from "koa";
 import type { EmbedRequest, EmbedResult } from "../../domain/jobs.ts";
 import { parseOllamaEmbed, parseOllamaEmbeddings, parseOpenAiEmbeddings } from "../embeddings/requests.ts";
-import { ollamaRouting, openAiRouting } from "../embeddings/routing.ts";
 import { runJob } from "../generation.ts";
 import { requireBody } from "../middleware/jsonBody.ts";
+import { ollamaRouting, openAiRouting, type Routing } from "../routing.ts";
 import type { RouteDeps } from "../runtime.ts";
-import type { Routing } from "../validation.ts";
 
 /**
  * Embeddings: OpenAI's POST /v1/embeddings and Ollama's POST /api/embed and /api/embeddings. Each request is

@@ -3,7 +3,6 @@ import type { Context } from "koa";
 import type { CatalogueEntry } from "../../catalogue/index.ts";
 import { canonicalModelName } from "../../catalogue/index.ts";
 import type { GenerateResult, ToolCall } from "../../domain/generation.ts";
-import { KekahydeError } from "../../errors.ts";
 import type { LoadResult, UnloadResult } from "../../machines/runtimeMachine.ts";
 import { modelView } from "../../machines/selectors.ts";
 import { sendRequest } from "../../machines/sendRequest.ts";
@@ -11,12 +10,11 @@ import { createTicket } from "../../machines/ticket.ts";
 import { tokenLogprobsView } from "../logprobs.ts";
 import { generate, generateStreaming, type StreamFormat } from "../generation.ts";
 import { requireBody } from "../middleware/jsonBody.ts";
-import { routeByName } from "../modelRouting.ts";
 import { parseChat, parseGenerate, parseShow, type OllamaRequest } from "../ollama/requests.ts";
 import { doneReason, OLLAMA_API_VERSION, runningOf, showOf, tagOf, tagOfLoaded, timingsOf, toolCallsOf } from "../ollama/views.ts";
+import { ollamaNotFound, ollamaRouting, type Routing } from "../routing.ts";
 import type { RouteDeps } from "../runtime.ts";
 import { factsOfFile } from "../tools.ts";
-import type { Routing } from "../validation.ts";
 
 /**
  * Ollama's own API (its docs/api.md): the clients people already run (Copilot, Open WebUI, Continue, aider,
@@ -27,24 +25,6 @@ import type { Routing } from "../validation.ts";
 
 const ndjson = (value: unknown): string => `${JSON.stringify(value)}\n`;
 const now = () => new Date().toISOString();
-
-function notFound(name: string, suggestions: readonly string[], dirs: readonly string[]): KekahydeError {
-  return new KekahydeError(
-    "UNKNOWN_MODEL",
-    `model "${name}" not found: put ${canonicalModelName(name).replace(/:/, "/")}.gguf in a models directory (${dirs.join(", ")})${suggestions.length ? `; close names: ${suggestions.join(", ")}` : ""}`,
-  );
-}
-
-/** Where a request for `name` goes, refusing a name that is nowhere with Ollama's 404. */
-async function routing(deps: RouteDeps, request: OllamaRequest): Promise<Routing> {
-  const to = await routeByName(deps, request.model);
-  if (!to.load && to.suggestions) throw notFound(request.model, to.suggestions, deps.catalogue.dirs);
-  return {
-    ...to,
-    ...(to.load && request.contextSize !== undefined && { load: { ...to.load, settings: { contextSize: request.contextSize } } }),
-    ...(request.keepAliveMs !== undefined && { keepAliveMs: request.keepAliveMs }),
-  };
-}
 
 /**
  * A request without a prompt or messages: Ollama's idiom to load a model (and with `keep_alive: 0`, to
@@ -131,13 +111,13 @@ export function ollamaRoutes(router: Router, deps: RouteDeps): void {
     const name = canonicalModelName(model);
     const view = loaded.find((v) => v.name === model || v.name === name);
     const entry = view ? entryFor(entries, view) : entries.get(name);
-    if (!view && !entry) throw notFound(model, await deps.catalogue.closeNames(name), deps.catalogue.dirs);
+    if (!view && !entry) throw ollamaNotFound(deps, model, await deps.catalogue.closeNames(name));
     ctx.body = showOf(view?.name ?? name, entry, view?.info ?? null, !entry && view ? await factsOfFile(view.path) : null);
   });
 
   router.post("/api/generate", async (ctx) => {
     const request = parseGenerate(requireBody(ctx));
-    const to = await routing(deps, request);
+    const to = await ollamaRouting(deps, request);
     if (!request.generation) {
       const reason = await loadOrUnload(deps, request, to);
       ctx.body = { model: request.model, created_at: now(), response: "", done: true, done_reason: reason };
@@ -148,7 +128,7 @@ export function ollamaRoutes(router: Router, deps: RouteDeps): void {
 
   router.post("/api/chat", async (ctx) => {
     const request = parseChat(requireBody(ctx));
-    const to = await routing(deps, request);
+    const to = await ollamaRouting(deps, request);
     if (!request.generation) {
       const reason = await loadOrUnload(deps, request, to);
       ctx.body = { model: request.model, created_at: now(), message: { role: "assistant", content: "" }, done: true, done_reason: reason };

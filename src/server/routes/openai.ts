@@ -1,13 +1,11 @@
 import { randomUUID } from "node:crypto";
-import { openAiTarget, servedModelName } from "../../machines/selectors.ts";
-import type { Routing } from "../validation.ts";
 import type Router from "@koa/router";
 import type { FinishReason, GenerateResult, GenerationRequest, ToolCall } from "../../domain/generation.ts";
 import { completionLogprobsView, tokenLogprobsView } from "../logprobs.ts";
 import { generate, generateStreaming, type StreamFormat } from "../generation.ts";
 import { requireBody } from "../middleware/jsonBody.ts";
-import { routeByName } from "../modelRouting.ts";
 import { parseChatCompletion, parseCompletion } from "../openai/requests.ts";
+import { openAiRouting } from "../routing.ts";
 import type { RouteDeps } from "../runtime.ts";
 import { capabilitiesOf, factsOfFile } from "../tools.ts";
 
@@ -33,20 +31,6 @@ const completionLogprobs = (request: GenerationRequest, r: GenerateResult) => (r
 const now = () => Math.floor(Date.now() / 1000);
 const sse = (data: unknown) => `data: ${JSON.stringify(data)}\n\n`;
 
-/**
- * Where an OpenAI request goes, and the name its response reports: a loaded model of that name, or one in the
- * models directories (loaded on first use); any other name as before (see openAiTarget).
- */
-async function target(deps: RouteDeps, requested: string | null): Promise<{ routing: Routing; model: string }> {
-  if (requested !== null) {
-    const to = await routeByName(deps, requested);
-    if (to.load || (to.model !== undefined && to.model in deps.supervisor.getSnapshot().context.models)) return { routing: to, model: to.model! };
-  }
-  const snapshot = deps.supervisor.getSnapshot();
-  const routing = openAiTarget(snapshot, requested);
-  return { routing, model: servedModelName(snapshot, routing) };
-}
-
 export function openAiRoutes(router: Router, deps: RouteDeps): void {
   router.get("/v1/models", async (ctx) => {
     const { models } = deps.supervisor.getSnapshot().context;
@@ -68,7 +52,7 @@ export function openAiRoutes(router: Router, deps: RouteDeps): void {
     const { stream, model: requested, ...request } = parseCompletion(requireBody(ctx));
     const id = `cmpl-${randomUUID()}`;
     const created = now();
-    const { routing, model } = await target(deps, requested);
+    const { routing, model } = await openAiRouting(deps, requested);
     const base = { id, object: "text_completion", created, model };
     if (stream) {
       const format: StreamFormat = {
@@ -87,7 +71,7 @@ export function openAiRoutes(router: Router, deps: RouteDeps): void {
     const { stream, model: requested, ...request } = parseChatCompletion(requireBody(ctx));
     const id = `chatcmpl-${randomUUID()}`;
     const created = now();
-    const { routing, model } = await target(deps, requested);
+    const { routing, model } = await openAiRouting(deps, requested);
     const base = { id, object: "chat.completion.chunk", created, model, system_fingerprint: null };
     if (stream) {
       let first = true;

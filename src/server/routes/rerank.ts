@@ -1,8 +1,8 @@
 import type Router from "@koa/router";
 import { parseRerank } from "../embeddings/requests.ts";
-import { openAiRouting } from "../embeddings/routing.ts";
 import { runJob } from "../generation.ts";
 import { requireBody } from "../middleware/jsonBody.ts";
+import { openAiRouting } from "../routing.ts";
 import type { RouteDeps } from "../runtime.ts";
 
 /**

@@ -2,8 +2,8 @@ import type Router from "@koa/router";
 import type { GenerateResult } from "../../domain/generation.ts";
 import { generate, generateStreaming, sseEvent, type StreamFormat } from "../generation.ts";
 import { requireBody } from "../middleware/jsonBody.ts";
+import { kekahydeRouting } from "../routing.ts";
 import type { RouteDeps } from "../runtime.ts";
-import { routeByName } from "../modelRouting.ts";
 import { parseRunPrompt } from "../validation.ts";
 
 const resultHeaders = (r: GenerateResult): Record<string, string> => ({
@@ -35,8 +35,7 @@ const serverSentEvents: StreamFormat = {
 export function runPromptRoute(router: Router, deps: RouteDeps): void {
   router.post("/run_prompt", async (ctx) => {
     const { stream, routing: asked, ...request } = parseRunPrompt(requireBody(ctx));
-    // A model named but not loaded is looked up in the models directories (and loaded on first use).
-    const routing = asked.model === undefined ? asked : { ...asked, ...(await routeByName(deps, asked.model)) };
+    const routing = await kekahydeRouting(deps, asked);
     if (/\btext\/event-stream\b/.test(ctx.get("Accept"))) return generateStreaming(ctx, deps, request, routing, serverSentEvents);
     if (stream) return generateStreaming(ctx, deps, request, routing, plainText);
     const result = await generate(ctx, deps, request, routing);

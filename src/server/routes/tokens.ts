@@ -1,8 +1,8 @@
 import type Router from "@koa/router";
 import { parseDetokenize, parseTokenize } from "../embeddings/requests.ts";
-import { optionalModelRouting } from "../embeddings/routing.ts";
 import { runJob } from "../generation.ts";
 import { requireBody } from "../middleware/jsonBody.ts";
+import { kekahydeRouting } from "../routing.ts";
 import type { RouteDeps } from "../runtime.ts";
 
 /**
@@ -12,13 +12,13 @@ import type { RouteDeps } from "../runtime.ts";
 export function tokenRoutes(router: Router, deps: RouteDeps): void {
   router.post("/tokenize", async (ctx) => {
     const { routing, tokenize } = parseTokenize(requireBody(ctx));
-    const r = await runJob(ctx, deps, { kind: "tokenize", request: tokenize }, await optionalModelRouting(deps, routing));
+    const r = await runJob(ctx, deps, { kind: "tokenize", request: tokenize }, await kekahydeRouting(deps, routing));
     ctx.body = { tokens: r.pieces ? r.tokens.map((id, i) => ({ id, piece: r.pieces![i] })) : r.tokens };
   });
 
   router.post("/detokenize", async (ctx) => {
     const { routing, detokenize } = parseDetokenize(requireBody(ctx));
-    const r = await runJob(ctx, deps, { kind: "detokenize", request: detokenize }, await optionalModelRouting(deps, routing));
+    const r = await runJob(ctx, deps, { kind: "detokenize", request: detokenize }, await kekahydeRouting(deps, routing));
     ctx.body = { content: r.text };
   });
 }
