@@ -1,16 +1,16 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { createActor, fromCallback, SimulatedClock } from "xstate";
+import { createActor, createEmptyActor, fromCallback, SimulatedClock } from "xstate";
 import type { GenerateResult } from "../src/domain/generation.ts";
-import { place } from "../src/machines/placement.ts";
+import { place } from "../src/machines/supervisor/placement.ts";
 import type { LoadResult, StopResult, UnloadResult } from "../src/machines/runtimeMachine.ts";
 import { sendRequest } from "../src/machines/sendRequest.ts";
 import { stateName, statusView } from "../src/machines/selectors.ts";
 import { defaultModel, supervisorMachine, type SupervisorInput } from "../src/machines/supervisorMachine.ts";
 import { createTicket } from "../src/machines/ticket.ts";
 import { EMPTY_SAMPLE } from "../src/monitor/resourceSampler.ts";
-import { FakeEngine, settle } from "./helpers/fakeEngine.ts";
+import { FakeEngine, fakePlan, settle } from "./helpers/fakeEngine.ts";
 import { TransitionCoverage } from "./helpers/machineCoverage.ts";
 import { pairedRequests } from "./oracles/pairedRequests.ts";
 import { SupervisorOracle, type SupervisorLimits } from "./oracles/supervisorOracle.ts";
@@ -367,6 +367,41 @@ describe("supervisor machine, specific behaviour", () => {
     await sut.exec("shutdown");
     assert.equal(sut.actor.getSnapshot().status, "done");
     await assert.rejects(sendRequest(sut.actor, { type: "RUN", id: "late", work: GENERATE, ticket: createTicket() }), /shutting down/);
+  });
+
+  it("ignores the late report of a runtime it has already let go", async () => {
+    const sut = system(twoModels);
+    for (const op of ["loadA", "admitOk", "loaded"] as Op[]) await sut.exec(op);
+    const before = sut.actor.getSnapshot().context;
+    for (const phase of ["empty", "idle", "busy", "loading", "stopped"] as const) {
+      sut.actor.send({ type: "MODEL.PHASE", name: "a", phase, ref: createEmptyActor(), error: { code: "ENGINE_CRASHED", message: "late", at: new Date(0).toISOString() } });
+    }
+    await settle();
+    const after = sut.actor.getSnapshot().context;
+    assert.deepEqual([after.models, after.departing, after.lastError, after.crashes], [before.models, before.departing, before.lastError, before.crashes]);
+    assert.deepEqual(sut.observed(), sut.predicted());
+    sut.actor.stop();
+  });
+
+  it("refuses a load whose placement it does not understand, instead of staying in `placing`", async () => {
+    // Not reachable through the rules: a placement is always one of the reasons it has a branch for. The
+    // fallback is there so that a new reason without a branch cannot leave the supervisor stuck.
+    const sut = system(twoModels);
+    await sut.exec("loadA");
+    const admitting = sut.actor.getSnapshot();
+    sut.actor.stop();
+    const admission = { ...admitting.context.admission!, plan: fakePlan("/models/a.gguf"), placement: { ok: false, reason: "unheard-of" } as never };
+    const placing = machine.resolveState({ value: { serving: "placing" }, context: { ...admitting.context, admission } });
+    const actor = createActor(machine, { snapshot: placing, inspect: coverage.inspect, input: { engine: new FakeEngine(), sampleResources: async () => EMPTY_SAMPLE } });
+    actor.start();
+    actor.send({ type: "MONITOR.SAMPLE", sample: EMPTY_SAMPLE });
+    await settle();
+    const s = actor.getSnapshot();
+    assert.deepEqual(s.value, { serving: "ready" });
+    assert.equal(s.context.admission, null);
+    assert.equal(s.context.lastError?.code, "INTERNAL");
+    await assert.rejects(admission.request.ticket.promise, (e: { code: string; message: string }) => e.code === "INTERNAL" && /could not decide where \/models\/a\.gguf goes/.test(e.message));
+    actor.stop();
   });
 
   it("places by count, budget and the machine's memory, least recently used first, and never evicts a busy model", () => {

@@ -1,7 +1,7 @@
-import { defaultModelName, type ModelPlan } from "../domain/models.ts";
-import { KekahydeError, type ErrorCode } from "../errors.ts";
+import { defaultModelName, type ModelPlan } from "../../domain/models.ts";
+import { KekahydeError, toKekahydeError, type ErrorCode } from "../../errors.ts";
 import { place, type Placement } from "./placement.ts";
-import type { CrashRecord, LoadRequest, SupervisorContext } from "./supervisorTypes.ts";
+import type { CrashRecord, LoadRequest, SupervisorContext } from "./types.ts";
 
 /**
  * The rules of admitting a load, as pure functions of the supervisor's context: where the model goes
@@ -89,15 +89,27 @@ export const refusals = {
       { needed_bytes: p.neededBytes, available_bytes: p.availableBytes },
     );
   },
+  /** A placement none of the reasons above explains: never expected, and refused rather than left stuck in `placing`. */
+  unplaced: (context: SupervisorContext): KekahydeError => {
+    const placement = context.admission?.placement ?? null;
+    return new KekahydeError(
+      "INTERNAL",
+      `The daemon could not decide where ${context.admission?.plan?.path ?? "the model"} goes (placement ${JSON.stringify(placement)}). This is a bug in kekahyde: retry, and report it if it happens again.`,
+      { placement },
+    );
+  },
 };
-export const refusalParams = (reason: keyof typeof refusals) => ({ context }: { context: SupervisorContext }) => ({ error: refusals[reason](context) });
+export type RefusalReason = keyof typeof refusals;
+export const refusalParams = (reason: RefusalReason) => ({ context }: { context: SupervisorContext }) => ({ error: refusals[reason](context) });
+/** A file the engine would not plan (unreadable, not GGUF, over a limit): the load's refusal is the engine's error. */
+export const invalidFileParams = ({ event }: { event: { error: unknown } }) => ({ error: toKekahydeError(event.error, "MODEL_INVALID") });
 
 /**
  * What the requests waiting for a load on first use get when it is refused. Every model busy or loading means
  * this daemon is full for now: 503 with a retry hint (HAProxy retries it on another daemon of a fleet), not the
  * 409 an explicit /load_model gets. Any other reason is the load's own refusal.
  */
-export const parkedRefusalParams = (reason: keyof typeof refusals) => ({ context }: { context: SupervisorContext }) => {
+export const parkedRefusalParams = (reason: RefusalReason) => ({ context }: { context: SupervisorContext }) => {
   const error = refusals[reason](context);
   if (reason !== "loading" && reason !== "busy") return { error };
   return { error: new KekahydeError("QUEUE_FULL", `This daemon cannot load the model now: ${error.message}`, { ...error.details, retry_after_s: 1 }) };

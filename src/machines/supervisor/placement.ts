@@ -1,4 +1,4 @@
-import type { RuntimePhase } from "./runtimeMachine.ts";
+import type { RuntimePhase } from "../runtime/types.ts";
 
 /** What placement needs to know of a loaded model. */
 export interface Placed {

@@ -1,15 +1,16 @@
 import type { ActorRefFrom } from "xstate";
-import type { JobResult, Work } from "../domain/jobs.ts";
-import type { LoadSettings, MemoryBudget, ModelPlan } from "../domain/models.ts";
-import type { Engine } from "../engine/types.ts";
-import type { KekahydeError } from "../errors.ts";
-import type { MonitorEvent } from "../monitor/monitorActor.ts";
-import type { ResourceSample, ResourceSampler } from "../monitor/resourceSampler.ts";
+import type { JobResult, Work } from "../../domain/jobs.ts";
+import type { LoadSettings, MemoryBudget, ModelPlan } from "../../domain/models.ts";
+import type { Engine } from "../../engine/types.ts";
+import type { KekahydeError } from "../../errors.ts";
+import type { MonitorEvent } from "../../monitor/monitorActor.ts";
+import type { ResourceSample, ResourceSampler } from "../../monitor/resourceSampler.ts";
 import type { Placement } from "./placement.ts";
-import type { LastError, LoadResult, ModelPhaseEvent, RuntimeMachine, RuntimePhase, StopResult, UnloadResult } from "./runtimeMachine.ts";
-import type { Outcome, Ticket } from "./ticket.ts";
+import type { RuntimeMachine } from "../runtimeMachine.ts";
+import type { LastError, LoadResult, ModelPhaseEvent, RuntimePhase, StopResult, UnloadResult } from "../runtime/types.ts";
+import type { Outcome, Ticket } from "../ticket.ts";
 
-/** The supervisor's events, context and what it keeps of each model (supervisorMachine.ts). */
+/** The supervisor's events, context and input, and what it keeps of each model (the chart: ../supervisorMachine.ts). */
 
 export type RuntimeRef = ActorRefFrom<RuntimeMachine>;
 
