@@ -1,8 +1,9 @@
 import { resolve } from "node:path";
-import { GgufFormatError, readGgufInfo } from "../gguf/reader.ts";
+import { KekahydeError } from "../errors.ts";
+import { GgufFormatError, GgufTooLargeError, HEADER_READS_AT_ONCE, readGgufInfo } from "../gguf/reader.ts";
 import { DigestWorker } from "./digest.ts";
 import { modelFacts } from "./facts.ts";
-import { canonicalModelName, rankCloseNames } from "./names.ts";
+import { canonicalModelName, MAX_REQUESTED_NAME_LENGTH, rankCloseNames, requestedNameProblem } from "./names.ts";
 import { scanDirs, type FoundFile, type WarnOnce } from "./scan.ts";
 import type { Catalogue, CatalogueEntry, CatalogueOptions, ModelFacts } from "./types.ts";
 
@@ -10,7 +11,9 @@ import type { Catalogue, CatalogueEntry, CatalogueOptions, ModelFacts } from "./
  * The models in the models directories, by name. Every call looks at the directories afresh (readdir + stat),
  * so files added, changed or removed show at once; what costs more is cached by path + size + mtime: the GGUF
  * facts (read with the bounded reader once per version of a file) and the sha256 digests (computed in the
- * background, one file at a time; see digest.ts).
+ * background, one file at a time; see digest.ts). A header is read for what a listing shows: its vocabulary
+ * is counted, not kept, and the reader runs at most HEADER_READS_AT_ONCE reads at once however many
+ * listings and lookups ask, so no file in the folders can exhaust the daemon's memory.
  */
 
 interface FactsResult {
@@ -23,8 +26,16 @@ interface CachedFacts extends FactsResult {
   mtimeMs: number;
 }
 
-/** Headers read at once on a first scan. */
-const READ_CONCURRENCY = 4;
+/** Headers read at once on a first scan: as many as the reader runs at once. */
+const READ_CONCURRENCY = HEADER_READS_AT_ONCE;
+
+/** A 400 for a name no model can have, before the folders are looked at or any name compared with it. */
+function checkRequestedName(name: string): void {
+  const problem = requestedNameProblem(name);
+  if (problem !== null) {
+    throw new KekahydeError("BAD_REQUEST", `"model" ${problem}.`, { field: "model", length: name.length, max_length: MAX_REQUESTED_NAME_LENGTH });
+  }
+}
 
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out = new Array<R>(items.length);
@@ -61,13 +72,17 @@ export function createCatalogue(options: CatalogueOptions): Catalogue {
     if (!p) {
       p = (async (): Promise<FactsResult | null> => {
         try {
-          const info = await readGgufInfo(file.path);
+          // A listing needs the vocabulary's size, not its tokens (the checks look at the first 4096).
+          const info = await readGgufInfo(file.path, { vocabulary: "counted" });
           const result = { facts: modelFacts(info), problem: null };
           // Changed between stat and read: give what was read, but do not cache it against the old version.
           if (info.fileSize === file.size) factsCache.set(file.path, { ...result, size: file.size, mtimeMs: file.mtimeMs });
           return result;
         } catch (e) {
           if (e instanceof GgufFormatError) {
+            if (e instanceof GgufTooLargeError) {
+              warnOnce(`too-large:${key}`, "a model file's header is too large to read; it is listed without facts and will not load", { file: file.path, problem: e.message });
+            }
             const result = { facts: null, problem: e.message };
             factsCache.set(file.path, { ...result, size: file.size, mtimeMs: file.mtimeMs });
             return result;
@@ -124,12 +139,14 @@ export function createCatalogue(options: CatalogueOptions): Catalogue {
     list,
     // Both look at the directories afresh too, but read no file's header but the one asked for.
     async find(name) {
+      checkRequestedName(name);
       const wanted = canonicalModelName(name);
       const file = (await scan()).find((f) => f.name === wanted);
       const result = file && (await factsFor(file));
       return file && result ? entry(file, result) : null;
     },
     async closeNames(name, limit = 5) {
+      checkRequestedName(name);
       return rankCloseNames(
         name,
         (await scan()).map((f) => f.name),

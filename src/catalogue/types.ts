@@ -66,9 +66,15 @@ export interface Catalogue {
    * digests cached by path+size+mtime. Sorted by name. Entries with a problem are included.
    */
   list(): Promise<CatalogueEntry[]>;
-  /** The entry a name refers to ("x", "x:latest", "family:tag"), or null. Case-sensitive. */
+  /**
+   * The entry a name refers to ("x", "x:latest", "family:tag"), or null. Case-sensitive. A name longer than
+   * MAX_REQUESTED_NAME_LENGTH names nothing: a BAD_REQUEST KekahydeError (field "model") says so.
+   */
   find(name: string): Promise<CatalogueEntry | null>;
-  /** Up to `limit` (default 5) catalogue names closest to `name` (edit distance, prefix matches first), for "did you mean" messages. */
+  /**
+   * Up to `limit` (default 5) catalogue names closest to `name` (edit distance, prefix matches first), for
+   * "did you mean" messages; a BAD_REQUEST for a name longer than MAX_REQUESTED_NAME_LENGTH, as find.
+   */
   closeNames(name: string, limit?: number): Promise<string[]>;
   /** Resolves once every digest known now has been computed (tests, benchmarks). */
   digestsSettled(): Promise<void>;

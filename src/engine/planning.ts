@@ -17,11 +17,6 @@ export interface PlanningOptions {
   freeBytes(onGpu: boolean): Promise<number>;
 }
 
-const vocabularyOf = (gguf: GgufInfo): number => {
-  const tokens = gguf.metadata.get("tokenizer.ggml.tokens");
-  return Array.isArray(tokens) ? tokens.length : 0;
-};
-
 /** The context a load gets: the requested (or default) size, capped at the model's trained length. */
 export function contextFor(gguf: GgufInfo, settings: LoadSettings, defaultSize: number): number {
   const requested = settings.contextSize ?? defaultSize;
@@ -47,7 +42,9 @@ export function draftMismatch(target: GgufInfo, draft: GgufInfo): string | null 
   const a = get(target, "tokenizer.ggml.tokens");
   const b = get(draft, "tokenizer.ggml.tokens");
   if (!Array.isArray(a) || !Array.isArray(b)) return "one of the two files has no token list";
-  if (Math.abs(a.length - b.length) > MAX_VOCABULARY_DIFFERENCE) return `its vocabulary has ${b.length} tokens, the model's ${a.length}`;
+  const [sizeA, sizeB] = [target.vocabulary.tokens, draft.vocabulary.tokens];
+  if (Math.abs(sizeA - sizeB) > MAX_VOCABULARY_DIFFERENCE) return `its vocabulary has ${sizeB} tokens, the model's ${sizeA}`;
+  // The reader keeps the first 512Ki tokens of a vocabulary (every real one whole): those are compared.
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) if (a[i] !== b[i]) return `token ${i} is ${JSON.stringify(b[i])} in it but ${JSON.stringify(a[i])} in the model`;
   return null;
@@ -99,7 +96,7 @@ export async function planModel(rawPath: string, settings: LoadSettings, options
     fileSize: gguf.fileSize,
     mtimeMs,
     trainContextSize: gguf.contextLength,
-    vocabularySize: vocabularyOf(gguf),
+    vocabularySize: gguf.vocabulary.tokens,
     contextSize,
     sequences,
     ...(settings.gpuLayers !== undefined && { gpuLayers: settings.gpuLayers }),

@@ -8,6 +8,11 @@ import { checkModel, LLAMA_MAX_LAYERS } from "./modelChecks.ts";
  * rejected with a reason in milliseconds. node-llama-cpp's own reader is not used for this: it hangs on a
  * header that claims 2^60 tensors and accepts a file cut at 24 bytes.
  *
+ * Memory is bounded as well, whatever the file holds: arrays longer than 4096 items are skipped over a 1 MiB
+ * chunk at a time instead of kept (the vocabulary keeps its first tokens only), what is kept is counted
+ * against a fixed limit, and at most HEADER_READS_AT_ONCE reads run at once. Eight files with 16 million
+ * one-byte strings each, read at once, once took the daemon to a 4.4 GB out-of-memory crash.
+ *
  * A header that parses is then checked for facts llama.cpp accepts and later crashes on (tensor types by
  * role, zero widths, expert counts, epsilons, alignment, vocabulary): see modelChecks.ts.
  */
@@ -16,8 +21,19 @@ export class GgufFormatError extends Error {
   override name = "GgufFormatError";
 }
 
+/**
+ * A header that would take more memory (or more bytes) to read than the reader allows: whether it is valid
+ * or not, it is not read on, so that no file in a models folder can make the daemon run out of memory.
+ */
+export class GgufTooLargeError extends GgufFormatError {
+  override name = "GgufTooLargeError";
+}
+
 export type GgufScalar = number | bigint | boolean | string;
-/** Metadata as read: scalars as values, arrays of scalars as arrays (strings arrays kept; they hold the vocabulary). */
+/**
+ * Metadata as read: scalars as values, arrays as arrays. Arrays of more than 4096 items keep none (`[]`), but
+ * the vocabulary, which keeps its first items (see ReadGgufOptions.vocabulary); `arrayLengths` has the counts.
+ */
 export type GgufMetadataValue = GgufScalar | GgufScalar[];
 
 export interface GgufTensorInfo {
@@ -35,9 +51,16 @@ export interface GgufInfo {
   metadata: Map<string, GgufMetadataValue>;
   /** The item type of every array in the metadata (large numeric arrays are not kept, but their type is). */
   arrayItemTypes: Map<string, GgufValueType>;
+  /** The item count of every array in the metadata, kept or not: its value in `metadata` may hold fewer. */
+  arrayLengths: Map<string, number>;
+  /**
+   * tokenizer.ggml.tokens, counted whole even where only its first tokens were kept: how many (0 without a
+   * token list), and the bytes of all their texts.
+   */
+  vocabulary: { tokens: number; textBytes: number };
   /**
    * Items of string arrays whose bytes are not valid UTF-8, by key and index: their exact bytes as latin1 (the
-   * metadata holds them decoded, with U+FFFD).
+   * metadata holds them decoded, with U+FFFD). Only for items that were kept.
    */
   invalidUtf8: Map<string, Map<number, string>>;
   tensors: GgufTensorInfo[];
@@ -55,6 +78,20 @@ export interface GgufInfo {
 export interface ReadGgufOptions {
   /** Refuse headers larger than this (default 256 MiB; real vocabularies take a few MiB). */
   maxHeaderBytes?: number;
+  /**
+   * Refuse a header when what the reader keeps of it (metadata, tensor table, not counting the vocabulary)
+   * would take more than about this much memory (default 128 MiB; a real model's takes a few, and any one
+   * metadata string may be up to 64 MiB).
+   */
+  maxKeptBytes?: number;
+  /**
+   * How much of the vocabulary (tokenizer.ggml.tokens) to keep as text. "checked" (the default): up to its
+   * first 512Ki tokens (32 MiB), every real vocabulary whole, so that the checks look for duplicate pieces in
+   * all of it and a draft model's tokens can be compared with its target's. "counted": its first 4096, for a
+   * caller that only needs its size (a listing); the checks then look at those. Either way the vocabulary is
+   * counted whole (`vocabulary`, `arrayLengths`).
+   */
+  vocabulary?: "checked" | "counted";
   /** Check that the tensors an architecture needs are present (default true). */
   requireTensors?: boolean;
   /**
@@ -65,8 +102,73 @@ export interface ReadGgufOptions {
 }
 
 const MAX_DIMS = 4;
-const MAX_STRING = 64 * 1024 * 1024;
-const CHUNK = 1 << 20;
+const MIB = 1024 * 1024;
+const MAX_STRING = 64 * MIB;
+const CHUNK = MIB;
+const VOCABULARY_KEY = "tokenizer.ggml.tokens";
+/** Arrays longer than this keep no items, except the vocabulary: nothing here needs them (scores, merges, ...). */
+const SMALL_ARRAY = 4096;
+/**
+ * The most of the vocabulary "checked" keeps: twice the largest real vocabulary (Gemma's 262,144 tokens), and
+ * at most 32 MiB of estimated memory. A longer one keeps its first tokens; the checks look at those.
+ */
+const VOCABULARY_KEEP = { tokens: 1 << 19, bytes: 32 * MIB };
+const VOCABULARY_SAMPLE = { tokens: 4096, bytes: 32 * MIB };
+
+/**
+ * About what V8 takes to keep things, for the memory bound: a string is a 16-24-byte header plus its text
+ * (one byte a character, two in a string with a character above U+00FF), plus the 8-byte slot that holds it;
+ * a metadata entry or a number in an array somewhat more than its value; a tensor's description two objects
+ * (as read, then placed) with a BigInt array of dimensions.
+ */
+const keptStringBytes = (textBytes: number) => 40 + textBytes;
+const ENTRY_BYTES = 96;
+const NUMBER_BYTES = 16;
+const TENSOR_BYTES = 512;
+
+/** What a read keeps in memory, estimated, against a fixed limit: a header over it is refused, not read on. */
+class KeptBytes {
+  private used = 0;
+  constructor(private readonly limit: number) {}
+
+  add(bytes: number, what: string): void {
+    this.used += bytes;
+    if (this.used > this.limit) {
+      throw new GgufTooLargeError(
+        `reading the header would take more than ${Math.round(this.limit / MIB)} MiB of memory (at ${what}), far more than a real model's header; it is not read`,
+      );
+    }
+  }
+}
+
+/** A string's exact bytes as latin1 when they are not valid UTF-8 and decoding them as `text` lost them, else null. */
+function lostBytes(bytes: Buffer, text: string): string | null {
+  return text.includes("\uFFFD") && !Buffer.from(text, "utf8").equals(bytes) ? bytes.toString("latin1") : null;
+}
+
+function fixedSize(type: GgufValueType, what: string): number {
+  const size = GGUF_SCALAR_SIZE[type];
+  if (size === undefined) throw new GgufFormatError(`${what} has unknown value type ${type}`);
+  return size;
+}
+
+/** The fixed-size value of `type` at `at` in `b`. */
+function fixedSizeValue(type: GgufValueType, b: Buffer, at: number): GgufScalar {
+  switch (type) {
+    case GgufValueType.UINT8: return b.readUInt8(at);
+    case GgufValueType.INT8: return b.readInt8(at);
+    case GgufValueType.UINT16: return b.readUInt16LE(at);
+    case GgufValueType.INT16: return b.readInt16LE(at);
+    case GgufValueType.UINT32: return b.readUInt32LE(at);
+    case GgufValueType.INT32: return b.readInt32LE(at);
+    case GgufValueType.FLOAT32: return b.readFloatLE(at);
+    case GgufValueType.BOOL: return b.readUInt8(at) !== 0;
+    case GgufValueType.UINT64: return b.readBigUInt64LE(at);
+    case GgufValueType.INT64: return b.readBigInt64LE(at);
+    case GgufValueType.FLOAT64: return b.readDoubleLE(at);
+    default: throw new GgufFormatError(`unknown value type ${type}`);
+  }
+}
 
 /** Reads forward through the file in bounded chunks; never trusts a length it has not checked against the file. */
 class BoundedCursor {
@@ -84,15 +186,18 @@ class BoundedCursor {
     return this.fileSize - this.pos;
   }
 
+  private get buffered(): number {
+    return this.bufStart + this.buf.length - this.pos;
+  }
+
   private async ensure(n: number, what: string): Promise<void> {
     if (n > this.remaining) {
       throw new GgufFormatError(`file is truncated: ${what} needs ${n} bytes at offset ${this.pos} but only ${this.remaining} remain`);
     }
     if (this.pos + n > this.maxHeaderBytes) {
-      throw new GgufFormatError(`header is larger than the ${this.maxHeaderBytes}-byte limit (at ${what})`);
+      throw new GgufTooLargeError(`header is larger than the ${this.maxHeaderBytes}-byte limit (at ${what})`);
     }
-    const have = this.bufStart + this.buf.length - this.pos;
-    if (have >= n) return;
+    if (this.buffered >= n) return;
     const want = Math.min(Math.max(n, CHUNK), this.fileSize - this.pos);
     const next = Buffer.alloc(want);
     const { bytesRead } = await this.fh.read(next, 0, want, this.pos);
@@ -101,11 +206,56 @@ class BoundedCursor {
     this.bufStart = this.pos;
   }
 
-  private async view(n: number, what: string): Promise<Buffer> {
-    await this.ensure(n, what);
+  /** The next n bytes, which must be buffered. */
+  private take(n: number): Buffer {
     const start = this.pos - this.bufStart;
     this.pos += n;
     return this.buf.subarray(start, start + n);
+  }
+
+  private async view(n: number, what: string): Promise<Buffer> {
+    await this.ensure(n, what);
+    return this.take(n);
+  }
+
+  /** The next string's length when it is buffered whole and within every limit, else -1. */
+  private bufferedStringLength(): number {
+    const have = this.buffered;
+    if (have < 8) return -1;
+    const at = this.pos - this.bufStart;
+    const length = this.buf.readUInt32LE(at);
+    const fits = this.buf.readUInt32LE(at + 4) === 0 && 8 + length <= have && length <= MAX_STRING && this.pos + 8 + length <= this.maxHeaderBytes;
+    return fits ? length : -1;
+  }
+
+  /**
+   * The next string's bytes when they are buffered already and within every limit, else null (then
+   * stringBytes reads them, or says what is wrong with them). Array items are read through this and
+   * skipBufferedString without awaiting anything, a chunk at a time; reading the next chunk is what yields to
+   * the event loop.
+   */
+  bufferedStringBytes(): Buffer | null {
+    const length = this.bufferedStringLength();
+    if (length === -1) return null;
+    this.pos += 8;
+    return this.take(length);
+  }
+
+  /** Skips the next string when it is buffered and within every limit: its length, else -1 (nothing skipped). */
+  skipBufferedString(): number {
+    const length = this.bufferedStringLength();
+    if (length !== -1) this.pos += 8 + length;
+    return length;
+  }
+
+  async stringBytes(what: string): Promise<Buffer> {
+    const buffered = this.bufferedStringBytes();
+    if (buffered) return buffered;
+    const len = await this.u64(`${what} length`);
+    if (len > BigInt(Math.min(this.remaining, MAX_STRING))) {
+      throw new GgufFormatError(`${what} claims ${len} bytes but only ${this.remaining} remain in the file`);
+    }
+    return this.view(Number(len), what);
   }
 
   async u8(what: string): Promise<number> {
@@ -117,40 +267,21 @@ class BoundedCursor {
   async u64(what: string): Promise<bigint> {
     return (await this.view(8, what)).readBigUInt64LE(0);
   }
-  /** A string; `onInvalid` gets the exact bytes (as latin1) when they are not valid UTF-8 and decoding lost them. */
-  async string(what: string, onInvalid?: (latin1: string) => void): Promise<string> {
-    const len = await this.u64(`${what} length`);
-    if (len > BigInt(Math.min(this.remaining, MAX_STRING))) {
-      throw new GgufFormatError(`${what} claims ${len} bytes but only ${this.remaining} remain in the file`);
-    }
-    const bytes = await this.view(Number(len), what);
-    const text = bytes.toString("utf8");
-    if (onInvalid && text.includes("\uFFFD") && !Buffer.from(text, "utf8").equals(bytes)) onInvalid(bytes.toString("latin1"));
-    return text;
+  async string(what: string): Promise<string> {
+    return (await this.stringBytes(what)).toString("utf8");
   }
 
   async scalar(type: GgufValueType, what: string): Promise<GgufScalar> {
-    const size = GGUF_SCALAR_SIZE[type];
     if (type === GgufValueType.STRING) return this.string(what);
-    if (size === undefined) throw new GgufFormatError(`${what} has unknown value type ${type}`);
-    const b = await this.view(size, what);
-    switch (type) {
-      case GgufValueType.UINT8: return b.readUInt8(0);
-      case GgufValueType.INT8: return b.readInt8(0);
-      case GgufValueType.UINT16: return b.readUInt16LE(0);
-      case GgufValueType.INT16: return b.readInt16LE(0);
-      case GgufValueType.UINT32: return b.readUInt32LE(0);
-      case GgufValueType.INT32: return b.readInt32LE(0);
-      case GgufValueType.FLOAT32: return b.readFloatLE(0);
-      case GgufValueType.BOOL: return b.readUInt8(0) !== 0;
-      case GgufValueType.UINT64: return b.readBigUInt64LE(0);
-      case GgufValueType.INT64: return b.readBigInt64LE(0);
-      case GgufValueType.FLOAT64: return b.readDoubleLE(0);
-      default: throw new GgufFormatError(`${what} has unknown value type ${type}`);
-    }
+    return fixedSizeValue(type, await this.bytes(fixedSize(type, what), what), 0);
   }
 
-  async skip(n: number, what: string): Promise<void> {
+  /** The next n bytes (a view into the read buffer, valid until the next read). */
+  bytes(n: number, what: string): Promise<Buffer> {
+    return this.view(n, what);
+  }
+
+  skip(n: number, what: string): void {
     if (n > this.remaining) throw new GgufFormatError(`file is truncated: ${what} needs ${n} bytes but only ${this.remaining} remain`);
     this.pos += n;
   }
@@ -158,11 +289,67 @@ class BoundedCursor {
 
 interface ValueSink {
   arrayItemTypes: Map<string, GgufValueType>;
+  arrayLengths: Map<string, number>;
   invalidUtf8: Map<string, Map<number, string>>;
+  vocabulary: GgufInfo["vocabulary"];
+  kept: KeptBytes;
+  vocabularyKeep: { tokens: number; bytes: number };
+}
+
+/**
+ * Skips items `from` to `count` of a string array: their bytes of text. The items of one buffered chunk are
+ * skipped without awaiting anything; reading the next chunk yields to the event loop, so a 16-million-item
+ * array neither fills memory nor holds up other work.
+ */
+async function skipStrings(cur: BoundedCursor, from: number, count: number, key: string): Promise<number> {
+  let textBytes = 0;
+  for (let i = from; i < count; i++) {
+    const length = cur.skipBufferedString();
+    textBytes += length !== -1 ? length : (await cur.stringBytes(`item ${i} of ${key}`)).length;
+  }
+  return textBytes;
+}
+
+/**
+ * A string array's items as far as they are kept: the vocabulary's first ones (up to `sink.vocabularyKeep`),
+ * every item of a short array, none of a long one (nothing here needs tokenizer.ggml.merges and the like).
+ * The rest are skipped, and counted.
+ */
+async function readStringArray(cur: BoundedCursor, key: string, count: number, sink: ValueSink): Promise<string[]> {
+  const isVocabulary = key === VOCABULARY_KEY;
+  const keep = isVocabulary ? sink.vocabularyKeep : { tokens: count <= SMALL_ARRAY ? count : 0, bytes: Infinity };
+  const items: string[] = [];
+  let keptBytes = 0;
+  let textBytes = 0;
+  // Pieces that are not valid UTF-8 decode lossily; their exact bytes are kept so that two different pieces
+  // are never taken for the same one.
+  let invalid: Map<number, string> | undefined;
+  let i = 0;
+  while (i < count && i < keep.tokens) {
+    const bytes = cur.bufferedStringBytes() ?? (await cur.stringBytes(`item ${i} of ${key}`));
+    i++;
+    textBytes += bytes.length;
+    const cost = keptStringBytes(bytes.length);
+    if (keptBytes + cost > keep.bytes) break; // the kept items are the first ones
+    keptBytes += cost;
+    if (!isVocabulary) sink.kept.add(cost, `item ${i - 1} of ${key}`);
+    const text = bytes.toString("utf8");
+    const exact = lostBytes(bytes, text);
+    if (exact !== null) (invalid ??= new Map()).set(i - 1, exact);
+    items.push(text);
+  }
+  textBytes += await skipStrings(cur, i, count, key);
+  if (invalid) sink.invalidUtf8.set(key, invalid);
+  if (isVocabulary) sink.vocabulary = { tokens: count, textBytes };
+  return items;
 }
 
 async function readValue(cur: BoundedCursor, type: GgufValueType, key: string, sink: ValueSink): Promise<GgufMetadataValue> {
-  if (type !== GgufValueType.ARRAY) return cur.scalar(type, `value of ${key}`);
+  if (type !== GgufValueType.ARRAY) {
+    const value = await cur.scalar(type, `value of ${key}`);
+    sink.kept.add(typeof value === "string" ? keptStringBytes(value.length) : NUMBER_BYTES, `value of ${key}`);
+    return value;
+  }
   const itemType = (await cur.u32(`item type of ${key}`)) as GgufValueType;
   sink.arrayItemTypes.set(key, itemType);
   const count = await cur.u64(`length of ${key}`);
@@ -173,27 +360,17 @@ async function readValue(cur: BoundedCursor, type: GgufValueType, key: string, s
     throw new GgufFormatError(`${key} claims ${count} items, more than the ${cur.remaining} bytes left in the file can hold`);
   }
   const n = Number(count);
+  sink.arrayLengths.set(key, n);
+  if (itemType === GgufValueType.STRING) return readStringArray(cur, key, n, sink);
   // Large numeric arrays (token scores, types) are skipped rather than kept: nothing here needs them.
-  if (itemType !== GgufValueType.STRING && n > 4096) {
-    await cur.skip(n * minItem, `items of ${key}`);
+  if (n > SMALL_ARRAY) {
+    cur.skip(n * minItem, `items of ${key}`);
     return [];
   }
-  const items: GgufScalar[] = new Array(n);
-  if (itemType === GgufValueType.STRING) {
-    // Pieces that are not valid UTF-8 decode lossily; their exact bytes are kept so that two different pieces
-    // are never taken for the same one.
-    let invalid: Map<number, string> | undefined;
-    for (let i = 0; i < n; i++) {
-      items[i] = await cur.string(`item ${i} of ${key}`, (latin1) => {
-        invalid ??= new Map();
-        invalid.set(i, latin1);
-      });
-    }
-    if (invalid) sink.invalidUtf8.set(key, invalid);
-    return items;
-  }
-  for (let i = 0; i < n; i++) items[i] = await cur.scalar(itemType, `item ${i} of ${key}`);
-  return items;
+  sink.kept.add(n * NUMBER_BYTES, `items of ${key}`);
+  // At most 4096 items of at most 8 bytes: read at once.
+  const bytes = await cur.bytes(n * minItem, `items of ${key}`);
+  return Array.from({ length: n }, (_, i) => fixedSizeValue(itemType, bytes, i * minItem));
 }
 
 function asNumber(v: GgufMetadataValue | undefined): number | null {
@@ -224,12 +401,46 @@ function checkRequiredTensors(info: GgufInfo): void {
   }
 }
 
-/** Reads and validates a GGUF file's header and tensor table. Throws GgufFormatError with a reason. */
-export async function readGgufInfo(path: string, options: ReadGgufOptions = {}): Promise<GgufInfo> {
+/**
+ * Header reads that run at once; further ones wait their turn. Each takes at most about maxKeptBytes plus the
+ * kept vocabulary (and a read buffer), so this bounds what reading headers takes, however many requests ask
+ * for models at once.
+ */
+export const HEADER_READS_AT_ONCE = 2;
+let readsRunning = 0;
+const waitingReads: Array<() => void> = [];
+
+/** Header reads running now (at most HEADER_READS_AT_ONCE). */
+export const headerReadsRunning = (): number => readsRunning;
+
+async function oneOfFewReads<T>(read: () => Promise<T>): Promise<T> {
+  // A finished read hands its slot straight to the first waiting one, so the count never goes over.
+  if (readsRunning < HEADER_READS_AT_ONCE) readsRunning++;
+  else await new Promise<void>((resolve) => waitingReads.push(resolve));
+  try {
+    return await read();
+  } finally {
+    const next = waitingReads.shift();
+    if (next) next();
+    else readsRunning--;
+  }
+}
+
+/**
+ * Reads and validates a GGUF file's header and tensor table. Throws GgufFormatError with a reason
+ * (GgufTooLargeError for a header that would take more memory than the reader allows). Bounded in memory:
+ * long arrays are walked, not kept; at most HEADER_READS_AT_ONCE reads run at once.
+ */
+export function readGgufInfo(path: string, options: ReadGgufOptions = {}): Promise<GgufInfo> {
+  return oneOfFewReads(() => readHeader(path, options));
+}
+
+async function readHeader(path: string, options: ReadGgufOptions): Promise<GgufInfo> {
   const fh = await open(path, "r");
   try {
     const { size: fileSize } = await fh.stat();
-    const cur = new BoundedCursor(fh, fileSize, options.maxHeaderBytes ?? 256 * 1024 * 1024);
+    const cur = new BoundedCursor(fh, fileSize, options.maxHeaderBytes ?? 256 * MIB);
+    const kept = new KeptBytes(options.maxKeptBytes ?? 128 * MIB);
     if (fileSize < 4) throw new GgufFormatError(`file is ${fileSize} bytes long, too short to be GGUF`);
     const magic = await cur.u32("magic");
     if (magic !== GGUF_MAGIC) {
@@ -250,13 +461,20 @@ export async function readGgufInfo(path: string, options: ReadGgufOptions = {}):
     }
 
     const metadata = new Map<string, GgufMetadataValue>();
-    const arrayItemTypes = new Map<string, GgufValueType>();
-    const invalidUtf8 = new Map<string, Map<number, string>>();
+    const sink: ValueSink = {
+      arrayItemTypes: new Map(),
+      arrayLengths: new Map(),
+      invalidUtf8: new Map(),
+      vocabulary: { tokens: 0, textBytes: 0 },
+      kept,
+      vocabularyKeep: options.vocabulary === "counted" ? VOCABULARY_SAMPLE : VOCABULARY_KEEP,
+    };
     for (let i = 0n; i < kvCount; i++) {
       const key = await cur.string(`metadata key ${i}`);
+      kept.add(ENTRY_BYTES + keptStringBytes(key.length), `metadata key ${key}`);
       const type = (await cur.u32(`type of ${key}`)) as GgufValueType;
       if (metadata.has(key)) throw new GgufFormatError(`metadata key ${key} appears twice`);
-      metadata.set(key, await readValue(cur, type, key, { arrayItemTypes, invalidUtf8 }));
+      metadata.set(key, await readValue(cur, type, key, sink));
     }
 
     const alignmentValue = asNumber(metadata.get("general.alignment")) ?? GGUF_DEFAULT_ALIGNMENT;
@@ -271,6 +489,7 @@ export async function readGgufInfo(path: string, options: ReadGgufOptions = {}):
       const name = await cur.string(`tensor ${i} name`);
       if (seen.has(name)) throw new GgufFormatError(`tensor ${name} appears twice`);
       seen.add(name);
+      kept.add(TENSOR_BYTES + keptStringBytes(name.length), `tensor ${name}`);
       const nDims = await cur.u32(`tensor ${name} dimension count`);
       if (nDims < 1 || nDims > MAX_DIMS) throw new GgufFormatError(`tensor ${name} has ${nDims} dimensions (1..${MAX_DIMS} allowed)`);
       const dims: bigint[] = [];
@@ -311,8 +530,10 @@ export async function readGgufInfo(path: string, options: ReadGgufOptions = {}):
       version,
       fileSize,
       metadata,
-      arrayItemTypes,
-      invalidUtf8,
+      arrayItemTypes: sink.arrayItemTypes,
+      arrayLengths: sink.arrayLengths,
+      vocabulary: sink.vocabulary,
+      invalidUtf8: sink.invalidUtf8,
       tensors,
       alignment: alignmentValue,
       dataOffset,
