@@ -277,6 +277,18 @@ describe("model catalogue", () => {
     assert.ok(listed.modifiedAt instanceof Date && Math.abs(listed.modifiedAt.getTime() - Date.now()) < 60_000);
   });
 
+  it("reads the facts of a model file outside its directories (loaded by path), and null for what it cannot read", async () => {
+    const c = catalogue({ dirs: [await freshDir()] });
+    const facts = await c.factsOf(tinyPath);
+    assert.equal(facts?.architecture, "llama");
+    assert.equal(facts?.chatTemplate, CHATML_TEMPLATE);
+    assert.equal(await c.factsOf(join(root, "missing.gguf")), null);
+    assert.equal(await c.factsOf(root), null, "a folder is no model file");
+    const junk = join(root, "junk.gguf");
+    await writeFile(junk, "not a gguf file");
+    assert.equal(await c.factsOf(junk), null);
+  });
+
   it("recognises templates that render tools, not those that only mention them", () => {
     assert.equal(templateSupportsTools(LLAMA31_TOOLS_TEMPLATE), true);
     assert.equal(templateSupportsTools("{%- if tools %}{%- for tool in tools %}{{ tool | tojson }}{%- endfor %}{%- endif %}"), true, "Qwen 2.5");

@@ -1,3 +1,4 @@
+import { stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import { KekahydeError } from "../errors.ts";
 import { GgufFormatError, GgufTooLargeError, HEADER_READS_AT_ONCE, readGgufInfo } from "../gguf/reader.ts";
@@ -152,6 +153,12 @@ export function createCatalogue(options: CatalogueOptions): Catalogue {
         (await scan()).map((f) => f.name),
         limit,
       );
+    },
+    async factsOf(path) {
+      const found = await stat(path).catch(() => null);
+      if (!found?.isFile()) return null;
+      const file: FoundFile = { name: "", dir: "", foundAt: path, path, size: found.size, mtimeMs: found.mtimeMs };
+      return (await factsFor(file))?.facts ?? null;
     },
     digestsSettled: () => digests.settled(),
     close: () => digests.close(),

@@ -76,6 +76,11 @@ export interface Catalogue {
    * "did you mean" messages; a BAD_REQUEST for a name longer than MAX_REQUESTED_NAME_LENGTH, as find.
    */
   closeNames(name: string, limit?: number): Promise<string[]>;
+  /**
+   * The facts of a model file outside the models directories (a model loaded by path), read with the same
+   * bounded reader and cached by path, size and modification time; null for a file that cannot be read.
+   */
+  factsOf(path: string): Promise<ModelFacts | null>;
   /** Resolves once every digest known now has been computed (tests, benchmarks). */
   digestsSettled(): Promise<void>;
   /** Stops background work (digests). */

@@ -1,7 +1,5 @@
 import type { ModelFacts } from "../catalogue/index.ts";
-import { modelFacts } from "../catalogue/facts.ts";
 import type { ChatMessage, ToolCall, ToolDefinition } from "../domain/generation.ts";
-import { readGgufInfo } from "../gguf/reader.ts";
 import { checkJsonSchema, checkSchemaNesting, SCHEMA_LIMITS, STRING_FORMATS, UPPER_BOUND_KEYWORDS } from "./jsonSchema.ts";
 import { MAX_JSON_DEPTH, textNestsDeeperThan } from "./middleware/jsonBody.ts";
 import { bad } from "./validation.ts";
@@ -182,22 +180,6 @@ export function pairToolCalls(messages: readonly UnpairedMessage[]): ChatMessage
   });
   unanswered("messages", "end before");
   return out;
-}
-
-const filesFacts = new Map<string, Promise<ModelFacts | null>>();
-
-/**
- * The GGUF facts of a loaded model that is in no models directory (loaded by path): read once per path with
- * the bounded reader, as the catalogue reads its own; null for a file it cannot read.
- */
-export function factsOfFile(path: string): Promise<ModelFacts | null> {
-  let facts = filesFacts.get(path);
-  if (!facts) {
-    if (filesFacts.size >= 64) filesFacts.clear();
-    facts = readGgufInfo(path).then(modelFacts, () => null);
-    filesFacts.set(path, facts);
-  }
-  return facts;
 }
 
 /**

@@ -14,7 +14,6 @@ import { parseChat, parseGenerate, parseShow, type OllamaRequest } from "../olla
 import { doneReason, OLLAMA_API_VERSION, runningOf, showOf, tagOf, tagOfLoaded, timingsOf, toolCallsOf } from "../ollama/views.ts";
 import { ollamaNotFound, ollamaRouting, type Routing } from "../routing.ts";
 import type { RouteDeps } from "../runtime.ts";
-import { factsOfFile } from "../tools.ts";
 
 /**
  * Ollama's own API (its docs/api.md): the clients people already run (Copilot, Open WebUI, Continue, aider,
@@ -112,7 +111,7 @@ export function ollamaRoutes(router: Router, deps: RouteDeps): void {
     const view = loaded.find((v) => v.name === model || v.name === name);
     const entry = view ? entryFor(entries, view) : entries.get(name);
     if (!view && !entry) throw ollamaNotFound(deps, model, await deps.catalogue.closeNames(name));
-    ctx.body = showOf(view?.name ?? name, entry, view?.info ?? null, !entry && view ? await factsOfFile(view.path) : null);
+    ctx.body = showOf(view?.name ?? name, entry, view?.info ?? null, !entry && view ? await deps.catalogue.factsOf(view.path) : null);
   });
 
   router.post("/api/generate", async (ctx) => {

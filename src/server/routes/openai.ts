@@ -7,7 +7,7 @@ import { requireBody } from "../middleware/jsonBody.ts";
 import { parseChatCompletion, parseCompletion } from "../openai/requests.ts";
 import { openAiRouting } from "../routing.ts";
 import type { RouteDeps } from "../runtime.ts";
-import { capabilitiesOf, factsOfFile } from "../tools.ts";
+import { capabilitiesOf } from "../tools.ts";
 
 /** OpenAI-compatible routes over the same machine, queue and cancellation as /run_prompt. */
 
@@ -38,7 +38,7 @@ export function openAiRoutes(router: Router, deps: RouteDeps): void {
     const loaded = await Promise.all(
       Object.values(models).map(async (m) => {
         const entry = entries.find((e) => e.name === m.name) ?? entries.find((e) => e.path === m.path);
-        const facts = entry ? entry.facts : await factsOfFile(m.path);
+        const facts = entry ? entry.facts : await deps.catalogue.factsOf(m.path);
         return { id: m.name, object: "model", created: Math.floor(m.loadedAt / 1000), owned_by: "kekahyde", loaded: true, path: m.path, capabilities: capabilitiesOf(facts) };
       }),
     );
