@@ -45,6 +45,11 @@ export class KekahydeError extends Error {
   }
 }
 
+/** Failures of the engine itself, not of the request: after one, nothing can run on the model. */
+export const ENGINE_FAILURES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(["ENGINE_FAILURE", "ENGINE_CRASHED", "ENGINE_TIMEOUT"]);
+/** Of those, the ones where the engine's process ended: it crashed, or was stopped for a time limit. */
+export const ENGINE_LOSSES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(["ENGINE_CRASHED", "ENGINE_TIMEOUT"]);
+
 export const isKekahydeError = (e: unknown): e is KekahydeError => e instanceof KekahydeError;
 
 /** Wraps anything thrown by a dependency into a KekahydeError, keeping a known one as it is. */

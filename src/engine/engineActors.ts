@@ -1,5 +1,5 @@
 import { fromCallback, fromPromise, type EventObject } from "xstate";
-import { KekahydeError, toKekahydeError } from "../errors.ts";
+import { ENGINE_FAILURES, KekahydeError, toKekahydeError } from "../errors.ts";
 import type { GenerateResult, GenerationProgress } from "../domain/generation.ts";
 import type { JobResult, Work } from "../domain/jobs.ts";
 import type { ModelPlan } from "../domain/models.ts";
@@ -53,9 +53,6 @@ export interface JobInput {
   /** Abort after this long (Infinity: never); a generation then reports finish reason "timeout". */
   timeLimitMs?: number;
 }
-
-/** Failures of the engine itself, not of the job. */
-const ENGINE_FAILURES = new Set(["ENGINE_FAILURE", "ENGINE_CRASHED", "ENGINE_TIMEOUT"]);
 
 /** How often, at most, token counts are reported to the machine (the first token always is). */
 const PROGRESS_INTERVAL_MS = 100;

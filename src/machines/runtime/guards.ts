@@ -1,5 +1,6 @@
 import { takesSlot } from "../../domain/jobs.ts";
-import { ENGINE_FAILURES, jobIdOf, RELOADS_AFTER_LOSS, requestOf, slotsTaken } from "./rules.ts";
+import { ENGINE_FAILURES } from "../../errors.ts";
+import { jobIdOf, RELOADS_AFTER_LOSS, requestOf, slotsTaken } from "./rules.ts";
 import type { RuntimeContext, RuntimeEvent } from "./types.ts";
 
 /**

@@ -1,5 +1,5 @@
 import { takesSlot } from "../../domain/jobs.ts";
-import type { ErrorCode, KekahydeError } from "../../errors.ts";
+import type { KekahydeError } from "../../errors.ts";
 import type { GenerationStats, Job, LastError, RuntimeContext, RuntimeEvent } from "./types.ts";
 
 /** The numbers and pure reads of the runtime's context that its guards and actions share. */
@@ -11,8 +11,6 @@ import type { GenerationStats, Job, LastError, RuntimeContext, RuntimeEvent } fr
  */
 export const RELOADS_AFTER_LOSS = 2;
 
-/** Failures of the engine itself, not of the request: after one, nothing can run on the model. */
-export const ENGINE_FAILURES = new Set<ErrorCode>(["ENGINE_FAILURE", "ENGINE_CRASHED", "ENGINE_TIMEOUT"]);
 
 /** An error as context keeps it: `at` is a time of the actor system's clock (../clock.ts). */
 export const errorRecord = (error: KekahydeError, at: number): LastError => ({ code: error.code, message: error.message, at: new Date(at).toISOString() });

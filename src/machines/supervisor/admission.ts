@@ -1,5 +1,5 @@
 import { defaultModelName, type ModelPlan } from "../../domain/models.ts";
-import { KekahydeError, toKekahydeError, type ErrorCode } from "../../errors.ts";
+import { KekahydeError, toKekahydeError } from "../../errors.ts";
 import { place, type Placement } from "./placement.ts";
 import type { CrashRecord, LoadRequest, SupervisorContext } from "./types.ts";
 
@@ -35,8 +35,6 @@ export function unknownModel(context: SupervisorContext, name: string, suggestio
   );
 }
 
-/** Failures that mean the engine itself ended: its process crashed, or was stopped for a time limit. */
-export const ENGINE_LOSSES = new Set<ErrorCode>(["ENGINE_CRASHED", "ENGINE_TIMEOUT"]);
 
 /** The crash record that keeps the admitted file out, if any: same path, same contents, quarantined. */
 export function quarantineOf(context: SupervisorContext): CrashRecord | null {

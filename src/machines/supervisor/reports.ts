@@ -1,5 +1,5 @@
 import type { ModelPhaseEvent } from "../runtime/types.ts";
-import { ENGINE_LOSSES } from "./admission.ts";
+import { ENGINE_LOSSES } from "../../errors.ts";
 import { departingOf, entryOf } from "./queries.ts";
 import type { SupervisorContext } from "./types.ts";
 
