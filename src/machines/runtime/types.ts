@@ -1,7 +1,8 @@
 import type { AnyActorRef } from "xstate";
 import type { FinishReason } from "../../domain/generation.ts";
 import type { JobResult, Work } from "../../domain/jobs.ts";
-import type { ModelInfo, ModelPlan } from "../../domain/models.ts";
+import type { LoadResult, StopResult, UnloadResult } from "../../domain/answers.ts";
+import type { ModelPlan } from "../../domain/models.ts";
 import type { EngineEvent } from "../../engine/engineActors.ts";
 import type { Engine, LoadedModel } from "../../engine/types.ts";
 import type { ErrorCode } from "../../errors.ts";
@@ -9,17 +10,7 @@ import type { Ticket } from "../ticket.ts";
 
 /** The runtime machine's events, context and input, and what it answers (the chart: ../runtimeMachine.ts). */
 
-export interface LoadResult {
-  model: ModelInfo;
-}
-export interface StopResult {
-  stopped: boolean;
-  /** Queued requests dropped by `{"all": true}`. */
-  dropped: number;
-}
-export interface UnloadResult {
-  unloaded: boolean;
-}
+export type { LoadResult, StopResult, UnloadResult } from "../../domain/answers.ts";
 
 /** One generation request, waiting or running. `id` names it in CANCEL, in the engine's reports and as its actor. */
 export interface Job {

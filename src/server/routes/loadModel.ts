@@ -1,5 +1,5 @@
 import type Router from "@koa/router";
-import type { LoadResult } from "../../machines/runtimeMachine.ts";
+import type { LoadResult } from "../../domain/answers.ts";
 import { sendRequest } from "../../machines/sendRequest.ts";
 import { createTicket } from "../../machines/ticket.ts";
 import { requireBody } from "../middleware/jsonBody.ts";

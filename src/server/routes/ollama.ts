@@ -3,7 +3,7 @@ import type { Context } from "koa";
 import type { CatalogueEntry } from "../../catalogue/index.ts";
 import { canonicalModelName } from "../../catalogue/index.ts";
 import type { GenerateResult, ToolCall } from "../../domain/generation.ts";
-import type { LoadResult, UnloadResult } from "../../machines/runtimeMachine.ts";
+import type { LoadResult, UnloadResult } from "../../domain/answers.ts";
 import { modelView } from "../../machines/selectors.ts";
 import { sendRequest } from "../../machines/sendRequest.ts";
 import { createTicket } from "../../machines/ticket.ts";

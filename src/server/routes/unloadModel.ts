@@ -1,5 +1,5 @@
 import type Router from "@koa/router";
-import type { UnloadResult } from "../../machines/runtimeMachine.ts";
+import type { UnloadResult } from "../../domain/answers.ts";
 import { sendRequest } from "../../machines/sendRequest.ts";
 import { createTicket } from "../../machines/ticket.ts";
 import { optionalBody } from "../middleware/jsonBody.ts";
