@@ -35,4 +35,15 @@ export default tseslint.config(
     files: ["**/*.js", "**/*.mjs"],
     ...tseslint.configs.disableTypeChecked,
   },
+  {
+    // The plain-JS files (bin/, scripts/*.mjs) run on Node: its globals, which `no-undef` otherwise reports
+    // (the .ts files need no list: TypeScript checks their names against @types/node).
+    files: ["**/*.js", "**/*.mjs"],
+    languageOptions: {
+      globals: {
+        process: "readonly", console: "readonly", URL: "readonly", Buffer: "readonly", performance: "readonly", fetch: "readonly",
+        setTimeout: "readonly", clearTimeout: "readonly", setInterval: "readonly", clearInterval: "readonly",
+      },
+    },
+  },
 );

@@ -22,7 +22,7 @@ const engine = createLlamaEngine({
 });
 const daemon = await startDaemon({ ...config, threads }, { log, engine });
 const stop = () =>
-  daemon.close().then(
+  void daemon.close().then(
     () => log.flush(() => process.exit(0)),
     () => process.exit(1),
   );

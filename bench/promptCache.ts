@@ -165,7 +165,7 @@ export async function promptCacheBench(deps: PromptCacheDeps): Promise<{ results
             await sleep(100);
           }
           rounds.push(round);
-          const show = (side: Side) => (round[side] ? round[side]!.map((ts) => ts.map((t) => `${round1(t.ttft_ms)}`).join("/")).join(" | ") : "n/a");
+          const show = (side: Side) => (round[side] ? round[side].map((ts) => ts.map((t) => `${round1(t.ttft_ms)}`).join("/")).join(" | ") : "n/a");
           console.log(`   round ${r + 1}: TTFT by turn, Kekahyde ${show("kekahyde")}; llama-server ${show("llama_server")}`);
         }
       } catch (e) {

@@ -344,14 +344,12 @@ async function ipcMicrobench(count = 20_000): Promise<{ wall_us: number; sender_
          process.on("message", () => next());`,
   ], { stdio: ["ignore", "ignore", "inherit", "ipc"] });
   const pending = new Map([[1, { onText: (_: string) => {}, onProgress: (_: unknown) => {} }]]);
-  let text = 0;
   const before = process.cpuUsage();
   const end = new Promise<{ ms: number; cpuUs: number }>((resolve) => {
     child.on("message", (m: { type: string; id: number; text: string; progress: unknown; ms: number; cpuUs: number }) => {
       if (m.type === "end") return resolve(m);
       const p = pending.get(m.id);
       if (!p) return;
-      text += m.text.length;
       p.onText(m.text);
       p.onProgress(m.progress);
     });

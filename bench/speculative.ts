@@ -117,7 +117,7 @@ async function llamaServer(extra: string[]): Promise<Server> {
   const port = await freePort();
   const child = spawn(join(PEER_BIN, "llama-server"), ["-m", targetPath, "--host", "127.0.0.1", "--port", String(port), "-t", String(THREADS), "-tb", String(THREADS), "-c", "1024", "-np", "1", "--log-disable", ...extra], { stdio: ["ignore", "ignore", "pipe"] });
   let err = "";
-  child.stderr!.on("data", (d) => (err = (err + d).slice(-4000)));
+  child.stderr.on("data", (d) => (err = (err + d).slice(-4000)));
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 600; i++) {
     if (child.exitCode !== null) throw new Error(`llama-server ${extra.join(" ")} exited: ${err}`);

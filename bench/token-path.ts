@@ -87,7 +87,7 @@ for (const path of models) {
   const contenders = [
     async () => runs.pub.push(await greedyTokensPerSecond(sequence, prompt, TOKENS)),
     async () => runs.dir.push(await directLoop(model, context, sequence, prompt)),
-    ...(peers ? [async () => runs.lb.push(llamaBench(path))] : []),
+    ...(peers ? [() => Promise.resolve(runs.lb.push(llamaBench(path)))] : []),
   ];
   for (let round = 0; round < ROUNDS; round++) {
     for (let i = 0; i < contenders.length; i++) await contenders[(i + round) % contenders.length]();

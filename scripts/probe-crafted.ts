@@ -43,7 +43,7 @@ async function child(path: string): Promise<void> {
   const completion = new LlamaCompletion({ contextSequence: sequence });
   await completion.generateCompletion("a", { maxTokens: 1, temperature: 0 });
   completion.dispose();
-  sequence.clearHistory();
+  await sequence.clearHistory();
   stage("chat");
   const chat = new LlamaChat({ contextSequence: sequence });
   stage("chat-generate");

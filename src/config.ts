@@ -129,7 +129,8 @@ export function shownDefault(o: OptionDoc): string | null {
   if (o.shown !== undefined) return o.shown;
   const def = DEFAULTS[o.key];
   if (o.secret || def === null || def === false || (Array.isArray(def) && def.length === 0)) return null;
-  return String(def);
+  // A list as String() writes it; the one object default (the memory budget) has its `shown`.
+  return Array.isArray(def) ? def.join(",") : typeof def === "object" ? JSON.stringify(def) : String(def);
 }
 
 export class ConfigError extends Error {
@@ -156,14 +157,14 @@ function sizeInBytes(raw: string): number | null {
   const unit = m ? UNITS[m[2].toLowerCase()] : undefined;
   return m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : null;
 }
-export const byteSize = (raw: string, name: string) => {
+const byteSize = (raw: string, name: string) => {
   const bytes = sizeInBytes(raw);
   if (bytes === null) throw new ConfigError(`${name} must be a size such as 1048576, 512KiB or 1MiB, got "${raw}"`);
   if (bytes < 1024 || bytes > 1024 ** 3) throw new ConfigError(`${name} must be from 1KiB to 1GiB, got "${raw}"`);
   return bytes;
 };
 /** "80%" of the memory free for models, or a size: "12GiB", "8000000000". */
-export const memoryBudget = (raw: string, name: string): MemoryBudget => {
+const memoryBudget = (raw: string, name: string): MemoryBudget => {
   const percent = /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(raw);
   if (percent) {
     const fraction = Number(percent[1]) / 100;
@@ -243,7 +244,7 @@ export const OPTIONS: readonly OptionDoc[] = [
 ];
 
 /** Client verbs' own option (kekahyde status|load|run|stop|unload). */
-export const CONFIG_OPTION = { flag: "config", env: "KEKAHYDE_CONFIG" } as const;
+const CONFIG_OPTION = { flag: "config", env: "KEKAHYDE_CONFIG" } as const;
 
 export function serveHelp(): string {
   const rows = OPTIONS.map((o) => {
@@ -285,7 +286,7 @@ function splitList(raw: string, o: OptionDoc, fromEnv: boolean): string[] {
 }
 
 /** Reads a config file: JSON or TOML (by extension), keys named as the flags ("port", "models-dir", ...). */
-export function readConfigFile(path: string): Record<string, unknown> {
+function readConfigFile(path: string): Record<string, unknown> {
   let text: string;
   try {
     text = readFileSync(path, "utf8");

@@ -93,6 +93,8 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
   // A first scan at start-up: clashes are logged now and digests start computing in the background.
   void catalogue.list().catch(() => {});
   const feed = new RuntimeFeed();
+  // Assigned once createActor has returned; the inspector's closure may run before then and reads undefined.
+  // eslint-disable-next-line prefer-const -- a `const supervisor` read from that closure would throw (TDZ) if it ran during createActor
   let supervisorRef: Actor<SupervisorMachine> | undefined;
   const toFeed = feed.inspector(() => supervisorRef);
   const stately = config.inspectUrl ? await statelyInspector(config.inspectUrl) : null;
@@ -134,7 +136,9 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
   );
   // Slow clients must not hold sockets forever: headers within 30 s, the whole request (not the answer,
   // which may take minutes of generation) within 60 s, checked every second.
-  const server: Server = createServer({ connectionsCheckingInterval: 1_000 }, app.callback());
+  // Koa's handler settles its own promise (errors go to its error handling), so nothing awaits it here.
+  const handle = app.callback();
+  const server: Server = createServer({ connectionsCheckingInterval: 1_000 }, (req, res) => void handle(req, res));
   server.headersTimeout = timeouts?.headersMs ?? 30_000;
   server.requestTimeout = timeouts?.requestMs ?? 60_000;
   server.keepAliveTimeout = 5_000;

@@ -8,9 +8,9 @@ export const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info"
 export type LogFormat = "auto" | "json" | "pretty";
 
 /** What a log destination may hold for a reader that does not keep up; a line that would pass it is dropped. */
-export const LOG_BUFFER_BYTES = 1024 * 1024;
+const LOG_BUFFER_BYTES = 1024 * 1024;
 /** How long flushing at exit may wait for the reader. */
-export const LOG_FLUSH_TIMEOUT_MS = 100;
+const LOG_FLUSH_TIMEOUT_MS = 100;
 
 let droppedInProcess = 0;
 

@@ -40,7 +40,7 @@ function floodAgent(port: number, first: string, forMs: number): Promise<{ close
     let received = "";
     let sent = 0;
     let closed = false;
-    socket.on("data", (d) => (received += d));
+    socket.on("data", (d) => (received += String(d)));
     socket.on("error", () => {});
     const send = () => {
       if (closed) return;
@@ -100,7 +100,7 @@ describe("the agent closes connections that do not behave", () => {
       const started = performance.now();
       const socket = connect({ port: agent.port, host: "127.0.0.1", allowHalfOpen: true });
       let text = "";
-      socket.on("data", (d) => (text += d));
+      socket.on("data", (d) => (text += String(d)));
       socket.on("error", () => {});
       // Only after the answer does the peer write again: a byte now and then, which fails once the agent has closed.
       const poke = () => {

@@ -75,6 +75,7 @@ function screen(raw: string): string {
   for (let i = 0; i < raw.length; i++) {
     const c = raw[i];
     if (c === "\x1b") {
+      // eslint-disable-next-line no-control-regex -- an ANSI escape sequence starts with ESC
       const m = /^\x1b\[([0-9;?]*)([A-Za-z])/.exec(raw.slice(i, i + 16));
       if (!m) continue;
       i += m[0].length - 1;
@@ -304,7 +305,7 @@ describe("kekahyde list, ps, show and run NAME", () => {
     at = await t.waitFor(/ab\n\.\.\. $/, at);
     t.type('cd"""\r');
     at = await t.waitFor(" abcdef\n", at);
-    at = await t.prompt(at);
+    await t.prompt(at);
     // One message, "ab", a newline, "cd", in a fresh conversation.
     assert.deepEqual(turns()[2], ["user:ab\ncd"]);
     assert.equal(t.text.match(/ abcdef\n/g)?.length, 3, "one answer to the multi-line message");

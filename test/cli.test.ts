@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
@@ -175,9 +178,6 @@ describe("the kekahyde command", () => {
   });
 
   it("writes the README's demo model with `npm run demo-model`, and the daemon runs it", async () => {
-    const { mkdtemp } = await import("node:fs/promises");
-    const { tmpdir } = await import("node:os");
-    const { join } = await import("node:path");
     const path = join(await mkdtemp(join(tmpdir(), "kekahyde-demo-")), "demo.gguf");
     const r = spawnSync("npm", ["run", "--silent", "demo-model", "--", path], { cwd: ROOT, encoding: "utf8" });
     assert.equal(r.status, 0, r.stderr);
@@ -219,12 +219,12 @@ describe("the kekahyde command", () => {
       children.push(child);
       const lines: Array<Record<string, any>> = [];
       const waiters: Array<() => void> = [];
-      createInterface({ input: child.stdout! }).on("line", (line) => {
+      createInterface({ input: child.stdout }).on("line", (line) => {
         lines.push(JSON.parse(line));
         waiters.splice(0).forEach((w) => w());
       });
       let stderr = "";
-      child.stderr!.on("data", (d) => (stderr += d));
+      child.stderr.on("data", (d) => (stderr += d));
       const waitForLog = async (event: string, timeoutMs = 20_000) => {
         const deadline = Date.now() + timeoutMs;
         for (;;) {

@@ -155,7 +155,7 @@ describe("daemon over HTTP with the real engine", () => {
   it("passes through generating and back to idle, as the state log shows", async () => {
     const before = d.logs.lines.length;
     await runText(d, "xyz", 5);
-    const transitions = d.logs.lines.slice(before).filter((l) => l.event === "state").map((l) => `${l.from}->${l.to}`);
+    const transitions = d.logs.lines.slice(before).filter((l) => l.event === "state").map((l) => `${String(l.from)}->${String(l.to)}`);
     assert.deepEqual(transitions, ["idle->generating", "generating->idle"]);
   });
 

@@ -27,7 +27,7 @@ function askAgent(port: number, send?: string): Promise<string> {
     const socket = connect(port, "127.0.0.1", () => send && socket.write(send));
     let text = "";
     socket.setTimeout(3_000, () => socket.destroy(new Error("the agent did not answer")));
-    socket.on("data", (d) => (text += d));
+    socket.on("data", (d) => (text += String(d)));
     socket.on("end", () => resolve(text));
     socket.on("error", reject);
   });
@@ -107,8 +107,8 @@ describe("fleet: the agent HAProxy asks for each daemon's load", () => {
 
 /** A fake daemon's catalogue, for the config tests (no daemon needed). */
 function fakeFetch(catalogues: Record<string, string[] | "down" | 401 | "tags-only">): typeof fetch {
-  return (async (input: string | URL | Request, init?: RequestInit) => {
-    const url = new URL(String(input));
+  const answer = (input: string | URL | Request, init?: RequestInit): Response => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
     const base = `${url.protocol}//${url.host}`;
     const entry = catalogues[base];
     if (entry === undefined || entry === "down") throw new TypeError("fetch failed", { cause: new Error("connect ECONNREFUSED") });
@@ -118,7 +118,9 @@ function fakeFetch(catalogues: Record<string, string[] | "down" | 401 | "tags-on
       return Response.json({ models: [{ name: "llama3:8b" }, { name: "qwen:latest" }] });
     }
     return Response.json({ object: "list", data: entry.map((id) => ({ id, object: "model" })) });
-  }) as typeof fetch;
+  };
+  // What `answer` throws (an unreachable daemon) becomes the rejection, as with fetch.
+  return (input, init) => new Promise((resolve) => resolve(answer(input, init)));
 }
 
 describe("fleet: kekahyde fleet-config", () => {
@@ -228,7 +230,7 @@ async function logMark(d: DaemonProcess): Promise<number> {
   const marks = () => d.stdout().split('"path":"/stop"').length;
   const before = marks();
   await d.post("/stop", { id: `log-mark-${before}` });
-  await eventually(async () => marks() > before, 5_000, "the daemon's log line");
+  await eventually(() => Promise.resolve(marks() > before), 5_000, "the daemon's log line");
   return d.stdout().length;
 }
 

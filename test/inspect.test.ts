@@ -18,8 +18,10 @@ describe("--inspect", () => {
     await new Promise((r) => server.once("listening", r));
     server.on("connection", (socket) =>
       socket.on("message", (data) => {
-        raw.push(String(data));
-        messages.push(JSON.parse(String(data)));
+        // A text frame, as a Buffer (ws's default binaryType).
+        const text = (data as Buffer).toString();
+        raw.push(text);
+        messages.push(JSON.parse(text));
       }),
     );
     const { port } = server.address() as AddressInfo;

@@ -22,7 +22,7 @@ function idOf(chart: Chart, key: string): string {
 /** The state and its ancestors, outermost first: what is active while it is. */
 function pathTo(chart: Chart, id: string): string[] {
   const ids: string[] = [];
-  for (let n = chart.nodes.find((x) => x.id === id); n; n = chart.nodes.find((x) => x.id === n!.parent)) ids.unshift(n.id);
+  for (let n = chart.nodes.find((x) => x.id === id); n; n = chart.nodes.find((x) => x.id === n.parent)) ids.unshift(n.id);
   return ids;
 }
 
@@ -325,7 +325,7 @@ describe("the inspector page in Chromium", { skip }, () => {
     if (!(await d.status()).models.length) await d.post("/load_model", { path: await tinyModel() });
     const foreign: string[] = [];
     const own: string[] = [];
-    const { page, errors } = await open("/inspect", async (p) => p.on("request", (r) => (r.url().startsWith(d.url) ? own : foreign).push(r.url())));
+    const { page, errors } = await open("/inspect", (p) => Promise.resolve(p.on("request", (r) => (r.url().startsWith(d.url) ? own : foreign).push(r.url()))));
     // Opened with a model loaded: /events' first snapshot lights its state at once (`models_active`).
     await waitLit(page, charts.runtime, "idle");
     await waitLit(page, charts.supervisor, "ready");

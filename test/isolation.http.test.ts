@@ -253,7 +253,7 @@ describe("a generation whose engine stops producing tokens (--max-stall-time)", 
       const took = performance.now() - frozenAt;
       const error = /event: error\ndata: (.*)\n/.exec(events);
       assert.ok(error, events.slice(-500));
-      const body = JSON.parse(error[1]!) as { code: string; message: string };
+      const body = JSON.parse(error[1]) as { code: string; message: string };
       assert.equal(body.code, "ENGINE_TIMEOUT");
       assert.match(body.message, /^No token for 1 s while generating \(--max-stall-time\)/);
       assert.ok(took < 5_000, `ended ${took.toFixed(0)} ms after the engine froze`);

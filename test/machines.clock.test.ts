@@ -23,7 +23,7 @@ describe("the machines' clock", () => {
     const engine = new FakeEngine();
     const clock = new SimulatedClock();
     const machine = supervisorMachine.provide({ actors: { monitor: fromCallback(() => {}) as never } });
-    const actor = createActor(machine, { clock, input: { engine, sampleResources: async () => EMPTY_SAMPLE, keepAliveMs: KEEP_ALIVE_MS, maxModels: 2 } });
+    const actor = createActor(machine, { clock, input: { engine, sampleResources: () => Promise.resolve(EMPTY_SAMPLE), keepAliveMs: KEEP_ALIVE_MS, maxModels: 2 } });
     actor.start();
     const models = () => actor.getSnapshot().context.models;
     const runtime = () => models().a.ref.getSnapshot().context;

@@ -30,8 +30,9 @@ function countingModel() {
       calls.generate++;
       return new Promise<GenerateResult>(() => {});
     },
-    dispose: async () => {
+    dispose: () => {
       calls.dispose++;
+      return Promise.resolve();
     },
     embed: () => new Promise(() => {}),
     rank: () => new Promise(() => {}),
@@ -45,7 +46,7 @@ function countingModel() {
 /** An event of the machine, or one XState sends itself (an invoked actor's done or error). */
 type StepEvent<M extends AnyStateMachine> = EventFromLogic<M> | { type: `xstate.${string}`; output?: unknown; error?: unknown };
 function step<M extends AnyStateMachine>(machine: M, snapshot: SnapshotFrom<M>, event: StepEvent<M>): [SnapshotFrom<M>, unknown[]] {
-  return transition(machine, snapshot, event as EventFromLogic<M>) as [SnapshotFrom<M>, unknown[]];
+  return transition(machine, snapshot, event as EventFromLogic<M>);
 }
 
 describe("pure transitions", () => {
@@ -108,7 +109,7 @@ describe("pure transitions", () => {
 
   it("supervisor: refusals, answers and fan-outs are actions", () => {
     const engine = new FakeEngine();
-    let [s, actions]: [SnapshotFrom<typeof supervisorMachine>, unknown[]] = initialTransition(supervisorMachine, { engine, sampleResources: async () => EMPTY_SAMPLE, maxModels: 2, maxMemory: { bytes: 1500 } });
+    let [s, actions]: [SnapshotFrom<typeof supervisorMachine>, unknown[]] = initialTransition(supervisorMachine, { engine, sampleResources: () => Promise.resolve(EMPTY_SAMPLE), maxModels: 2, maxMemory: { bytes: 1500 } });
     const unknown = createTicket<GenerateResult>();
     [s, actions] = step(supervisorMachine, s, { type: "RUN", id: "r", model: "nope", work: { kind: "generate", request: { prompt: "p", raw: true, sampling: {} } }, ticket: unknown });
     assert.equal(unknown.settled, false, "the 404 is an action");

@@ -3,7 +3,7 @@ import { copyFile, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { Ollama } from "ollama";
+import { Ollama, type ChatResponse } from "ollama";
 import { expectedChatReply, expectedContinuation, SOFT_CHAR_MODEL } from "../src/gguf/charModel.ts";
 import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
 import { fixtureModel, skipModel, slowModel, tinyModel } from "./helpers/fixtures.ts";
@@ -95,7 +95,7 @@ describe("Ollama's API with the official ollama client", () => {
     const r = await ollama.chat({ model: "tiny", messages: [{ role: "user", content: "Hi" }], options: { num_predict: 6 } });
     assert.deepEqual(r.message, { role: "assistant", content: expectedChatReply(6) });
     let text = "";
-    let last;
+    let last: ChatResponse | undefined;
     for await (const part of await ollama.chat({ model: "tiny", messages: [{ role: "system", content: "Be brief." }, { role: "user", content: "Hi" }, { role: "assistant", content: " abc" }, { role: "user", content: "More" }], stream: true, options: { num_predict: 9 } })) {
       text += part.message.content;
       last = part;
@@ -189,7 +189,7 @@ describe("Ollama's API with the official ollama client", () => {
   it("POST /stop stops an Ollama request too", async () => {
     const stream = await ollama.chat({ model: "slow", messages: [{ role: "user", content: "go" }], stream: true, options: { num_predict: 5000 } });
     let stopped = false;
-    let last;
+    let last: ChatResponse | undefined;
     for await (const part of stream) {
       last = part;
       if (!stopped) {

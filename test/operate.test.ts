@@ -86,7 +86,7 @@ describe("configuration file", () => {
     assert.throws(() => parseServeArgs(["--config", join(dir, "missing.json")], {}), /cannot read the config file/);
   });
 
-  it("prints the merged configuration with --print-config, the API key masked", async () => {
+  it("prints the merged configuration with --print-config, the API key masked", () => {
     const r = spawnSync(process.execPath, [BIN, "serve", "--print-config", "--port", "4500", "--api-key", "s3cret"], { encoding: "utf8", env: { ...process.env, KEKAHYDE_MAX_QUEUE: "7" } });
     assert.equal(r.status, 0, r.stderr);
     const printed = JSON.parse(r.stdout);

@@ -96,7 +96,7 @@ describe("Schemas and request JSON past the limits", () => {
           openai.chat.completions.create({ model: MODEL, messages: USER, max_tokens: 40, tools, tool_choice: "required" }),
           openAiRefusal("tools[0].function.parameters", patterns),
         );
-        await assert.rejects(ollama.chat({ model: MODEL, messages: USER, tools: tools as never, options: { num_predict: 40 } }), ollamaRefusal("tools[0].function.parameters", patterns));
+        await assert.rejects(ollama.chat({ model: MODEL, messages: USER, tools, options: { num_predict: 40 } }), ollamaRefusal("tools[0].function.parameters", patterns));
       }
       await assertStillServing();
     });

@@ -34,7 +34,7 @@ function nestedArrays(levels: number): unknown {
 /** Asserts `run` throws a BAD_REQUEST for `field` whose message matches each pattern. */
 function assertRefused(run: () => unknown, field: string, ...patterns: RegExp[]): void {
   assert.throws(run, (e: unknown) => {
-    assert.ok(e instanceof KekahydeError, `not a KekahydeError: ${e}`);
+    assert.ok(e instanceof KekahydeError, `not a KekahydeError: ${String(e)}`);
     assert.equal(e.code, "BAD_REQUEST");
     assert.equal(e.details.field, field);
     for (const p of patterns) assert.match(e.message, p);

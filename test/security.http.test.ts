@@ -98,7 +98,7 @@ describe("a daemon under attack", () => {
       const body = (await res.json()) as Record<string, any>;
       assert.equal(body.code, "FORBIDDEN_ORIGIN");
       assert.equal(res.headers.get("access-control-allow-origin"), null);
-      assert.equal(((await (await get("/status")).json()) as any).generation.prompt_tokens, 4, "nothing ran");
+      assert.equal((await (await get("/status")).json()).generation.prompt_tokens, 4, "nothing ran");
     });
     it("refuses Origin: null (files, sandboxed frames)", async () => {
       assert.equal((await get("/status").then(() => post("/stop", undefined, { origin: "null" }))).status, 403);
@@ -146,7 +146,7 @@ describe("a daemon under attack", () => {
       const res = await fetch(d.url + "/status");
       assert.equal(res.status, 401);
       assert.match(res.headers.get("www-authenticate") ?? "", /Bearer/);
-      assert.equal(((await res.json()) as any).code, "UNAUTHORIZED");
+      assert.equal((await res.json()).code, "UNAUTHORIZED");
     });
     it("refuses a wrong key, a key of another length and another scheme", async () => {
       for (const value of ["Bearer wrong", `Bearer ${KEY}x`, `Basic ${Buffer.from(`u:${KEY}`).toString("base64")}`, KEY]) {
@@ -167,7 +167,7 @@ describe("a daemon under attack", () => {
       const big = JSON.stringify({ prompt: "a".repeat(70 * 1024) });
       const res = await post("/run_prompt", big);
       assert.equal(res.status, 413);
-      assert.equal(((await res.json()) as any).code, "PAYLOAD_TOO_LARGE");
+      assert.equal((await res.json()).code, "PAYLOAD_TOO_LARGE");
       const chunked = await raw({ method: "POST", path: "/run_prompt", headers: { "content-type": "application/json", "transfer-encoding": "chunked" }, body: big });
       assert.equal(chunked.status, 413);
       await assertHealthy();
@@ -218,7 +218,7 @@ describe("a daemon under attack", () => {
       await symlink(tiny, link);
       const res = await post("/load_model", { path: link });
       assert.equal(res.status, 200);
-      assert.equal(((await res.json()) as any).model.path.endsWith("tiny.gguf"), true);
+      assert.equal((await res.json()).model.path.endsWith("tiny.gguf"), true);
     });
     it("answers a missing file outside the folder with 403, not 404 (no probing)", async () => {
       assert.equal((await post("/load_model", { path: join(outside, "nope.gguf") })).status, 403);
@@ -234,13 +234,13 @@ describe("a daemon under attack", () => {
       for (const [path, kind] of [[join(dir, "folder.gguf"), /a directory/], [fifo, /a FIFO/]] as const) {
         const res = await post("/load_model", { path });
         assert.equal(res.status, 422);
-        assert.match(((await res.json()) as any).message, kind);
+        assert.match((await res.json()).message, kind);
       }
       const d2 = await startTestDaemon();
       try {
         const res = await d2.post("/load_model", { path: "/dev/zero" });
         assert.equal(res.status, 422);
-        assert.match(((await res.json()) as any).message, /a device/);
+        assert.match((await res.json()).message, /a device/);
         assert.equal((await d2.status()).state, "empty");
       } finally {
         await d2.close();
@@ -328,14 +328,14 @@ describe("a daemon under attack", () => {
       loading.abort();
       await loadGone;
       await load;
-      await waitUntil(async () => ((await (await get("/status")).json()) as any).state === "idle", 10_000, "idle after load");
+      await waitUntil(async () => (await (await get("/status")).json()).state === "idle", 10_000, "idle after load");
 
       const gen = new AbortController();
       const running = d.post("/run_prompt", { prompt: "abc", raw: true, max_tokens: 3000 }, auth, gen.signal).catch(() => null);
-      await waitUntil(async () => ((await (await get("/status")).json()) as any).state === "generating", 10_000, "generating");
+      await waitUntil(async () => (await (await get("/status")).json()).state === "generating", 10_000, "generating");
       const queued = new AbortController();
       const waiting = d.post("/run_prompt", { prompt: "abc", raw: true, max_tokens: 3 }, auth, queued.signal).catch(() => null);
-      await waitUntil(async () => ((await (await get("/status")).json()) as any).queue_length === 1, 10_000, "queued");
+      await waitUntil(async () => (await (await get("/status")).json()).queue_length === 1, 10_000, "queued");
       queued.abort();
       gen.abort();
       await Promise.all([running, waiting]);
@@ -346,7 +346,7 @@ describe("a daemon under attack", () => {
       await reader.read();
       streaming.abort();
       await reader.read().catch(() => null);
-      await waitUntil(async () => ((await (await get("/status")).json()) as any).state === "idle", 10_000, "idle after stream");
+      await waitUntil(async () => (await (await get("/status")).json()).state === "idle", 10_000, "idle after stream");
 
       await post("/load_model", { path: tiny });
       await assertHealthy();
@@ -392,7 +392,7 @@ describe("slow clients and rate limits", () => {
       assert.deepEqual(posts, [200, 200, 200, 200, 200, 429, 429]);
       const limited = await d.post("/stop");
       assert.ok(Number(limited.headers.get("retry-after")) >= 1);
-      assert.equal(((await limited.json()) as any).code, "RATE_LIMITED");
+      assert.equal((await limited.json()).code, "RATE_LIMITED");
       const reads = await Promise.all(Array.from({ length: 20 }, () => d.get("/status")));
       assert.ok(reads.every((r) => r.status === 200), "reads have their own, larger budget");
     } finally {

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from "node-llama-cpp";
 import { lookupDraft } from "../src/engine/speculation/lookupDraft.ts";
-import { runSpeculativeLoop, speculates, type DraftOptions, type SpeculativeLoopResult } from "../src/engine/speculation/speculativeLoop.ts";
+import { runSpeculativeLoop, speculates, type DraftOptions } from "../src/engine/speculation/speculativeLoop.ts";
 import { runTokenLoop, type TokenLoopOptions, type TokenLoopResult } from "../src/engine/tokenLoop.ts";
 import { TINY_RANDOM_SHAPE } from "../src/gguf/draftModels.ts";
 import { writeRandomLlama } from "../src/gguf/randomModel.ts";
@@ -216,7 +216,7 @@ describe("speculative decoding: greedy output identical to plain decoding", { ti
     for (const [stopStrings, maxTokens] of [[["jkl"], 64], [["e"], 64], [[], 5], [[], 9], [[], 10], [["xyz", "pq"], 30], [["mno"], 12], [[], 1]] as Array<[string[], number]>) {
       const { plain, spec, plainStreamed, specStreamed } = await both(tiny, { prompt: "abc", maxTokens, stopStrings }, modelDraft(tiny));
       assertSame(plain, spec);
-      assert.equal(specStreamed, plainStreamed, `streamed text, stops ${stopStrings} max ${maxTokens}`);
+      assert.equal(specStreamed, plainStreamed, `streamed text, stops ${stopStrings.join(",")} max ${maxTokens}`);
     }
     // Stop tokens (a template's end of turn) inside a draft, and an end-of-sequence token ("." ends the char model's text).
     const stopTokens = [tiny.tokenize("ghi")];

@@ -107,7 +107,7 @@ function system({ limits, input }: (typeof CONFIGS)[number]) {
   engine.modelBytes = MODEL_BYTES;
   for (const [name, bytes] of Object.entries(BYTES)) engine.bytesByPath.set(`/models/${name}.gguf`, bytes);
   const clock = new SimulatedClock();
-  const actor = createActor(machine, { clock, inspect: coverage.inspect, input: { engine, sampleResources: async () => EMPTY_SAMPLE, ...input } });
+  const actor = createActor(machine, { clock, inspect: coverage.inspect, input: { engine, sampleResources: () => Promise.resolve(EMPTY_SAMPLE), ...input } });
   actor.start();
   const oracle = new SupervisorOracle(limits);
   const requests = pairedRequests();
@@ -120,7 +120,8 @@ function system({ limits, input }: (typeof CONFIGS)[number]) {
     const { ticket, reply } = request<GenerateResult>();
     const id = `job-${++jobs}`;
     lastJob = id;
-    sendRequest(actor, { type: "RUN", id, work: GENERATE, ticket, ...(model !== undefined && { model }), ...(fromCatalogue && { load: { path: `/models/${model}.gguf` } }) });
+    // The answer is read from the ticket (its `reply`, recorded by pairedRequests), not from this promise.
+    void sendRequest(actor, { type: "RUN", id, work: GENERATE, ticket, ...(model !== undefined && { model }), ...(fromCatalogue && { load: { path: `/models/${model}.gguf` } }) });
     oracle.run(id, model, reply, fromCatalogue);
   }
 
@@ -133,7 +134,7 @@ function system({ limits, input }: (typeof CONFIGS)[number]) {
       case "loadHuge": {
         const name = op.slice(4).toLowerCase();
         const { ticket, reply } = request<LoadResult>();
-        sendRequest(actor, { type: "LOAD", path: `/models/${name}.gguf`, settings: {}, ticket });
+        void sendRequest(actor, { type: "LOAD", path: `/models/${name}.gguf`, settings: {}, ticket });
         oracle.load(name, reply);
         break;
       }
@@ -201,7 +202,7 @@ function system({ limits, input }: (typeof CONFIGS)[number]) {
       case "stopA": {
         const { ticket, reply } = request<StopResult>();
         const model = op === "stopA" ? "a" : undefined;
-        sendRequest(actor, { type: "STOP", all: true, ticket, ...(model && { model }) });
+        void sendRequest(actor, { type: "STOP", all: true, ticket, ...(model && { model }) });
         oracle.stop(model, true, reply);
         break;
       }
@@ -209,7 +210,7 @@ function system({ limits, input }: (typeof CONFIGS)[number]) {
         // POST /stop {"id"} for the last request, wherever it is (or has been).
         const { ticket, reply } = request<StopResult>();
         const job = lastJob ?? "job-none";
-        sendRequest(actor, { type: "STOP", all: false, request: job, ticket });
+        void sendRequest(actor, { type: "STOP", all: false, request: job, ticket });
         oracle.stop(undefined, false, reply, job);
         break;
       }
@@ -217,7 +218,7 @@ function system({ limits, input }: (typeof CONFIGS)[number]) {
       case "unloadAll": {
         const { ticket, reply } = request<UnloadResult>();
         const model = op === "unloadA" ? "a" : undefined;
-        sendRequest(actor, { type: "UNLOAD", ticket, ...(model && { model }) });
+        void sendRequest(actor, { type: "UNLOAD", ticket, ...(model && { model }) });
         oracle.unload(model, reply);
         break;
       }
@@ -351,9 +352,9 @@ describe("supervisor machine, specific behaviour", () => {
   it("does not load again a file whose engine crashed while loading, or crashed three times", async () => {
     const sut = system(twoModels);
     for (const op of ["loadA", "admitOk", "loadCrashed", "loadA", "admitOk"] as Op[]) await sut.exec(op);
-    const refusal = await sut.actor.getSnapshot().context.lastError;
+    const refusal = sut.actor.getSnapshot().context.lastError;
     assert.equal(refusal?.code, "MODEL_INVALID");
-    assert.match(refusal!.message, /is not loaded again: its engine was lost at .* \(fake load failure \(ENGINE_CRASHED\)\)\. The daemon does not retry a file that crashes its engine\. Replace the file/);
+    assert.match(refusal.message, /is not loaded again: its engine was lost at .* \(fake load failure \(ENGINE_CRASHED\)\)\. The daemon does not retry a file that crashes its engine\. Replace the file/);
     for (const op of ["loadB", "admitOk", "loaded", "loseB", "loadB", "admitOk", "loaded", "loseB", "loadB", "admitOk"] as Op[]) await sut.exec(op);
     assert.deepEqual(Object.keys(sut.actor.getSnapshot().context.models), ["b"], "after two losses while generating, b loads again");
     for (const op of ["loaded", "loseB", "loadB", "admitOk"] as Op[]) await sut.exec(op);
@@ -392,7 +393,7 @@ describe("supervisor machine, specific behaviour", () => {
     sut.actor.stop();
     const admission = { ...admitting.context.admission!, plan: fakePlan("/models/a.gguf"), placement: { ok: false, reason: "unheard-of" } as never };
     const placing = machine.resolveState({ value: { serving: "placing" }, context: { ...admitting.context, admission } });
-    const actor = createActor(machine, { snapshot: placing, inspect: coverage.inspect, input: { engine: new FakeEngine(), sampleResources: async () => EMPTY_SAMPLE } });
+    const actor = createActor(machine, { snapshot: placing, inspect: coverage.inspect, input: { engine: new FakeEngine(), sampleResources: () => Promise.resolve(EMPTY_SAMPLE) } });
     actor.start();
     actor.send({ type: "MONITOR.SAMPLE", sample: EMPTY_SAMPLE });
     await settle();

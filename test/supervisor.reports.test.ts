@@ -24,7 +24,7 @@ const ERRORS: Array<ErrorCode | null> = [null, "ENGINE_CRASHED", "ENGINE_TIMEOUT
 const branches = rulesOf(supervisorMachine).filter((r) => r.state === "serving" && r.event === "MODEL.PHASE");
 const guards = supervisorMachine.implementations.guards as Record<string, (args: { context: SupervisorContext; event: ModelPhaseEvent }, params: undefined) => boolean>;
 
-const base = initialTransition(supervisorMachine, { engine: new FakeEngine(), sampleResources: async () => EMPTY_SAMPLE })[0].context;
+const base = initialTransition(supervisorMachine, { engine: new FakeEngine(), sampleResources: () => Promise.resolve(EMPTY_SAMPLE) })[0].context;
 
 const entryArb = fc.record({
   phase: fc.constantFrom<ModelEntry["phase"]>("new", ...PHASES),

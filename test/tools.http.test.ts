@@ -145,7 +145,7 @@ describe("Tool calls", () => {
       assert.equal(choice.finish_reason, "tool_calls");
       assert.equal(choice.message.content, null);
       assert.equal(choice.message.tool_calls?.length, 1);
-      assertValidCall(choice.message.tool_calls![0] as never);
+      assertValidCall(choice.message.tool_calls[0] as never);
       assert.ok((r.usage?.completion_tokens ?? 0) > 5, "the call's tokens are counted");
     }
   });

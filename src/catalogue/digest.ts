@@ -28,7 +28,7 @@ const DIGEST = /^sha256:[0-9a-f]{64}$/;
 const sameVersion = (a: { size: number; mtimeMs: number }, b: { size: number; mtimeMs: number }) => a.size === b.size && a.mtimeMs === b.mtimeMs;
 
 /** Hashes a file's bytes; null if the file changed (size or mtime) while it was read, or `signal` aborted. */
-export async function sha256File(file: FileVersion, signal?: AbortSignal): Promise<string | null> {
+async function sha256File(file: FileVersion, signal?: AbortSignal): Promise<string | null> {
   const fh = await open(file.path, "r");
   try {
     const before = await fh.stat();

@@ -3,9 +3,9 @@
  * Pure functions; see docs/models.md for the rules.
  */
 
-export const LATEST = "latest";
+const LATEST = "latest";
 /** Longest name the catalogue gives a file. */
-export const MAX_NAME_LENGTH = 128;
+const MAX_NAME_LENGTH = 128;
 /**
  * Longest name a request may ask for: Ollama's longest name part, a registry host, may be 350 characters (its
  * types/model/name.go). No file in the catalogue has a name over MAX_NAME_LENGTH and a model loaded by path is

@@ -12,7 +12,7 @@ import { formatShow, showModel } from "./models.ts";
  * or /bye leaves, `"""` opens a multi-line message.
  */
 
-export interface ChatMessage {
+interface ChatMessage {
   role: "system" | "user" | "assistant";
   content: string;
 }
@@ -27,12 +27,12 @@ export interface ChatSettings {
   verbose: boolean;
 }
 
-export interface ChatAnswer {
+interface ChatAnswer {
   content: string;
   /** "stop", "length", ... from the last line; null when the stream ended without one (stopped). */
   doneReason: string | null;
   /** The last line, with its durations and counts. */
-  final: Record<string, any> | null;
+  final: Record<string, unknown> | null;
   /** Cut short by Ctrl-C. */
   stopped: boolean;
 }
@@ -49,7 +49,7 @@ function requestBody(settings: ChatSettings, messages: ChatMessage[]): Record<st
 }
 
 /** One streamed answer: each piece of text to `write` as it comes. An aborted `signal` ends it as stopped. */
-export function streamChat(
+function streamChat(
   t: Target,
   settings: ChatSettings,
   messages: ChatMessage[],
@@ -74,7 +74,7 @@ async function streamAnswer(
     const res = await call(t, "POST", path, body, signal, requestId === undefined ? {} : { "X-Request-Id": requestId });
     for await (const line of ndjson(res)) {
       if (typeof line.error === "string") throw new ClientError(line.error);
-      const text = path === "/api/chat" ? line.message?.content : line.response;
+      const text = path === "/api/chat" ? (line.message as { content?: unknown } | null | undefined)?.content : line.response;
       if (typeof text === "string" && text) {
         answer.content += text;
         write(text);
@@ -96,17 +96,18 @@ const duration = (ns: unknown) => {
   const ms = ns / 1e6;
   return ms >= 1000 ? `${(ms / 1000).toFixed(3)}s` : `${ms.toFixed(3)}ms`;
 };
+const tokenCount = (n: unknown) => (typeof n === "number" ? String(n) : "?");
 const rate = (count: unknown, ns: unknown) => (typeof count === "number" && typeof ns === "number" && ns > 0 ? `${((count * 1e9) / ns).toFixed(2)} tokens/s` : "?");
 
 /** `ollama run --verbose`'s figures for one answer. */
-export function formatStats(final: Record<string, any>): string {
+function formatStats(final: Record<string, unknown>): string {
   return [
     `total duration:       ${duration(final.total_duration)}`,
     `load duration:        ${duration(final.load_duration)}`,
-    `prompt eval count:    ${final.prompt_eval_count ?? "?"} token(s)`,
+    `prompt eval count:    ${tokenCount(final.prompt_eval_count)} token(s)`,
     `prompt eval duration: ${duration(final.prompt_eval_duration)}`,
     `prompt eval rate:     ${rate(final.prompt_eval_count, final.prompt_eval_duration)}`,
-    `eval count:           ${final.eval_count ?? "?"} token(s)`,
+    `eval count:           ${tokenCount(final.eval_count)} token(s)`,
     `eval duration:        ${duration(final.eval_duration)}`,
     `eval rate:            ${rate(final.eval_count, final.eval_duration)}`,
   ].join("\n");
@@ -164,7 +165,7 @@ class Echo extends Writable {
 
 type Input = { kind: "line"; text: string; echoed: boolean } | { kind: "interrupt" } | { kind: "eof" };
 
-export const CHAT_HELP = `Available Commands:
+const CHAT_HELP = `Available Commands:
   /set            Set session variables
   /show           Show model information
   /clear          Clear session context
@@ -180,7 +181,7 @@ const SET_HELP = `Available Commands:
   /set verbose                Show the figures of each answer
   /set quiet                  Do not show them`;
 
-export const EXIT_HINT = "Use Ctrl-D or /bye to exit.";
+const EXIT_HINT = "Use Ctrl-D or /bye to exit.";
 
 /** Joins the lines of a `"""` message: the (empty) rest of the opening line and of the closing line are left out. */
 export function joinMultiline(pieces: string[]): string {

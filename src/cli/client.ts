@@ -2,6 +2,8 @@ import { fstatSync } from "node:fs";
 import { resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { ConfigError } from "../config.ts";
+import type { ModelInfo } from "../domain/models.ts";
+import type { StatusView } from "../machines/selectors.ts";
 import { answerOnce, interactiveChat, preload, readStdin, type ChatSettings } from "./chat.ts";
 import { call, ClientError, json, target, type Target } from "./http.ts";
 import { formatList, formatPs, formatShow, isModelName, listModels, runningModels, showModel } from "./models.ts";
@@ -135,7 +137,7 @@ export function clientVerbHelp(verb: ClientVerb): string {
 const mib = (n: number) => `${(n / 1048576).toFixed(0)} MiB`;
 
 async function status(t: Target, asJson: boolean): Promise<void> {
-  const s = await json<Record<string, any>>(t, "GET", "/status");
+  const s = await json<StatusView>(t, "GET", "/status");
   if (asJson) return void console.log(JSON.stringify(s, null, 2));
   const lines = [
     `state      ${s.state}`,
@@ -167,7 +169,7 @@ async function load(t: Target, path: string, settings: Record<string, number>): 
     }
   })();
   try {
-    const { model } = (await (await request).json()) as { model: Record<string, any> };
+    const { model } = (await (await request).json()) as { model: ModelInfo };
     finished = true;
     await poll;
     if (tty) process.stderr.write(progressBar(1, "loading") + "\n");
@@ -247,7 +249,7 @@ async function run(t: Target, positionals: string[], values: Record<string, unkn
 
 export async function runClientVerb(verb: ClientVerb, argv: string[]): Promise<void> {
   const spec = VERBS[verb];
-  let parsed;
+  let parsed: { values: Record<string, unknown>; positionals: string[] };
   try {
     parsed = parseArgs({
       args: argv,
@@ -265,7 +267,7 @@ export async function runClientVerb(verb: ClientVerb, argv: string[]): Promise<v
   } catch (e) {
     throw new ConfigError(`${(e as Error).message} (kekahyde ${verb} --help)`);
   }
-  const { values, positionals } = parsed as { values: Record<string, unknown>; positionals: string[] };
+  const { values, positionals } = parsed;
   if (values.help) return void console.log(clientVerbHelp(verb));
   const t = target(values);
   const num = (flag: string) => {

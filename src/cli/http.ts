@@ -21,14 +21,14 @@ export interface Target {
 /** The daemon's address and API key from --host/--port/--api-key/--config, KEKAHYDE_* and the defaults, as `serve` reads them. */
 export function target(values: Record<string, unknown>): Target {
   const shared: string[] = [];
-  for (const flag of ["host", "port", "api-key", "config"]) if (typeof values[flag] === "string") shared.push(`--${flag}`, values[flag] as string);
+  for (const flag of ["host", "port", "api-key", "config"]) if (typeof values[flag] === "string") shared.push(`--${flag}`, values[flag]);
   const { config } = parseServeArgs(shared);
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host.includes(":") ? `[${config.host}]` : config.host;
   return { base: `http://${host}:${config.port}`, headers: config.apiKey ? { authorization: `Bearer ${config.apiKey}` } : {} };
 }
 
 /** The message of an error body in any of the daemon's shapes: Kekahyde's `{message}`, Ollama's `{error}`, OpenAI's `{error: {message}}`. */
-export function errorMessage(text: string): string {
+function errorMessage(text: string): string {
   try {
     const body = JSON.parse(text) as { message?: unknown; error?: unknown };
     if (typeof body.message === "string") return body.message;
@@ -69,7 +69,7 @@ export async function json<T>(t: Target, method: string, path: string, body?: un
 }
 
 /** The objects of a newline-delimited JSON body, each as soon as its line is complete. */
-export async function* ndjson(res: Response): AsyncGenerator<Record<string, any>> {
+export async function* ndjson(res: Response): AsyncGenerator<Record<string, unknown>> {
   const decoder = new TextDecoder();
   let pending = "";
   for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
@@ -78,9 +78,9 @@ export async function* ndjson(res: Response): AsyncGenerator<Record<string, any>
     while ((newline = pending.indexOf("\n")) >= 0) {
       const line = pending.slice(0, newline).trim();
       pending = pending.slice(newline + 1);
-      if (line) yield JSON.parse(line) as Record<string, any>;
+      if (line) yield JSON.parse(line) as Record<string, unknown>;
     }
   }
   pending += decoder.decode();
-  if (pending.trim()) yield JSON.parse(pending) as Record<string, any>;
+  if (pending.trim()) yield JSON.parse(pending) as Record<string, unknown>;
 }

@@ -3,7 +3,7 @@ import { json, type Target } from "./http.ts";
 
 /** `kekahyde list`, `ps` and `show`: the catalogue, the loaded models and one model's facts, from the daemon's Ollama routes. */
 
-export interface ModelDetails {
+interface ModelDetails {
   format?: string;
   family?: string;
   families?: string[] | null;
@@ -39,7 +39,7 @@ export interface ShowResponse {
 }
 
 /** The 12 hex digits Ollama shows as a model's ID. */
-export const shortId = (digest: string | undefined) => (digest ?? "").replace(/^sha256:/, "").slice(0, 12);
+const shortId = (digest: string | undefined) => (digest ?? "").replace(/^sha256:/, "").slice(0, 12);
 
 const when = (iso: string | undefined | null, now: number) => {
   const t = iso ? new Date(iso) : null;
@@ -110,7 +110,7 @@ export function formatShow(show: ShowResponse): string {
   if (params) model.push(["parameters", params]);
   for (const [key, label] of [["context_length", "context length"], ["embedding_length", "embedding length"]]) {
     const v = info[`${arch}.${key}`];
-    if (v !== undefined && v !== null) model.push([label, String(v)]);
+    if (typeof v === "number" || typeof v === "string") model.push([label, String(v)]);
   }
   if (show.details?.quantization_level) model.push(["quantization", show.details.quantization_level]);
   const sections = [section("Model", model)];

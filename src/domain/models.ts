@@ -25,7 +25,7 @@ export interface LoadSettings {
 }
 
 /** How a loaded model speculates (docs/speculative.md): with a draft model, or by prompt lookup. */
-export type SpeculativeMode = "draft" | "lookup";
+type SpeculativeMode = "draft" | "lookup";
 
 /** A draft model's part of a plan: read and checked with the main model's file, counted in its memory. */
 export interface DraftPlan {

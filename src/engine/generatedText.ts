@@ -30,7 +30,7 @@ const endsWith = (tokens: readonly Token[], tail: readonly Token[]) =>
  * The log-probability listed for a token the sampling options made impossible (probability 0, or cut by
  * top_k/top_p/min_p): OpenAI's floor, a finite number where log(0) would serialise as null.
  */
-export const IMPOSSIBLE_LOGPROB = -9999;
+const IMPOSSIBLE_LOGPROB = -9999;
 
 const logprobOf = (probability: number | undefined): number =>
   probability !== undefined && probability > 0 ? Math.max(IMPOSSIBLE_LOGPROB, Math.log(probability)) : IMPOSSIBLE_LOGPROB;
@@ -62,7 +62,7 @@ function impossibleAlternatives(model: LlamaModel, listed: readonly Alternative[
  * `probabilities` holds only the tokens the sampling options left possible (one, when min_p or top_p cut the
  * rest): the list is filled up to `top` with impossible tokens, as OpenAI always lists `top`.
  */
-export function tokenLogprob(model: LlamaModel, token: Token, confidence: number | undefined, probabilities: Map<Token, number> | undefined, top: number): TokenLogprob {
+function tokenLogprob(model: LlamaModel, token: Token, confidence: number | undefined, probabilities: Map<Token, number> | undefined, top: number): TokenLogprob {
   const entry: TokenLogprob = { token, text: model.detokenize([token], true), logprob: logprobOf(confidence) };
   if (top > 0 && probabilities) {
     const likely = [...probabilities.entries()]

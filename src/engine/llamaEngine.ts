@@ -123,7 +123,7 @@ function parsedOrText(text: string): unknown {
  * "initially engaged" function-call mode). This is how tool_choice "required" or a named function is kept.
  */
 function callingWrapper(wrapper: ChatWrapper): ChatWrapper {
-  const forced: ChatWrapper = Object.create(wrapper);
+  const forced = Object.create(wrapper) as ChatWrapper;
   forced.generateContextState = (options) => {
     // Triggers that would let the model choose what to write first (a thought, a channel) do not apply.
     const { prefixTriggers: _p, noPrefixTrigger: _n, detectFunctionCalls: _d, rerender: _r, ...state } = wrapper.generateContextState(options);
@@ -180,12 +180,13 @@ class LlamaLoadedModel implements LoadedModel {
     return this.jobs.rank(request, signal);
   }
 
-  async tokenize(request: TokenizeRequest): Promise<TokenizeResult> {
-    return this.jobs.tokenize(request);
+  // The executor runs at once; a refusal it throws (a token out of the vocabulary) becomes the rejection.
+  tokenize(request: TokenizeRequest): Promise<TokenizeResult> {
+    return new Promise((resolve) => resolve(this.jobs.tokenize(request)));
   }
 
-  async detokenize(request: DetokenizeRequest): Promise<DetokenizeResult> {
-    return this.jobs.detokenize(request);
+  detokenize(request: DetokenizeRequest): Promise<DetokenizeResult> {
+    return new Promise((resolve) => resolve(this.jobs.detokenize(request)));
   }
 
   generate(options: GenerateOptions): Promise<GenerateResult> {
@@ -195,6 +196,7 @@ class LlamaLoadedModel implements LoadedModel {
     try {
       prompt = this.prepare(options);
     } catch (e) {
+      // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- prepare() throws KekahydeErrors (and node-llama-cpp's Errors): passed on as they are
       return Promise.reject(e);
     }
     const sequence = this.takeSequence(prompt.tokens);
@@ -319,7 +321,8 @@ class LlamaLoadedModel implements LoadedModel {
         if (turn?.type !== "model") history.push((turn = { type: "model", response: [] }));
         const response: ChatModelResponse["response"] = turn.response;
         if (m.content !== "") {
-          if (typeof response.at(-1) === "string") response[response.length - 1] += m.content;
+          const last = response.at(-1);
+          if (typeof last === "string") response[response.length - 1] = last + m.content;
           else response.push(m.content);
         }
         (m.toolCalls ?? []).forEach((call, i) =>

@@ -48,7 +48,8 @@ export class ModelJobs {
    * resolveEndTokenToAppend), so an input counts what is evaluated.
    */
   private withSpecials(tokens: Token[]): Token[] {
-    const type = this.model.vocabularyType;
+    // node-llama-cpp's LlamaVocabularyType, read as its string values (the enum is not imported as a value here).
+    const type: string = this.model.vocabularyType;
     const t = this.model.tokens;
     const first = type === "rwkv" || type === "ugm" ? null : type === "wpm" ? t.bos : t.shouldPrependBosToken ? t.bos : null;
     const last = type === "rwkv" ? null : type === "wpm" ? t.sep : type === "ugm" ? t.eos : t.shouldAppendEosToken ? t.eos : null;
@@ -187,7 +188,7 @@ export class ModelJobs {
 }
 
 /** The vector scaled to length 1 (what OpenAI's and Ollama's clients expect); a zero vector stays as it is. */
-export function unitLength(vector: number[]): number[] {
+function unitLength(vector: number[]): number[] {
   let sum = 0;
   for (const v of vector) sum += v * v;
   const norm = Math.sqrt(sum);
@@ -204,13 +205,13 @@ const BPE_BYTES: ReadonlyMap<string, number> = (() => {
 })();
 
 /** The bytes a vocabulary piece stands for, where the vocabulary spells bytes out; else null. */
-export function pieceBytes(piece: string | undefined, vocabularyType: string): number[] | null {
+function pieceBytes(piece: string | undefined, vocabularyType: string): number[] | null {
   if (piece === undefined) return null;
   const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
   if (byte) return [parseInt(byte[1], 16)];
   if (vocabularyType === "bpe") {
     const bytes = [...piece].map((ch) => BPE_BYTES.get(ch));
-    if (bytes.every((b) => b !== undefined)) return bytes as number[];
+    if (bytes.every((b) => b !== undefined)) return bytes;
   }
   return null;
 }

@@ -18,7 +18,7 @@ export interface PlanningOptions {
 }
 
 /** The context a load gets: the requested (or default) size, capped at the model's trained length. */
-export function contextFor(gguf: GgufInfo, settings: LoadSettings, defaultSize: number): number {
+function contextFor(gguf: GgufInfo, settings: LoadSettings, defaultSize: number): number {
   const requested = settings.contextSize ?? defaultSize;
   return Math.max(16, Math.min(requested, gguf.contextLength || requested));
 }
@@ -31,7 +31,7 @@ const MAX_VOCABULARY_DIFFERENCE = 128;
  * special tokens) and their tokens have the same text over the range they share (the draft's token ids are
  * the target's), as llama.cpp's own check for `--model-draft` asks.
  */
-export function draftMismatch(target: GgufInfo, draft: GgufInfo): string | null {
+function draftMismatch(target: GgufInfo, draft: GgufInfo): string | null {
   const get = (g: GgufInfo, key: string) => g.metadata.get(key);
   if (get(target, "tokenizer.ggml.model") !== get(draft, "tokenizer.ggml.model")) {
     return `its tokenizer is "${String(get(draft, "tokenizer.ggml.model"))}", the model's "${String(get(target, "tokenizer.ggml.model"))}"`;

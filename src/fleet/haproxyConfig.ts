@@ -24,7 +24,7 @@ export interface FleetConfigOptions {
 }
 
 /** One daemon as the config sees it. */
-export interface FleetDaemon {
+interface FleetDaemon {
   /** d1, d2, ...: HAProxy's server name, and the value X-Kekahyde-Daemon answers with. */
   name: string;
   /** 1, 2, ...: HAProxy's server id, the same in every backend (what POST /stop's lookup stores). */
@@ -39,7 +39,7 @@ export interface FleetDaemon {
   models: string[];
 }
 
-export interface FleetPlan {
+interface FleetPlan {
   /** The `bind` address. */
   bind: string;
   daemons: FleetDaemon[];
@@ -50,7 +50,7 @@ export interface FleetPlan {
   command?: string;
 }
 
-export class FleetConfigError extends Error {
+class FleetConfigError extends Error {
   override name = "FleetConfigError";
 }
 
@@ -176,7 +176,7 @@ const comment = (text: string, indent = ""): string => {
 const banner = (title: string): string => `# ── ${title} `.padEnd(110, "─");
 
 /** The whole config for a plan (pure: the fleet test and `haproxy -c` check its output). */
-export function renderHaproxyConfig(plan: FleetPlan): string {
+function renderHaproxyConfig(plan: FleetPlan): string {
   const { daemons } = plan;
   if (daemons.length === 0) throw new FleetConfigError("at least one --daemon is needed");
   const byModel = new Map<string, FleetDaemon[]>();
@@ -362,7 +362,7 @@ export async function fleetConfig(options: FleetConfigOptions & { command?: stri
   return renderHaproxyConfig({ bind, daemons, statsSocket: options.statsSocket, notes, command: options.command });
 }
 
-export const FLEET_CONFIG_HELP = `Usage: kekahyde fleet-config --listen HOST:PORT --daemon URL [--daemon URL ...] [options]
+const FLEET_CONFIG_HELP = `Usage: kekahyde fleet-config --listen HOST:PORT --daemon URL [--daemon URL ...] [options]
 
 Prints a complete, commented haproxy.cfg (HAProxy 2.6+) that puts several Kekahyde daemons behind one
 address: one backend per model name (read now from each daemon's /v1/models) holding the daemons that

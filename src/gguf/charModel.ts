@@ -17,8 +17,7 @@ import { str, u32, writeGguf, type GgufSpec, type GgufTensorSpec } from "./write
  * model for cancellation tests without changing the expected text.
  */
 
-export { SPACE_PIECE };
-export const EOS = 2;
+const EOS = 2;
 const IM_END = "<|im_end|>";
 
 /**

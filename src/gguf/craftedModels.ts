@@ -14,7 +14,7 @@ import { encodeGgufHeader, f32, i32Array, str, strArray, tensorSpecBytes, u32, u
  *   only a process boundary around the engine can contain it;
  * - "loads": odd but valid; it must pass our check, load and generate.
  */
-export type CraftedExpectation = "refused" | "crashes-engine" | "loads";
+type CraftedExpectation = "refused" | "crashes-engine" | "loads";
 
 export interface CraftedModel {
   name: string;
@@ -50,7 +50,7 @@ function* zeros(total: bigint): Iterable<Uint8Array> {
 }
 
 /** The spec with tensor `name` stored as `type`: same shape, zero data of the right byte size for that type. */
-export function withTensorType(spec: GgufSpec, name: string, type: GgmlType): GgufSpec {
+function withTensorType(spec: GgufSpec, name: string, type: GgmlType): GgufSpec {
   if (!spec.tensors.some((t) => t.name === name)) throw new Error(`no tensor ${name} in the spec`);
   return {
     ...spec,
@@ -64,7 +64,7 @@ export function withTensorType(spec: GgufSpec, name: string, type: GgmlType): Gg
 }
 
 /** The spec laid out with `alignment`, which general.alignment says. */
-export function withAlignment(spec: GgufSpec, alignment: number): GgufSpec {
+function withAlignment(spec: GgufSpec, alignment: number): GgufSpec {
   return { ...withMetadata(spec, "general.alignment", u32(alignment)), alignment };
 }
 
@@ -103,7 +103,7 @@ function alignmentOne(spec: GgufSpec, aligned: boolean): GgufSpec {
 }
 
 /** A ChatML template that first runs an empty loop `iterations` times. */
-export function loopingTemplate(iterations: number, body = ""): string {
+function loopingTemplate(iterations: number, body = ""): string {
   return `{% for i in range(${iterations}) %}${body}{% endfor %}` + CHATML_TEMPLATE;
 }
 

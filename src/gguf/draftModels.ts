@@ -59,7 +59,7 @@ function* zeroBytes(total: number): Iterable<Uint8Array> {
 }
 
 /** The char model's spec, with its zero layer matrices written as zero Q8_0 blocks when `quantized`. */
-export function draftTargetSpec(shape: DraftTargetShape): GgufSpec {
+function draftTargetSpec(shape: DraftTargetShape): GgufSpec {
   const spec = charModelSpec(shape);
   if (!shape.quantized) return spec;
   const tensors = spec.tensors.map((t) => {

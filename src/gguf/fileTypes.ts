@@ -6,7 +6,7 @@ import { GgmlType } from "./format.ts";
  * Ollama use: "Q4_K_M", "Q8_0", "F16". llama.cpp's own log line spells a few longer ("Q4_K - Medium"); the
  * short names are the ones people type. Values 4, 5, 6 and 33..35 were removed from llama.cpp.
  */
-export const LLAMA_FILE_TYPE_NAMES: Readonly<Record<number, string>> = {
+const LLAMA_FILE_TYPE_NAMES: Readonly<Record<number, string>> = {
   0: "F32",
   1: "F16",
   2: "Q4_0",

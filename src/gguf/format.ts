@@ -135,6 +135,10 @@ export enum TokenType {
   UNKNOWN = 2,
   CONTROL = 3,
   USER_DEFINED = 4,
+  /**
+   * llama.cpp's LLAMA_TOKEN_TYPE_UNUSED: part of the file format, kept though no model written here uses it.
+   * @public
+   */
   UNUSED = 5,
   BYTE = 6,
 }

@@ -9,7 +9,7 @@ import { str, strArray, u32, writeGguf, type GgufSpec, type GgufTensorSpec, type
  *
  * llama.cpp's pooling types (`<arch>.pooling_type`, enum llama_pooling_type).
  */
-export const POOLING = { none: 0, mean: 1, cls: 2, last: 3, rank: 4 } as const;
+const POOLING = { none: 0, mean: 1, cls: 2, last: 3, rank: 4 } as const;
 
 /**
  * An embedding model: a small llama with seeded random weights (so its vectors depend on every token and on
@@ -29,7 +29,7 @@ export const EMBEDDING_MODEL_SHAPE: LlamaShape = {
   vocabSize: baseVocabulary().tokens.length,
 };
 
-export function embeddingModelSpec(shape: LlamaShape = EMBEDDING_MODEL_SHAPE, pooling: number = POOLING.mean): GgufSpec {
+function embeddingModelSpec(shape: LlamaShape = EMBEDDING_MODEL_SHAPE, pooling: number = POOLING.mean): GgufSpec {
   const spec = randomLlamaSpec(shape, "F16", 7);
   return {
     ...spec,
@@ -81,11 +81,11 @@ export const RERANK_MODEL_SHAPE: RerankerShape = {
   contextLength: 512,
 };
 
-export const RERANK_TEMPLATE = "{query}\n{document}";
+const RERANK_TEMPLATE = "{query}\n{document}";
 const RMS_EPS = 1e-5;
 
 /** The logit the reranker gives a document (before the sigmoid): by its last character. */
-export function rerankLogit(document: string): number {
+function rerankLogit(document: string): number {
   const last = document.at(-1)?.toLowerCase() ?? "";
   if (last < "a" || last > "z" || last.length !== 1) return 0;
   return (last.charCodeAt(0) - "a".charCodeAt(0) - 12.5) / 2;
@@ -112,7 +112,7 @@ function f32Tensor(name: string, dims: number[], fill: (out: Float32Array) => vo
 const zeros = (name: string, dims: number[]): GgufTensorSpec => f32Tensor(name, dims, () => {});
 const ones = (name: string, n: number): GgufTensorSpec => f32Tensor(name, [n], (out) => out.fill(1));
 
-export function rerankModelSpec(shape: RerankerShape = RERANK_MODEL_SHAPE): GgufSpec {
+function rerankModelSpec(shape: RerankerShape = RERANK_MODEL_SHAPE): GgufSpec {
   const { tokens, types } = baseVocabulary();
   const nVocab = tokens.length;
   const nEmbd = shape.embeddingLength;

@@ -23,7 +23,7 @@ function num(info: GgufInfo, key: string): number | null {
 }
 
 /** Bytes of an F16 KV cache for `contextSize` tokens, from the model's metadata (0 when it cannot tell). */
-export function kvCacheBytes(info: GgufInfo, contextSize: number): number {
+function kvCacheBytes(info: GgufInfo, contextSize: number): number {
   const layers = info.blockCount ?? 0;
   const embd = num(info, "embedding_length") ?? 0;
   const heads = num(info, "attention.head_count") || 1;

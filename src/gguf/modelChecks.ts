@@ -14,10 +14,10 @@ import { GgufFormatError, type GgufInfo, type GgufMetadataValue } from "./reader
  */
 
 /** ggml's TENSOR_ALIGNMENT: the CPU backend asserts that a mapped buffer starts on this boundary. */
-export const TENSOR_ALIGNMENT = 32;
+const TENSOR_ALIGNMENT = 32;
 /** llama.cpp's LLAMA_MAX_LAYERS and LLAMA_MAX_EXPERTS (src/llama-hparams.h), both GGML_ASSERTed. */
 export const LLAMA_MAX_LAYERS = 512;
-export const LLAMA_MAX_EXPERTS = 1024;
+const LLAMA_MAX_EXPERTS = 1024;
 
 const CRAFTED = "the file is damaged or was crafted";
 
@@ -34,7 +34,7 @@ function numbers(info: GgufInfo, key: string): number[] | null {
   const one = (x: unknown): number | null => (typeof x === "number" ? x : typeof x === "bigint" ? Number(x) : null);
   if (Array.isArray(v)) {
     const out = v.map(one);
-    return out.every((x) => x !== null) ? (out as number[]) : null;
+    return out.every((x) => x !== null) ? out : null;
   }
   const n = one(v);
   return n === null ? null : [n];
@@ -49,7 +49,7 @@ function numbers(info: GgufInfo, key: string): number[] | null {
  * layers are split between devices, so every tensor must be aligned. A general.alignment of 32 or more
  * guarantees it; a smaller one (which GGUF allows) only by chance.
  */
-export function checkTensorAlignment(info: GgufInfo): void {
+function checkTensorAlignment(info: GgufInfo): void {
   for (const t of info.tensors) {
     if (t.offset % BigInt(TENSOR_ALIGNMENT) !== 0n) {
       fail(
@@ -198,7 +198,7 @@ function checkExperts(info: GgufInfo, arch: string): void {
 // Vocabulary
 
 /** The tokenizer.ggml.model values llama.cpp's llama_vocab::impl::load knows, besides "none"/"no_vocab". */
-export const TOKENIZER_MODELS: readonly string[] = ["llama", "gpt2", "bert", "t5", "rwkv", "plamo2", "gemma4", "hybriddna", "whitespace"];
+const TOKENIZER_MODELS: readonly string[] = ["llama", "gpt2", "bert", "t5", "rwkv", "plamo2", "gemma4", "hybriddna", "whitespace"];
 
 /**
  * tokenizer.ggml.model must name a tokenizer llama.cpp has. "none" and "no_vocab" (the same to llama.cpp: a

@@ -29,14 +29,14 @@ export class GgufTooLargeError extends GgufFormatError {
   override name = "GgufTooLargeError";
 }
 
-export type GgufScalar = number | bigint | boolean | string;
+type GgufScalar = number | bigint | boolean | string;
 /**
  * Metadata as read: scalars as values, arrays as arrays. Arrays of more than 4096 items keep none (`[]`), but
  * the vocabulary, which keeps its first items (see ReadGgufOptions.vocabulary); `arrayLengths` has the counts.
  */
 export type GgufMetadataValue = GgufScalar | GgufScalar[];
 
-export interface GgufTensorInfo {
+interface GgufTensorInfo {
   name: string;
   dims: bigint[];
   type: GgmlType;

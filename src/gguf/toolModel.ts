@@ -20,7 +20,7 @@ import { str, u32, writeGguf, type GgufSpec, type GgufTensorSpec } from "./write
  * Qwen 2.5's chat template (Qwen/Qwen2.5-7B-Instruct tokenizer_config.json), as llama.cpp keeps it in
  * models/templates/Qwen-Qwen2.5-7B-Instruct.jinja; the final newline is dropped, as Jinja drops it.
  */
-export const QWEN25_TEMPLATE = String.raw`{%- if tools %}
+const QWEN25_TEMPLATE = String.raw`{%- if tools %}
     {{- '<|im_start|>system\n' }}
     {%- if messages[0]['role'] == 'system' %}
         {{- messages[0]['content'] }}
@@ -79,7 +79,7 @@ export const QWEN25_TEMPLATE = String.raw`{%- if tools %}
  * Llama 3.1's chat template (meta-llama/Llama-3.1-8B-Instruct), as llama.cpp keeps it in
  * models/templates/meta-llama-Llama-3.1-8B-Instruct.jinja; the final newline is dropped, as Jinja drops it.
  */
-export const LLAMA31_TEMPLATE = String.raw`{{- bos_token }}
+const LLAMA31_TEMPLATE = String.raw`{{- bos_token }}
 {%- if custom_tools is defined %}
     {%- set tools = custom_tools %}
 {%- endif %}
@@ -246,7 +246,7 @@ export const LLAMA31_FLAVOUR: ToolTemplateFlavour = {
   bos: "<|begin_of_text|>",
 };
 
-export interface ToolVocab {
+interface ToolVocab {
   tokens: string[];
   types: number[];
   /** The greedy successor of each token id. */
@@ -255,7 +255,7 @@ export interface ToolVocab {
 
 const EOS = 2;
 
-export function buildToolVocab(flavour: ToolTemplateFlavour): ToolVocab {
+function buildToolVocab(flavour: ToolTemplateFlavour): ToolVocab {
   const added: Special[] = flavour.callStart.filter((p) => !flavour.specials.some((s) => s.piece === p)).map((piece) => ({ piece, type: TokenType.USER_DEFINED }));
   const specials = [...flavour.specials, ...added];
   const { tokens, types } = baseVocabulary(specials.map((s) => s.piece));
@@ -278,7 +278,7 @@ export function buildToolVocab(flavour: ToolTemplateFlavour): ToolVocab {
 }
 
 /** The tiny char model's shape (~1 MB, exact text); the vocabulary is a few tokens larger. */
-export const TOOL_MODEL_SHAPE: CharModelShape = { ...TINY_CHAR_MODEL, name: "kekahyde-tools" };
+const TOOL_MODEL_SHAPE: CharModelShape = { ...TINY_CHAR_MODEL, name: "kekahyde-tools" };
 
 const CHUNK = 1 << 20;
 
@@ -304,7 +304,7 @@ function zeroTensor(name: string, dims: number[], type: GgmlType.F32 | GgmlType.
 }
 
 /** The GGUF of a tool-capable char model: charModelSpec's recipe with the flavour's vocabulary and template. */
-export function toolModelSpec(flavour: ToolTemplateFlavour, shape: CharModelShape = TOOL_MODEL_SHAPE): GgufSpec {
+function toolModelSpec(flavour: ToolTemplateFlavour, shape: CharModelShape = TOOL_MODEL_SHAPE): GgufSpec {
   const vocab = buildToolVocab(flavour);
   const nVocab = vocab.tokens.length;
   const nEmbd = shape.embeddingLength;

@@ -11,7 +11,6 @@ export type GgufValue =
   | { type: GgufValueType.ARRAY; itemType: GgufValueType.FLOAT32 | GgufValueType.INT32 | GgufValueType.UINT32; value: ArrayLike<number> };
 
 export const u32 = (value: number): GgufValue => ({ type: GgufValueType.UINT32, value });
-export const i32 = (value: number): GgufValue => ({ type: GgufValueType.INT32, value });
 export const f32 = (value: number): GgufValue => ({ type: GgufValueType.FLOAT32, value });
 export const bool = (value: boolean): GgufValue => ({ type: GgufValueType.BOOL, value });
 export const str = (value: string): GgufValue => ({ type: GgufValueType.STRING, value });
@@ -104,9 +103,9 @@ function writeValue(sink: ByteSink, v: GgufValue): void {
       sink.u32(v.itemType);
       sink.u64(v.value.length);
       if (v.itemType === GgufValueType.STRING) {
-        for (const s of v.value as readonly string[]) sink.string(s);
+        for (const s of v.value) sink.string(s);
       } else {
-        const items = v.value as ArrayLike<number>;
+        const items = v.value;
         for (let i = 0; i < items.length; i++) {
           if (v.itemType === GgufValueType.FLOAT32) sink.f32(items[i]);
           else if (v.itemType === GgufValueType.UINT32) sink.u32(items[i]);

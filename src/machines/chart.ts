@@ -6,7 +6,7 @@ import type { AnyStateMachine } from "xstate";
  * picture people look at is the machine that runs.
  */
 
-export interface ChartNode {
+interface ChartNode {
   id: string;
   key: string;
   parent: string | null;
@@ -15,7 +15,7 @@ export interface ChartNode {
   invokes: string[];
 }
 
-export interface ChartEdge {
+interface ChartEdge {
   source: string;
   target: string;
   event: string;

@@ -7,6 +7,6 @@
  * way for an action to reach the clock.)
  */
 export function now(system: { _clock: object }): number {
-  const clock: { now?: unknown } = system._clock;
+  const clock = system._clock as { now?: () => unknown };
   return typeof clock.now === "function" ? Number(clock.now()) : Date.now();
 }

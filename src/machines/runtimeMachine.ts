@@ -231,5 +231,5 @@ export const runtimeMachine = runtimeSetup.createMachine({
 export type RuntimeMachine = typeof runtimeMachine;
 
 // What the rest of the daemon imports from here.
-export type { GenerationStats, Job, LastError, LoadResult, ModelPhaseEvent, RequestEvent, RuntimeContext, RuntimeEvent, RuntimeInput, RuntimePhase, StopResult, UnloadResult } from "./runtime/types.ts";
-export { errorRecord, RELOADS_AFTER_LOSS } from "./runtime/rules.ts";
+export type { GenerationStats, LastError, LoadResult, ModelPhaseEvent, RuntimeContext, RuntimePhase, StopResult, UnloadResult } from "./runtime/types.ts";
+export { RELOADS_AFTER_LOSS } from "./runtime/rules.ts";

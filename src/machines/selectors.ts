@@ -15,7 +15,7 @@ export function stateName(snapshot: RuntimeSnapshot): RuntimeStateName {
   return value as RuntimeStateName;
 }
 
-export interface GenerationView {
+interface GenerationView {
   running: boolean;
   prompt_tokens: number | null;
   /** Of the prompt's tokens, those reused from the prompt cache; null until the generation ends. */
@@ -35,7 +35,7 @@ export interface GenerationView {
   draft_acceptance_rate?: number | null;
 }
 
-export function generationView(g: GenerationStats | null, now = Date.now()): GenerationView | null {
+function generationView(g: GenerationStats | null, now = Date.now()): GenerationView | null {
   if (!g) return null;
   const end = g.endedAt ?? now;
   const decodeMs = end - g.startedAt - (g.firstTokenMs ?? 0);
@@ -58,7 +58,7 @@ export function generationView(g: GenerationStats | null, now = Date.now()): Gen
 }
 
 /** The newest running job's figures, else the last finished job's. */
-export function currentGeneration(context: RuntimeContext): GenerationStats | null {
+function currentGeneration(context: RuntimeContext): GenerationStats | null {
   return context.running.at(-1)?.stats ?? context.lastGeneration;
 }
 

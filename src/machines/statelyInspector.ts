@@ -1,5 +1,5 @@
 import { WebSocket } from "ws";
-import type { InspectionEvent, Observer } from "xstate";
+import type { InspectionEvent } from "xstate";
 import type { SupervisorContext } from "./supervisorMachine.ts";
 import type { RuntimeContext } from "./runtimeMachine.ts";
 
@@ -105,7 +105,7 @@ export async function statelyInspector(url: string): Promise<{ observe(e: Inspec
   const adapter = new QuietWebSocketAdapter(url);
   const inspector = createInspector(adapter, { sanitizeEvent, sanitizeContext: (c) => sanitizeContext(c) });
   inspector.start();
-  const observer = inspector.inspect as Observer<InspectionEvent>;
+  const observer = inspector.inspect;
   return {
     observe: (e) => {
       // The supervisor (the system's root) and each model's runtime; engine actors carry prompts and handles.

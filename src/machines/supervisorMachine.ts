@@ -181,6 +181,5 @@ export const supervisorMachine = supervisorSetup.createMachine({
 export type SupervisorMachine = typeof supervisorMachine;
 
 // What the rest of the daemon imports from here.
-export type { Admission, CrashRecord, FanOut, LoadRequest, ModelEntry, RunRequest, RuntimeRef, SupervisorContext, SupervisorEvent, SupervisorInput, SupervisorRequestEvent } from "./supervisor/types.ts";
-export { CRASHES_BEFORE_QUARANTINE } from "./supervisor/admission.ts";
+export type { ModelEntry, RuntimeRef, SupervisorContext, SupervisorInput, SupervisorRequestEvent } from "./supervisor/types.ts";
 export { defaultModel } from "./supervisor/queries.ts";

@@ -22,7 +22,7 @@ export const monitorActor = fromCallback<EventObject, MonitorInput, MonitorEvent
     } catch {
       // A failed reading is skipped; the previous sample stays in place.
     }
-    if (!stopped) timer = setTimeout(tick, input.intervalMs).unref();
+    if (!stopped) timer = setTimeout(() => void tick(), input.intervalMs).unref();
   };
   void tick();
   return () => {

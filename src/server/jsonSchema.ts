@@ -96,7 +96,8 @@ function countRepetitions(node: Record<string, unknown>, type: string, path: str
   const min = checkCount(node, minKey, path);
   const max = checkCount(node, maxKey, path);
   if (type === "string") {
-    const bounds = `${min}-${node[maxKey] ?? ""}`;
+    // No maximum is not the same rule as a maximum of 0 (checkCount's 0 for an absent key).
+    const bounds = `${min}-${node[maxKey] === undefined ? "" : max}`;
     if (walk.stringBounds.has(bounds)) return;
     walk.stringBounds.add(bounds);
   }

@@ -18,5 +18,5 @@ export interface RouteDeps {
   /** The models in the models directories (--models-dir, or the default one), by name. */
   catalogue: Catalogue;
   /** Whether the daemon is draining before it stops: it still serves, but says it is going. */
-  draining(): boolean;
+  draining: () => boolean;
 }

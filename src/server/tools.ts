@@ -12,7 +12,7 @@ import { bad } from "./validation.ts";
 
 type Body = Record<string, unknown>;
 
-export const MAX_TOOLS = 128;
+const MAX_TOOLS = 128;
 /** OpenAI's rule for function names, with "." and ":" as some clients use them; never spaces. */
 const TOOL_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
 

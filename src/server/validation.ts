@@ -50,8 +50,8 @@ function optionalString(body: Body, field: string): string | undefined {
   return value;
 }
 
-export const MAX_STOP_STRINGS = 16;
-export const MAX_STOP_LENGTH = 256;
+const MAX_STOP_STRINGS = 16;
+const MAX_STOP_LENGTH = 256;
 
 function optionalStopList(body: Body, field: string): string[] | undefined {
   const value = body[field];
@@ -63,7 +63,7 @@ function optionalStopList(body: Body, field: string): string[] | undefined {
   return list as string[];
 }
 
-export function requiredText(body: Body, field: string, example: string): string {
+function requiredText(body: Body, field: string, example: string): string {
   const value = body[field];
   if (typeof value !== "string" || value.trim().length === 0) {
     throw new KekahydeError("BAD_REQUEST", `Body needs "${field}": a non-empty string, e.g. ${example}.`, { field });
@@ -136,7 +136,7 @@ export function parseRunPrompt(body: Body): RunPromptRequest {
  * Speculative decoding settings of a load: `"draft_model"` (a .gguf path, or a name in the models
  * directories, which the route looks up) or `"speculative": "lookup"`; `"speculative": "off"` is none.
  */
-export function parseSpeculative(body: Body): Pick<LoadSettings, "draftModel" | "speculative"> {
+function parseSpeculative(body: Body): Pick<LoadSettings, "draftModel" | "speculative"> {
   const draftModel = optionalString(body, "draft_model");
   if (draftModel !== undefined && draftModel.trim() === "") bad("draft_model", 'must be the path of a .gguf draft model, e.g. "/abs/small.gguf", or a name in the models directories');
   const speculative = optionalString(body, "speculative");

@@ -14,11 +14,12 @@ export class LogCapture extends Writable {
   }
 }
 
+/** Its functions are arrows, bound to nothing: tests take them out of the object (`engineExits(d.get)`). */
 export interface TestDaemon extends Daemon {
   logs: LogCapture;
-  post(path: string, body?: unknown, headers?: Record<string, string>, signal?: AbortSignal): Promise<Response>;
-  get(path: string): Promise<Response>;
-  status(): Promise<Record<string, any>>;
+  post: (path: string, body?: unknown, headers?: Record<string, string>, signal?: AbortSignal) => Promise<Response>;
+  get: (path: string) => Promise<Response>;
+  status: () => Promise<Record<string, any>>;
 }
 
 // The default models directory ($XDG_DATA_HOME/kekahyde/models) and the digests' cache ($XDG_CACHE_HOME) of

@@ -19,13 +19,14 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** Its functions are arrows, bound to nothing: tests take them out of the object. */
 export interface DaemonProcess {
   child: ChildProcess;
   url: string;
-  stdout(): string;
-  stderr(): string;
-  post(path: string, body?: unknown): Promise<Response>;
-  status(): Promise<Record<string, any>>;
+  stdout: () => string;
+  stderr: () => string;
+  post: (path: string, body?: unknown) => Promise<Response>;
+  status: () => Promise<Record<string, any>>;
   /** Resolves with the exit code (or signal) once it has exited. */
   exited: Promise<number | NodeJS.Signals | null>;
 }
@@ -48,8 +49,8 @@ export async function spawnDaemon(args: string[] = [], { readStdout = true, entr
   started.push(child);
   let stdout = "";
   let stderr = "";
-  if (readStdout) child.stdout!.on("data", (d) => (stdout += d));
-  child.stderr!.on("data", (d) => (stderr += d));
+  if (readStdout) child.stdout.on("data", (d) => (stdout += d));
+  child.stderr.on("data", (d) => (stderr += d));
   const exited = new Promise<number | NodeJS.Signals | null>((resolve) => child.once("exit", (code, signal) => resolve(code ?? signal)));
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 20_000;

@@ -75,7 +75,6 @@ export class FakeEngine implements Engine {
   finishLoad(): void {
     const loading = this.loadings.shift();
     if (!loading) return;
-    const engine = this;
     const info: ModelInfo = {
       path: loading.path,
       name: `fake-${++this.models}`,
@@ -96,34 +95,34 @@ export class FakeEngine implements Engine {
     let disposal: Deferred<void> | null = null;
     const model: LoadedModel = {
       info,
-      generate(options: GenerateOptions) {
+      generate: (options: GenerateOptions) => {
         const d = deferred<JobResult>();
         options.onProgress?.({ promptTokens: 1, completionTokens: 0, firstTokenMs: null });
         // An abort is only noticed when the test lets the generation end, as a real engine ends after a token.
-        engine.generations.push({ ...d, signal: options.signal, path: loading.path, kind: "generate" });
+        this.generations.push({ ...d, signal: options.signal, path: loading.path, kind: "generate" });
         return d.promise as Promise<GenerateResult>;
       },
-      embed(_request, { signal }) {
+      embed: (_request, { signal }) => {
         const d = deferred<JobResult>();
-        engine.generations.push({ ...d, signal, path: loading.path, kind: "embed" });
+        this.generations.push({ ...d, signal, path: loading.path, kind: "embed" });
         return d.promise as Promise<EmbedResult>;
       },
       rank: () => Promise.reject(new KekahydeError("NOT_SUPPORTED", "the fake engine does not rank")),
       // Held until the test ends it, as generations are, so that the model tests choose when it answers.
-      tokenize(_request, { signal }) {
+      tokenize: (_request, { signal }) => {
         const d = deferred<JobResult>();
-        engine.generations.push({ ...d, signal, path: loading.path, kind: "tokenize" });
+        this.generations.push({ ...d, signal, path: loading.path, kind: "tokenize" });
         return d.promise as Promise<TokenizeResult>;
       },
-      detokenize: async ({ tokens }) => ({ text: String.fromCharCode(...tokens) }),
-      dispose() {
+      detokenize: ({ tokens }) => Promise.resolve({ text: String.fromCharCode(...tokens) }),
+      dispose: () => {
         if (!disposal) {
           disposal = deferred<void>();
-          engine.disposals.push(disposal);
+          this.disposals.push(disposal);
           void disposal.promise.then(() => {
-            engine.disposedModels += 1;
+            this.disposedModels += 1;
             // A freed model's generations end with it, as a real engine aborts them before freeing.
-            engine.generations = engine.generations.filter((g) => g.path !== loading.path);
+            this.generations = this.generations.filter((g) => g.path !== loading.path);
           });
         }
         return disposal.promise;

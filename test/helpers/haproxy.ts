@@ -85,7 +85,7 @@ function adminCommand(socket: string, line: string): Promise<string> {
     const c = connect(socket);
     let out = "";
     c.setTimeout(5_000, () => c.destroy(new Error(`haproxy admin socket: no answer to ${line}`)));
-    c.on("data", (d) => (out += d));
+    c.on("data", (d) => (out += String(d)));
     c.on("end", () => resolve(out));
     c.on("error", reject);
     c.write(`${line}\n`);
@@ -99,8 +99,8 @@ export async function startHaproxy(binary: string, config: string, where: { dir:
   const child = spawn(binary, ["-W", "-db", "-f", configFile], { stdio: ["ignore", "pipe", "pipe"] });
   started.add(child);
   let output = "";
-  child.stdout!.on("data", (d) => (output += d));
-  child.stderr!.on("data", (d) => (output += d));
+  child.stdout.on("data", (d) => (output += d));
+  child.stderr.on("data", (d) => (output += d));
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   child.once("exit", () => started.delete(child));
   const deadline = Date.now() + 10_000;

@@ -6,7 +6,7 @@ export async function engineExits(get: (path: string) => Promise<Response>): Pro
   const res = await get("/metrics");
   if (res.status !== 200) throw new Error(`/metrics answered ${res.status}`);
   const counts: Record<string, number> = {};
-  for (const m of (await res.text()).matchAll(/^kekahyde_engine_process_exits_total\{reason="([^"]*)"\} (\S+)$/gm)) counts[m[1]!] = Number(m[2]);
+  for (const m of (await res.text()).matchAll(/^kekahyde_engine_process_exits_total\{reason="([^"]*)"\} (\S+)$/gm)) counts[m[1]] = Number(m[2]);
   return counts;
 }
 

@@ -65,7 +65,9 @@ function scheduleWarmUp(): void {
   const state = {
     abort: new AbortController(),
     running: null as Promise<void> | null,
-    timer: setTimeout(() => (state.running = engine.warmUpLoader(state.abort.signal)), WARM_UP_AFTER_IDLE_MS),
+    timer: setTimeout(() => {
+      state.running = engine.warmUpLoader(state.abort.signal);
+    }, WARM_UP_AFTER_IDLE_MS),
   };
   warmUp = state;
 }

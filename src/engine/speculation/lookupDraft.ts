@@ -37,7 +37,7 @@ export function lookupDraft(tokens: readonly Token[], maxDraft: number, options:
         if (available === maxDraft) break;
       }
     }
-    if (best >= 0) return tokens.slice(best, best + bestLength) as Token[];
+    if (best >= 0) return tokens.slice(best, best + bestLength);
   }
   return [];
 }

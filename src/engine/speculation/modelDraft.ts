@@ -30,7 +30,7 @@ export class ModelDrafter {
     if (sequence.nextTokenIndex > keep) await sequence.eraseContextTokenRanges([{ start: keep, end: sequence.nextTokenIndex }]);
     const minConfidence = this.options.minConfidence ?? 0;
     const out: Token[] = [];
-    const evaluation = sequence.evaluateWithMetadata(context.slice(keep) as Token[], { confidence: minConfidence > 0 }, {
+    const evaluation = sequence.evaluateWithMetadata(context.slice(keep), { confidence: minConfidence > 0 }, {
       temperature: 0,
       // Otherwise the evaluation ends silently at an end-of-generation token; drafted, it can end the target's text.
       yieldEogToken: true,

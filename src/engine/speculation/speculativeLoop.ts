@@ -94,7 +94,7 @@ export async function runSpeculativeLoop(options: SpeculativeLoopOptions): Promi
     draftOptions.kind === "model"
       ? new ModelDrafter({ sequence: draftOptions.sequence, model: draftOptions.model, minConfidence: draftOptions.minConfidence })
       : draftOptions.kind === "lookup"
-        ? { draft: async (context: readonly Token[], n: number) => lookupDraft(context, n, draftOptions) }
+        ? { draft: (context: readonly Token[], n: number) => Promise.resolve(lookupDraft(context, n, draftOptions)) }
         : { draft: async (context: readonly Token[], n: number) => (await draftOptions.draft(context, n)).slice(0, n) };
 
   const out = new GeneratedText(model, options);
@@ -162,7 +162,7 @@ export async function runSpeculativeLoop(options: SpeculativeLoopOptions): Promi
       const next = results[first + i]?.next;
       const token = next?.token;
       if (next == null || token == null) throw new Error("the target sampled no token");
-      take(token, next.confidence, next.probabilities as Map<Token, number> | undefined);
+      take(token, next.confidence, next.probabilities);
       if (stopReason !== null) break;
       if (i < draft.length && draft[i] === token) held++;
       else break;

@@ -36,8 +36,6 @@ export type RuntimeEvent =
   | { type: "SHUTDOWN" }
   | EngineEvent;
 
-export type RequestEvent = Extract<RuntimeEvent, { ticket: unknown }>;
-
 export interface LastError {
   code: ErrorCode;
   message: string;

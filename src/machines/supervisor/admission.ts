@@ -44,7 +44,7 @@ export function quarantineOf(context: SupervisorContext): CrashRecord | null {
 }
 
 /** The refusal for each reason a placement can fail, word for word. */
-export const refusals = {
+const refusals = {
   quarantined: (context: SupervisorContext): KekahydeError => {
     const record = quarantineOf(context)!;
     const path = context.admission!.plan!.path;

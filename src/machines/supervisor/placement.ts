@@ -30,7 +30,7 @@ export type Placement =
   | { ok: false; reason: "machine"; neededBytes: number; availableBytes: number };
 
 /** A model doing nothing: the only kind that may be evicted or replaced. */
-export const isEvictable = (m: Placed): boolean => m.phase === "idle";
+const isEvictable = (m: Placed): boolean => m.phase === "idle";
 const isLoading = (m: Placed): boolean => m.phase === "new" || m.phase === "loading";
 
 function blocked(holders: readonly Placed[]): Placement {

@@ -12,7 +12,7 @@ import { bad, optionalBoolean, optionalNumber, parseRouting } from "../validatio
 type Body = Record<string, unknown>;
 
 /** OpenAI's limit on the inputs of one request. */
-export const MAX_INPUTS = 2048;
+const MAX_INPUTS = 2048;
 /** More than any model's vector; what `dimensions` may ask before the model says what it has. */
 const MAX_DIMENSIONS = 1 << 16;
 

@@ -12,7 +12,10 @@ export function apiKeyCheck(apiKey: string | null, openPaths: ReadonlySet<string
   if (apiKey === null) return (_ctx, next) => next();
   const expected = digest(apiKey);
   return async (ctx, next) => {
-    if (openPaths.has(ctx.path) || ctx.method === "OPTIONS") return next();
+    if (openPaths.has(ctx.path) || ctx.method === "OPTIONS") {
+      await next();
+      return;
+    }
     const match = /^Bearer\s+(.+)$/i.exec(ctx.get("Authorization"));
     if (!match || !timingSafeEqual(digest(match[1].trim()), expected)) {
       ctx.set("WWW-Authenticate", 'Bearer realm="kekahyde"');

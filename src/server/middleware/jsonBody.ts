@@ -13,7 +13,7 @@ declare module "koa" {
 export const DISCARD_MAX_MS = 5_000;
 
 /** The most bytes of a refused body the daemon reads before it closes the connection: 8 × the limit, at least 16 MiB. */
-export function discardMaxBytes(limit: number): number {
+function discardMaxBytes(limit: number): number {
   return Math.max(8 * limit, 16 * 1024 * 1024);
 }
 
@@ -101,10 +101,16 @@ function shownPath(path: JsonPath, segments = 6): string {
 export function jsonBody(limit: number): Middleware {
   const discardBytes = discardMaxBytes(limit);
   return async (ctx, next) => {
-    if (ctx.method !== "POST") return next();
+    if (ctx.method !== "POST") {
+      await next();
+      return;
+    }
     const length = ctx.get("Content-Length");
     const chunked = /chunked/i.test(ctx.get("Transfer-Encoding"));
-    if (!chunked && (length === "" || length === "0")) return next();
+    if (!chunked && (length === "" || length === "0")) {
+      await next();
+      return;
+    }
     if (!ctx.is("application/json")) {
       throw new KekahydeError("UNSUPPORTED_MEDIA_TYPE", `Send the body as JSON with 'Content-Type: application/json' (got '${ctx.get("Content-Type") || "none"}').`);
     }

@@ -12,10 +12,17 @@ export function originCheck(allowedOrigins: readonly string[]): Middleware {
   const allowed = new Set(allowedOrigins.map((o) => o.replace(/\/$/, "").toLowerCase()));
   return async (ctx, next) => {
     const origin = ctx.get("Origin");
-    if (!origin) return next(); // not a browser request (curl, SDKs)
+    if (!origin) {
+      // not a browser request (curl, SDKs)
+      await next();
+      return;
+    }
     const own = `${ctx.protocol}://${ctx.host}`.toLowerCase();
     const normalized = origin.toLowerCase();
-    if (normalized === own) return next();
+    if (normalized === own) {
+      await next();
+      return;
+    }
     if (!(anyOrigin || allowed.has(normalized))) {
       throw new KekahydeError("FORBIDDEN_ORIGIN", `Origin ${origin} is not allowed. Start the daemon with --allowed-origins ${origin} to let that site call the API.`);
     }

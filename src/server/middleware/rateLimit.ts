@@ -2,7 +2,7 @@ import type { Middleware } from "koa";
 import { KekahydeError } from "../../errors.ts";
 
 /** A token bucket: `capacity` tokens, refilled continuously at `perMinute` tokens a minute. */
-export class TokenBucket {
+class TokenBucket {
   private tokens: number;
   private at: number;
   constructor(

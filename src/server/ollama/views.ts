@@ -16,7 +16,7 @@ import { capabilitiesOf } from "../tools.ts";
 export const OLLAMA_API_VERSION = "0.6.4";
 
 /** Names as Ollama lists them: always with a tag ("x" is "x:latest"). */
-export const listedName = (name: string): string => (name.includes(":") ? name : `${name}:latest`);
+const listedName = (name: string): string => (name.includes(":") ? name : `${name}:latest`);
 
 export interface OllamaDetails {
   parent_model: string;
@@ -27,13 +27,13 @@ export interface OllamaDetails {
   quantization_level: string;
 }
 
-export function detailsOf(facts: ModelFacts | null, architecture = "unknown"): OllamaDetails {
+function detailsOf(facts: ModelFacts | null, architecture = "unknown"): OllamaDetails {
   const family = facts?.architecture ?? architecture;
   return { parent_model: "", format: "gguf", family, families: [family], parameter_size: facts?.parameterSize ?? "", quantization_level: facts?.quantization ?? "" };
 }
 
 /** A digest as Ollama lists it: the hex alone; empty while Kekahyde is still computing it. */
-export const listedDigest = (entry: CatalogueEntry | undefined): string => entry?.digest?.replace(/^sha256:/, "") ?? "";
+const listedDigest = (entry: CatalogueEntry | undefined): string => entry?.digest?.replace(/^sha256:/, "") ?? "";
 
 export function tagOf(entry: CatalogueEntry) {
   return { name: listedName(entry.name), model: listedName(entry.name), modified_at: entry.modifiedAt.toISOString(), size: entry.size, digest: listedDigest(entry), details: detailsOf(entry.facts) };

@@ -151,7 +151,7 @@ function toolChoice(body: Body, tools: ToolDefinition[] | undefined): ToolChoice
   if (typeof choice !== "object" || (choice as Body).type !== "function" || typeof fn?.name !== "string") {
     bad("tool_choice", 'must be "none", "auto", "required" or {"type": "function", "function": {"name"}}');
   }
-  const name = fn.name as string;
+  const name = fn.name;
   if (!needTools().some((t) => t.name === name)) bad("tool_choice", `names "${name}", which is not one of the tools`);
   return { name };
 }

@@ -14,7 +14,7 @@ import type { RouteDeps } from "../runtime.ts";
  */
 
 /** A vector as OpenAI's `encoding_format: "base64"` sends it: its float32 values, little-endian, in base64. */
-export function float32Base64(vector: readonly number[]): string {
+function float32Base64(vector: readonly number[]): string {
   const bytes = Buffer.alloc(vector.length * 4);
   vector.forEach((v, i) => bytes.writeFloatLE(v, i * 4));
   return bytes.toString("base64");

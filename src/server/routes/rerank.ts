@@ -11,7 +11,7 @@ import type { RouteDeps } from "../runtime.ts";
  * is not a reranker is refused (400 NOT_SUPPORTED).
  */
 
-export const RERANK_PATHS = ["/v1/rerank", "/rerank", "/v1/reranking"] as const;
+const RERANK_PATHS = ["/v1/rerank", "/rerank", "/v1/reranking"] as const;
 
 export function rerankRoutes(router: Router, deps: RouteDeps): void {
   for (const path of RERANK_PATHS) {
