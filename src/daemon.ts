@@ -11,7 +11,7 @@ import type { Logger } from "./log.ts";
 import type { LoadResult } from "./machines/runtimeMachine.ts";
 import { supervisorMachine, type SupervisorMachine } from "./machines/supervisorMachine.ts";
 import { RuntimeFeed } from "./machines/feed.ts";
-import { modelView } from "./machines/selectors.ts";
+import { modelView } from "./server/statusView.ts";
 import { statelyInspector } from "./machines/statelyInspector.ts";
 import { createTicket } from "./machines/ticket.ts";
 import { createResourceSampler } from "./monitor/resourceSampler.ts";

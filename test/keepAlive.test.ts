@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Ollama } from "ollama";
 import { FOREVER, MAX_TIMER_MS, parseDuration } from "../src/duration.ts";
-import type { ModelView } from "../src/machines/selectors.ts";
+import type { ModelView } from "../src/server/statusView.ts";
 import { runningOf } from "../src/server/ollama/views.ts";
 import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
 import { slowModel, tinyModel } from "./helpers/fixtures.ts";

@@ -3,7 +3,7 @@ import { resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { ConfigError } from "../config.ts";
 import type { ModelInfo } from "../domain/models.ts";
-import type { StatusView } from "../machines/selectors.ts";
+import type { StatusView } from "../server/statusView.ts";
 import { answerOnce, interactiveChat, preload, readStdin, type ChatSettings } from "./chat.ts";
 import { call, ClientError, json, target, type Target } from "./http.ts";
 import { formatList, formatPs, formatShow, isModelName, listModels, runningModels, showModel } from "./models.ts";

@@ -3,7 +3,7 @@ import si from "systeminformation";
 import { createCpuLoadMeter } from "./cpuLoad.ts";
 
 /** One engine process's share, as the monitor read it. */
-export interface ProcessSample {
+interface ProcessSample {
   pid: number;
   /** Resident set size in bytes (the model's touched pages, its KV cache, the library). */
   rss: number;

@@ -1,7 +1,8 @@
 import { canonicalModelName } from "../catalogue/index.ts";
 import { defaultModelName, type LoadSettings } from "../domain/models.ts";
 import { KekahydeError } from "../errors.ts";
-import { openAiTarget, servedModelName } from "../machines/selectors.ts";
+import type { SupervisorSnapshot } from "../machines/selectors.ts";
+import { defaultModel } from "../machines/supervisorMachine.ts";
 import type { RouteDeps } from "./runtime.ts";
 
 /**
@@ -140,4 +141,20 @@ async function catalogueFile(deps: RouteDeps, requested: string, unknown: Unknow
   const found = await inCatalogue(deps, canonicalModelName(requested));
   if ("path" in found) return found.path;
   throw unknown(requested, found.close, deps.catalogue.dirs);
+}
+
+/**
+ * Which model an OpenAI request goes to. Its `model` field is required by OpenAI clients, which often send a
+ * fixed name; so a name that is not loaded goes to the default model while at most one model is loaded (as
+ * llama-server does), and is refused once several are, where serving another model would be a surprise.
+ */
+function openAiTarget(snapshot: SupervisorSnapshot, requested: string | null): { model?: string } {
+  const loaded = Object.keys(snapshot.context.models);
+  if (requested !== null && (loaded.includes(requested) || loaded.length > 1)) return { model: requested };
+  return {};
+}
+
+/** The name of the model a request with this routing is served by, for the response's `model` field. */
+function servedModelName(snapshot: SupervisorSnapshot, target: { model?: string }): string {
+  return target.model ?? defaultModel(snapshot.context)?.name ?? "none";
 }

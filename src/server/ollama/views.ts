@@ -1,7 +1,7 @@
 import type { CatalogueEntry, ModelFacts } from "../../catalogue/index.ts";
 import type { FinishReason, GenerateResult, ToolCall } from "../../domain/generation.ts";
 import type { ModelInfo } from "../../domain/models.ts";
-import type { ModelView } from "../../machines/selectors.ts";
+import type { ModelView } from "../statusView.ts";
 import { capabilitiesOf } from "../tools.ts";
 
 /**

@@ -1,7 +1,8 @@
 import { PassThrough } from "node:stream";
 import type Router from "@koa/router";
 import { activeIds } from "../../machines/feed.ts";
-import { defaultRuntime, statusView } from "../../machines/selectors.ts";
+import { defaultRuntime } from "../../machines/selectors.ts";
+import { statusView } from "../statusView.ts";
 import { sseEvent } from "../generation.ts";
 import type { RouteDeps } from "../runtime.ts";
 

@@ -4,7 +4,7 @@ import type { CatalogueEntry } from "../../catalogue/index.ts";
 import { canonicalModelName } from "../../catalogue/index.ts";
 import type { GenerateResult, ToolCall } from "../../domain/generation.ts";
 import type { LoadResult, UnloadResult } from "../../domain/answers.ts";
-import { modelView } from "../../machines/selectors.ts";
+import { modelView } from "../statusView.ts";
 import { sendRequest } from "../../machines/sendRequest.ts";
 import { createTicket } from "../../machines/ticket.ts";
 import { tokenLogprobsView } from "../logprobs.ts";

@@ -1,5 +1,5 @@
 import type Router from "@koa/router";
-import { statusView } from "../../machines/selectors.ts";
+import { statusView } from "../statusView.ts";
 import type { RouteDeps } from "../runtime.ts";
 
 export function statusRoute(router: Router, { supervisor, startedAt, defaultThreads, catalogue }: RouteDeps): void {
