@@ -1,7 +1,7 @@
 import { GgmlType, GgufValueType, MATRIX_TYPES } from "./format.ts";
 // reader.ts runs these checks and defines the error they throw; the cycle is safe because neither module
 // uses the other's exports while it is being evaluated.
-import { GgufFormatError, type GgufInfo, type GgufMetadataValue } from "./reader.ts";
+import { GgufFormatError, type GgufInfo, type GgufMetadataValue } from "./info.ts";
 
 /**
  * Checks over a parsed GGUF header for facts that llama.cpp does not check and that kill the process
