@@ -21,7 +21,7 @@ export default tseslint.config(
   },
   {
     // Tests and benchmarks read JSON answers of the daemon, typed as what they are: unknown shapes.
-    files: ["test/**", "bench/**"],
+    files: ["test/**", "testing/**", "bench/**"],
     rules: {
       "@typescript-eslint/no-explicit-any": "off",
       "@typescript-eslint/no-unsafe-member-access": "off",

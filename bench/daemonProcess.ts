@@ -3,7 +3,7 @@ import type { ChildProcess } from "node:child_process";
 /** What every bench needs of a daemon it started as a child process, and of its engine processes. */
 
 /** Process ids whose parent is `pid`: the tests' helper, one reading of /proc for both. */
-export { childrenOf } from "../test/helpers/daemonProcess.ts";
+export { childrenOf } from "../testing/daemonProcess.ts";
 
 /**
  * The URL a daemon started with `--log-format json` listens on, from its "listening" log line; the rest of

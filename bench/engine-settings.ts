@@ -4,7 +4,7 @@
 import { availableParallelism } from "node:os";
 import { getLlama, LlamaCompletion, LlamaLogLevel } from "node-llama-cpp";
 import { SLOW_CHAR_MODEL } from "../src/gguf/charModel.ts";
-import { fixtureModel } from "../test/helpers/fixtures.ts";
+import { fixtureModel } from "../testing/fixtures.ts";
 
 const path = process.argv[2] ?? (await fixtureModel(SLOW_CHAR_MODEL));
 const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error, maxThreads: 0 });

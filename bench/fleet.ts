@@ -19,7 +19,7 @@ import { availableParallelism, cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { fleetConfig } from "../src/fleet/haproxyConfig.ts";
 import { SMALL_SHAPE, TINYLLAMA_SHAPE, writeRandomLlama, type LlamaShape, type WeightType } from "../src/gguf/randomModel.ts";
-import { checkConfig, findHaproxy, haproxyDir, startHaproxy, type Haproxy } from "../test/helpers/haproxy.ts";
+import { checkConfig, findHaproxy, haproxyDir, startHaproxy, type Haproxy } from "../testing/haproxy.ts";
 import { launchOptions, prepareLaunch, ROOT, type Launch } from "./snapshot.ts";
 import { listeningUrl } from "./daemonProcess.ts";
 

@@ -25,7 +25,7 @@ import { Agent, request } from "node:http";
 import { createServer } from "node:net";
 import { availableParallelism, cpus, totalmem } from "node:os";
 import { join, relative } from "node:path";
-import { slowModel, tinyModel } from "../test/helpers/fixtures.ts";
+import { slowModel, tinyModel } from "../testing/fixtures.ts";
 import { launchOptions, prepareLaunch, ROOT } from "./snapshot.ts";
 import { childrenOf } from "./daemonProcess.ts";
 

@@ -2,7 +2,7 @@
 //
 // Speculative decoding (src/engine/speculation/), in-process, against plain decoding on the same context
 // sequence, and side by side llama-server's own (`--model-draft`, and its n-gram lookup `--spec-type
-// ngram-simple`). Models are generated (src/gguf/draftModels.ts): a ~330 MB Q8_0 char target, a ~1 MB draft
+// ngram-simple`). Models are generated (testing/gguf/draftModels.ts): a ~330 MB Q8_0 char target, a ~1 MB draft
 // that writes the same text (the ceiling: every drafted token holds) and one that never agrees (the floor).
 // Contenders take turns within each round; ratios are taken per round and their median reported, so load
 // from other work on the machine drifts out. Results: bench/results/speculative-<time>.{json,md}.
@@ -15,7 +15,7 @@ import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { getLlama, LlamaLogLevel, type LlamaContextSequence, type LlamaModel, type Token } from "node-llama-cpp";
 import { writeCharModel } from "../src/gguf/charModel.ts";
-import { AGREEING_DRAFT_MODEL, DISAGREEING_DRAFT_MODEL, SPEC_TARGET_MODEL, writeDraftTarget } from "../src/gguf/draftModels.ts";
+import { AGREEING_DRAFT_MODEL, DISAGREEING_DRAFT_MODEL, SPEC_TARGET_MODEL, writeDraftTarget } from "../testing/gguf/draftModels.ts";
 import { DEFAULT_MAX_DRAFT, runSpeculativeLoop, type DraftOptions } from "../src/engine/speculation/speculativeLoop.ts";
 import { runTokenLoop } from "../src/engine/tokenLoop.ts";
 import { PEER_BIN, peersAvailable } from "./peers.ts";
@@ -41,7 +41,7 @@ const loadAverage = () => readFileSync("/proc/loadavg", "utf8").split(" ").slice
 // ---- models ------------------------------------------------------------------------------------------------
 
 const hash = createHash("sha256")
-  .update(["draftModels.ts", "charModel.ts", "writer.ts", "format.ts", "llamaMetadata.ts"].map((f) => readFileSync(join(ROOT, "src", "gguf", f))).join("\0"))
+  .update(["testing/gguf/draftModels.ts", "src/gguf/charModel.ts", "src/gguf/writer.ts", "src/gguf/format.ts", "src/gguf/llamaMetadata.ts"].map((f) => readFileSync(join(ROOT, f))).join("\0"))
   .digest("hex")
   .slice(0, 10);
 const MODELS = join(ROOT, "bench", "models");

@@ -9,7 +9,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { setPriority } from "node:os";
 import { fileURLToPath } from "node:url";
-import { engineProcessesOf, spawnDaemon } from "../test/helpers/daemonProcess.ts";
+import { engineProcessesOf, spawnDaemon } from "../testing/daemonProcess.ts";
 
 const argv = process.argv.slice(2);
 const opt = (name: string, fallback: string) => {

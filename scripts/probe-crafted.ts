@@ -1,4 +1,4 @@
-// Feeds every crafted model (src/gguf/craftedModels.ts) to the real engine, each in its own child process so
+// Feeds every crafted model (testing/gguf/craftedModels.ts) to the real engine, each in its own child process so
 // that a native crash takes only the child down, and to our bounded check. Prints a Markdown table:
 // what llama.cpp does with the raw file, and what our check says.
 //
@@ -91,7 +91,7 @@ function runChild(path: string, timeoutS: number): Promise<Outcome> {
 }
 
 async function main(): Promise<void> {
-  const { CRASH_CLASSES } = await import("../src/gguf/craftedModels.ts");
+  const { CRASH_CLASSES } = await import("../testing/gguf/craftedModels.ts");
   const { readGgufInfo } = await import("../src/gguf/reader.ts");
   const only = args.values.only?.split(",");
   const dir = args.values.keep ?? (await mkdtemp(join(tmpdir(), "kekahyde-crafted-")));

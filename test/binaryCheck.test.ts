@@ -6,7 +6,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { after, describe, it } from "node:test";
-import { FIXTURES } from "./helpers/fixtures.ts";
+import { FIXTURES } from "../testing/fixtures.ts";
 
 /**
  * src/engine/binaryCheck.ts, preloaded as in an engine process: node-llama-cpp's test of its binary (a forked

@@ -4,8 +4,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { killStartedDaemons, spawnDaemon } from "./helpers/daemonProcess.ts";
-import { tinyModel } from "./helpers/fixtures.ts";
+import { killStartedDaemons, spawnDaemon } from "../testing/daemonProcess.ts";
+import { tinyModel } from "../testing/fixtures.ts";
 
 // What `npm install` builds (scripts/build.mjs, run by "prepare"): dist/ compiled by tsc, and the daemon's and
 // the engine process's entries bundled into one file each (scripts/bundle.mjs), which bin/kekahyde.js runs.

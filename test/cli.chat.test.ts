@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
-import { FIXTURES, slowModel, tinyModel } from "./helpers/fixtures.ts";
+import { FIXTURES, slowModel, tinyModel } from "../testing/fixtures.ts";
 
 // `kekahyde list|ps|show|run NAME` against the real daemon, its models found by name in a --models-dir: one-shot
 // and piped answers, and the terminal chat driven through a pseudo-terminal as a person would type.

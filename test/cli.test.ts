@@ -13,7 +13,7 @@ import { humanBytes, humanTime, table } from "../src/cli/format.ts";
 import { formatList, formatPs, formatShow, processor, until } from "../src/cli/models.ts";
 import { ConfigError, DEFAULTS, OPTIONS, parseServeArgs } from "../src/config.ts";
 import { defaultThreadCount } from "../src/engine/threads.ts";
-import { slowModel, tinyModel } from "./helpers/fixtures.ts";
+import { slowModel, tinyModel } from "../testing/fixtures.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = fileURLToPath(new URL("../bin/kekahyde.js", import.meta.url));

@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 import { after, before, describe, it } from "node:test";
 import { expectedChatReply, expectedContinuation } from "../src/gguf/charModel.ts";
 import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
-import { fixtureFile, FIXTURES, slowModel, tinyModel } from "./helpers/fixtures.ts";
+import { fixtureFile, FIXTURES, slowModel, tinyModel } from "../testing/fixtures.ts";
 
 // The daemon's own behaviour, end to end: real HTTP, the real node-llama-cpp engine, generated models.
 

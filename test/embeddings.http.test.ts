@@ -6,7 +6,7 @@ import { after, before, describe, it } from "node:test";
 import { getLlama, LlamaLogLevel, type Llama, type LlamaEmbeddingContext, type LlamaModel } from "node-llama-cpp";
 import { Ollama } from "ollama";
 import OpenAI from "openai";
-import { EMBEDDING_MODEL_SHAPE } from "../src/gguf/jobModels.ts";
+import { EMBEDDING_MODEL_SHAPE } from "../testing/gguf/jobModels.ts";
 import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
 import { embeddingModel } from "./helpers/jobModels.ts";
 

@@ -8,9 +8,9 @@ import type { ModelPlan } from "../src/domain/models.ts";
 import { createProcessEngine, type EngineExitReason, type ProcessEngine } from "../src/engine/process/processEngine.ts";
 import { KekahydeError } from "../src/errors.ts";
 import { expectedContinuation } from "../src/gguf/charModel.ts";
-import { CRASH_CLASSES } from "../src/gguf/craftedModels.ts";
-import { isAlive } from "./helpers/daemonProcess.ts";
-import { FIXTURES, slowModel, tinyModel } from "./helpers/fixtures.ts";
+import { CRASH_CLASSES } from "../testing/gguf/craftedModels.ts";
+import { isAlive } from "../testing/daemonProcess.ts";
+import { FIXTURES, slowModel, tinyModel } from "../testing/fixtures.ts";
 
 /**
  * The process boundary itself, below the machines: files that kill llama.cpp natively (here written and

@@ -5,7 +5,7 @@ import { chartOf, type Chart } from "../src/machines/chart.ts";
 import { runtimeMachine } from "../src/machines/runtimeMachine.ts";
 import { supervisorMachine } from "../src/machines/supervisorMachine.ts";
 import { startTestDaemon, type TestDaemon } from "./helpers/daemon.ts";
-import { tinyModel } from "./helpers/fixtures.ts";
+import { tinyModel } from "../testing/fixtures.ts";
 
 type Sse = { type: string; data: any };
 

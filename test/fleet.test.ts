@@ -8,9 +8,9 @@ import { after, before, describe, it } from "node:test";
 import { agentReply, daemonLoad, startAgentCheck, type DaemonLoad } from "../src/fleet/agentCheck.ts";
 import { bindAddress, daemonCatalogue, fleetConfig, modelAliases, parseDaemonUrl, runFleetConfig } from "../src/fleet/haproxyConfig.ts";
 import { expectedChatReply, expectedContinuation } from "../src/gguf/charModel.ts";
-import { freePort, killStartedDaemons, spawnDaemon, type DaemonProcess } from "./helpers/daemonProcess.ts";
-import { FIXTURES, skipModel, slowModel, tinyModel } from "./helpers/fixtures.ts";
-import { checkConfig, eventually, findHaproxy, haproxyDir, killStartedHaproxies, startHaproxy, type Haproxy } from "./helpers/haproxy.ts";
+import { freePort, killStartedDaemons, spawnDaemon, type DaemonProcess } from "../testing/daemonProcess.ts";
+import { FIXTURES, skipModel, slowModel, tinyModel } from "../testing/fixtures.ts";
+import { checkConfig, eventually, findHaproxy, haproxyDir, killStartedHaproxies, startHaproxy, type Haproxy } from "../testing/haproxy.ts";
 
 // A fleet of daemons behind HAProxy (docs/scale-out.md): the agent, the generated config, and three real
 // daemons behind the real proxy on loopback. Every loop here is bounded (a count or a deadline).

@@ -3,7 +3,7 @@ import { after, before, describe, it } from "node:test";
 import { expectedChatReply, expectedContinuation, SOFT_CHAR_MODEL } from "../src/gguf/charModel.ts";
 import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
 import type { GenerationStats } from "../src/machines/runtimeMachine.ts";
-import { fixtureModel, slowModel, tinyModel } from "./helpers/fixtures.ts";
+import { fixtureModel, slowModel, tinyModel } from "../testing/fixtures.ts";
 
 // Generation as users of Ollama and llama-server expect it: real engine, generated models, real HTTP.
 

@@ -4,13 +4,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import fc from "fast-check";
-import { CRASH_CLASSES } from "../src/gguf/craftedModels.ts";
+import { CRASH_CLASSES } from "../testing/gguf/craftedModels.ts";
 import { GgmlType, GgufValueType } from "../src/gguf/format.ts";
 import { checkHyperparameters, checkModel, checkTensorTypes, checkVocabulary } from "../src/gguf/modelChecks.ts";
 import { GgufFormatError, readGgufInfo, type GgufInfo, type GgufMetadataValue } from "../src/gguf/reader.ts";
-import { fixtureFile, tinyModel } from "./helpers/fixtures.ts";
+import { fixtureFile, tinyModel } from "../testing/fixtures.ts";
 
-// The crafted files of issue 13 (src/gguf/craftedModels.ts): each "refused" class killed llama.cpp natively
+// The crafted files of issue 13 (testing/gguf/craftedModels.ts): each "refused" class killed llama.cpp natively
 // (or was refused by it) before the bounded check learnt to refuse it; "loads" classes are odd but valid.
 // What the engine does with each raw file: `npx tsx scripts/probe-crafted.ts`.
 

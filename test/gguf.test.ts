@@ -5,7 +5,7 @@ import { buildCharVocab, expectedContinuation, TINY_CHAR_MODEL } from "../src/gg
 import { GGUF_MAGIC, GgmlType } from "../src/gguf/format.ts";
 import { readGgufInfo } from "../src/gguf/reader.ts";
 import { encodeGgufHeader, str, u32 } from "../src/gguf/writer.ts";
-import { fixtureFile, tinyModel } from "./helpers/fixtures.ts";
+import { fixtureFile, tinyModel } from "../testing/fixtures.ts";
 
 function header(fields: { magic?: number; version?: number; tensors?: bigint; kvs?: bigint }): Buffer {
   const b = Buffer.alloc(24);

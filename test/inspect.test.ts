@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { WebSocketServer } from "ws";
 import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
-import { tinyModel } from "./helpers/fixtures.ts";
+import { tinyModel } from "../testing/fixtures.ts";
 
 // --inspect: the machine's events reach a WebSocket inspector (as Stately's tools receive them), sanitized.
 

@@ -4,7 +4,7 @@ import { after, before, describe, it } from "node:test";
 import { chromium, type Browser, type Page } from "playwright-core";
 import type { Chart } from "../src/machines/chart.ts";
 import { startTestDaemon, type TestDaemon } from "./helpers/daemon.ts";
-import { slowModel, tinyModel } from "./helpers/fixtures.ts";
+import { slowModel, tinyModel } from "../testing/fixtures.ts";
 
 // The live state charts in a real browser: Debian's chromium driven by playwright-core. State ids come from
 // /machine.json (the machines' own definitions), never from this file: the charts may be restructured.

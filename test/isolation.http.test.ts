@@ -3,10 +3,10 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { expectedContinuation } from "../src/gguf/charModel.ts";
-import { CRASH_CLASSES } from "../src/gguf/craftedModels.ts";
+import { CRASH_CLASSES } from "../testing/gguf/craftedModels.ts";
 import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
-import { engineProcessesOf, isAlive, killStartedDaemons, spawnDaemon } from "./helpers/daemonProcess.ts";
-import { FIXTURES, skipModel, slowModel, tinyModel } from "./helpers/fixtures.ts";
+import { engineProcessesOf, isAlive, killStartedDaemons, spawnDaemon } from "../testing/daemonProcess.ts";
+import { FIXTURES, skipModel, slowModel, tinyModel } from "../testing/fixtures.ts";
 import { engineExits, exitsSince, oneExit } from "./helpers/metrics.ts";
 
 /**

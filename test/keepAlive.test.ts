@@ -8,7 +8,7 @@ import { FOREVER, MAX_TIMER_MS, parseDuration } from "../src/duration.ts";
 import type { ModelView } from "../src/server/statusView.ts";
 import { runningOf } from "../src/server/ollama/views.ts";
 import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
-import { slowModel, tinyModel } from "./helpers/fixtures.ts";
+import { slowModel, tinyModel } from "../testing/fixtures.ts";
 
 /**
  * Keep-alives longer than a timer can wait: Node's setTimeout fires at once past 2^31-1 ms (24.8 days), and a

@@ -4,7 +4,7 @@ import { once } from "node:events";
 import { Writable } from "node:stream";
 import { after, describe, it } from "node:test";
 import { LogDestination, logLinesDropped } from "../src/log.ts";
-import { killStartedDaemons, spawnDaemon as spawnDaemonProcess } from "./helpers/daemonProcess.ts";
+import { killStartedDaemons, spawnDaemon as spawnDaemonProcess } from "../testing/daemonProcess.ts";
 
 // Logging never holds the daemon: a log reader that stops reading, or goes away, costs log lines (dropped
 // and counted), never a request and never the shutdown.

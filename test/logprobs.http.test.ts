@@ -4,7 +4,7 @@ import { Ollama } from "ollama";
 import OpenAI from "openai";
 import { expectedChatReply, expectedContinuation, SOFT_CHAR_MODEL } from "../src/gguf/charModel.ts";
 import { startTestDaemon, type TestDaemon } from "./helpers/daemon.ts";
-import { fixtureModel, tinyModel } from "./helpers/fixtures.ts";
+import { fixtureModel, tinyModel } from "../testing/fixtures.ts";
 
 // Log-probabilities and the prompt cache, through the official clients and the seed route: real engine,
 // generated models whose probabilities are known in closed form.

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { expectedChatReply, expectedContinuation } from "../src/gguf/charModel.ts";
 import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
-import { skipModel, slowModel, tinyModel } from "./helpers/fixtures.ts";
+import { skipModel, slowModel, tinyModel } from "../testing/fixtures.ts";
 
 /**
  * Several models at once, through HTTP with the real engine: routing by name, the default model, LRU

@@ -6,7 +6,7 @@ import { after, before, describe, it } from "node:test";
 import { Ollama, type ChatResponse } from "ollama";
 import { expectedChatReply, expectedContinuation, SOFT_CHAR_MODEL } from "../src/gguf/charModel.ts";
 import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
-import { fixtureModel, skipModel, slowModel, tinyModel } from "./helpers/fixtures.ts";
+import { fixtureModel, skipModel, slowModel, tinyModel } from "../testing/fixtures.ts";
 
 /**
  * Ollama's own API, driven by the official `ollama` client against the real daemon and real generated models

@@ -4,7 +4,7 @@ import { after, before, describe, it } from "node:test";
 import OpenAI from "openai";
 import { expectedChatReply, expectedContinuation } from "../src/gguf/charModel.ts";
 import { startTestDaemon, type TestDaemon } from "./helpers/daemon.ts";
-import { tinyModel } from "./helpers/fixtures.ts";
+import { tinyModel } from "../testing/fixtures.ts";
 
 // The official openai client against the daemon: real client, real HTTP, real engine.
 

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { ConfigError, DEFAULTS, parseServeArgs } from "../src/config.ts";
 import { startTestDaemon, type TestDaemon } from "./helpers/daemon.ts";
-import { slowModel, tinyModel } from "./helpers/fixtures.ts";
+import { slowModel, tinyModel } from "../testing/fixtures.ts";
 
 // Operating the daemon: metrics, configuration files, and the client commands against a running daemon.
 

@@ -5,10 +5,10 @@ import { after, before, describe, it } from "node:test";
 import { Ollama } from "ollama";
 import OpenAI from "openai";
 import { charModelSpec } from "../src/gguf/charModel.ts";
-import { CRAFTED_BASE, withMetadata } from "../src/gguf/craftedModels.ts";
+import { CRAFTED_BASE, withMetadata } from "../testing/gguf/craftedModels.ts";
 import { str, writeGguf } from "../src/gguf/writer.ts";
 import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
-import { FIXTURES, tinyModel } from "./helpers/fixtures.ts";
+import { FIXTURES, tinyModel } from "../testing/fixtures.ts";
 
 /**
  * A client's request must never take a model away from everyone (issue 21): what only that request got wrong

@@ -4,14 +4,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel, type LlamaRankingContext } from "node-llama-cpp";
-import { expectedRerankScore, RERANK_MODEL_SHAPE } from "../src/gguf/jobModels.ts";
+import { expectedRerankScore, RERANK_MODEL_SHAPE } from "../testing/gguf/jobModels.ts";
 import { startTestDaemon, type TestDaemon } from "./helpers/daemon.ts";
-import { tinyModel } from "./helpers/fixtures.ts";
+import { tinyModel } from "../testing/fixtures.ts";
 import { rerankModel } from "./helpers/jobModels.ts";
 
 /**
  * llama-server's rerank route against the real daemon and a generated reranker whose scores follow a known
- * rule (src/gguf/jobModels.ts: a document's score is decided by its last letter), compared with
+ * rule (testing/gguf/jobModels.ts: a document's score is decided by its last letter), compared with
  * node-llama-cpp's own ranking of the same texts in this process.
  */
 

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Ollama } from "ollama";
 import OpenAI from "openai";
-import { QWEN25_FLAVOUR } from "../src/gguf/toolModel.ts";
+import { QWEN25_FLAVOUR } from "../testing/gguf/toolModel.ts";
 import { MAX_JSON_DEPTH } from "../src/server/middleware/jsonBody.ts";
 import { startTestDaemon, type TestDaemon } from "./helpers/daemon.ts";
 import { LIMIT, UNCOMPILABLE } from "./helpers/schemaCases.ts";

@@ -10,7 +10,7 @@ import { charModelSpec, expectedContinuation, TINY_CHAR_MODEL } from "../src/ggu
 import { GGUF_MAGIC } from "../src/gguf/format.ts";
 import { encodeGgufHeader } from "../src/gguf/writer.ts";
 import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
-import { slowModel, tinyModel } from "./helpers/fixtures.ts";
+import { slowModel, tinyModel } from "../testing/fixtures.ts";
 import { closed, rawRequest, rawSocket } from "./helpers/rawHttp.ts";
 
 // The adversarial suite: after every attack the daemon answers /status in one of its five states and a real

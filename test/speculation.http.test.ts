@@ -4,10 +4,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { expectedContinuation } from "../src/gguf/charModel.ts";
-import { TINY_RANDOM_SHAPE } from "../src/gguf/draftModels.ts";
+import { TINY_RANDOM_SHAPE } from "../testing/gguf/draftModels.ts";
 import { writeRandomLlama } from "../src/gguf/randomModel.ts";
 import { startTestDaemon, type TestDaemon } from "./helpers/daemon.ts";
-import { skipModel, tinyModel } from "./helpers/fixtures.ts";
+import { skipModel, tinyModel } from "../testing/fixtures.ts";
 
 /**
  * Speculative decoding through the daemon (real engine process, generated models): `"draft_model"` and

@@ -8,9 +8,9 @@ import { getLlama, LlamaLogLevel, type Llama, type LlamaContext, type LlamaConte
 import { lookupDraft } from "../src/engine/speculation/lookupDraft.ts";
 import { runSpeculativeLoop, speculates, type DraftOptions } from "../src/engine/speculation/speculativeLoop.ts";
 import { runTokenLoop, type TokenLoopOptions, type TokenLoopResult } from "../src/engine/tokenLoop.ts";
-import { TINY_RANDOM_SHAPE } from "../src/gguf/draftModels.ts";
+import { TINY_RANDOM_SHAPE } from "../testing/gguf/draftModels.ts";
 import { writeRandomLlama } from "../src/gguf/randomModel.ts";
-import { FIXTURES, skipModel, tinyModel } from "./helpers/fixtures.ts";
+import { FIXTURES, skipModel, tinyModel } from "../testing/fixtures.ts";
 
 /**
  * Speculative decoding (src/engine/speculation/) against the plain token loop (src/engine/tokenLoop.ts), on
@@ -26,7 +26,7 @@ import { FIXTURES, skipModel, tinyModel } from "./helpers/fixtures.ts";
  */
 
 const RANDOM_HASH = createHash("sha256")
-  .update(["randomModel.ts", "writer.ts", "format.ts", "llamaMetadata.ts", "draftModels.ts"].map((f) => readFileSync(new URL(`../src/gguf/${f}`, import.meta.url))).join("\0"))
+  .update(["src/gguf/randomModel.ts", "src/gguf/writer.ts", "src/gguf/format.ts", "src/gguf/llamaMetadata.ts", "testing/gguf/draftModels.ts"].map((f) => readFileSync(new URL(`../${f}`, import.meta.url))).join("\0"))
   .digest("hex")
   .slice(0, 12);
 

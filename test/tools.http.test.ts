@@ -6,15 +6,15 @@ import { after, before, describe, it } from "node:test";
 import { Ollama } from "ollama";
 import OpenAI from "openai";
 import type { ChatCompletionMessageParam, ChatCompletionTool } from "openai/resources/chat/completions";
-import { LLAMA31_FLAVOUR, QWEN25_FLAVOUR } from "../src/gguf/toolModel.ts";
+import { LLAMA31_FLAVOUR, QWEN25_FLAVOUR } from "../testing/gguf/toolModel.ts";
 import { pairToolCalls } from "../src/server/tools.ts";
 import { startTestDaemon, type TestDaemon } from "./helpers/daemon.ts";
-import { tinyModel } from "./helpers/fixtures.ts";
+import { tinyModel } from "../testing/fixtures.ts";
 import { toolModel } from "./helpers/toolModels.ts";
 
 /**
  * Tool calls with the official openai and ollama clients against the real daemon and engine, on generated
- * models whose GGUF carries the real Qwen 2.5 and Llama 3.1 chat templates (src/gguf/toolModel.ts): node-llama-cpp
+ * models whose GGUF carries the real Qwen 2.5 and Llama 3.1 chat templates (testing/gguf/toolModel.ts): node-llama-cpp
  * resolves its Jinja wrapper (function-call syntax read from the Qwen template) and its Llama 3.1 wrapper. The
  * model writes " abc…xyz" and then starts a call of its own; the grammars decide the call's name and arguments.
  */

@@ -7,7 +7,7 @@ import { checkJsonSchema, SCHEMA_LIMITS } from "../src/server/jsonSchema.ts";
 import { GgufFormatError, readGgufInfo } from "../src/gguf/reader.ts";
 import { hostnameOf, isLoopbackName } from "../src/server/addresses.ts";
 import { parseLoadModel, parseRunPrompt } from "../src/server/validation.ts";
-import { fixtureFile, tinyModel } from "./helpers/fixtures.ts";
+import { fixtureFile, tinyModel } from "../testing/fixtures.ts";
 
 // Properties over the validators that stand between the outside world and the engine: whatever comes in,
 // they either accept it as a well-formed value or refuse it with our own typed error, quickly.

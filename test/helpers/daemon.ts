@@ -3,7 +3,7 @@ import { Writable } from "node:stream";
 import { DEFAULTS, type ServeConfig } from "../../src/config.ts";
 import { startDaemon, type Daemon } from "../../src/daemon.ts";
 import { createLogger } from "../../src/log.ts";
-import { FIXTURES } from "./fixtures.ts";
+import { FIXTURES } from "../../testing/fixtures.ts";
 
 /** Log lines a test daemon wrote, parsed; kept in memory so tests can assert on them. */
 export class LogCapture extends Writable {

@@ -2,13 +2,13 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { mkdir, rename, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { writeEmbeddingModel, writeRerankModel } from "../../src/gguf/jobModels.ts";
-import { FIXTURES } from "./fixtures.ts";
+import { writeEmbeddingModel, writeRerankModel } from "../../testing/gguf/jobModels.ts";
+import { FIXTURES } from "../../testing/fixtures.ts";
 
-/** The generated embedding and reranking models (src/gguf/jobModels.ts), written once per checkout. */
+/** The generated embedding and reranking models (testing/gguf/jobModels.ts), written once per checkout. */
 
 const WRITER_HASH = createHash("sha256")
-  .update(["jobModels.ts", "randomModel.ts", "llamaMetadata.ts", "writer.ts", "format.ts"].map((f) => readFileSync(new URL(`../../src/gguf/${f}`, import.meta.url))).join("\0"))
+  .update(["testing/gguf/jobModels.ts", "src/gguf/randomModel.ts", "src/gguf/llamaMetadata.ts", "src/gguf/writer.ts", "src/gguf/format.ts"].map((f) => readFileSync(new URL(`../../${f}`, import.meta.url))).join("\0"))
   .digest("hex")
   .slice(0, 12);
 

@@ -3,15 +3,15 @@ import { readFileSync } from "node:fs";
 import { mkdir, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { SKIP_CHAR_MODEL, SLOW_CHAR_MODEL, TINY_CHAR_MODEL, writeCharModel, type CharModelShape } from "../../src/gguf/charModel.ts";
+import { SKIP_CHAR_MODEL, SLOW_CHAR_MODEL, TINY_CHAR_MODEL, writeCharModel, type CharModelShape } from "../src/gguf/charModel.ts";
 
-export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", ".fixtures");
+export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "test", ".fixtures");
 
 const pending = new Map<string, Promise<string>>();
 
 /** Changes whenever the code that writes models changes, so a stale cached fixture is never used. */
 const WRITER_HASH = createHash("sha256")
-  .update(["charModel.ts", "writer.ts", "format.ts", "llamaMetadata.ts", "randomModel.ts"].map((f) => readFileSync(new URL(`../../src/gguf/${f}`, import.meta.url))).join("\0"))
+  .update(["charModel.ts", "writer.ts", "format.ts", "llamaMetadata.ts", "randomModel.ts"].map((f) => readFileSync(new URL(`../src/gguf/${f}`, import.meta.url))).join("\0"))
   .digest("hex")
   .slice(0, 12);
 

@@ -7,8 +7,8 @@ import { FIXTURES } from "./fixtures.ts";
 
 /** The real daemon (the TypeScript sources) in a process of its own, for tests that signal or kill it. */
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const CLI = fileURLToPath(new URL("../../src/cli.ts", import.meta.url));
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const CLI = fileURLToPath(new URL("../src/cli.ts", import.meta.url));
 
 export function freePort(): Promise<number> {
   return new Promise((resolve) => {

@@ -1,7 +1,7 @@
-import { charModelSpec, SKIP_CHAR_MODEL, TINY_CHAR_MODEL, type CharModelShape } from "./charModel.ts";
-import { GgmlType } from "./format.ts";
-import type { LlamaShape } from "./randomModel.ts";
-import { u32, writeGguf, type GgufSpec } from "./writer.ts";
+import { charModelSpec, SKIP_CHAR_MODEL, TINY_CHAR_MODEL, type CharModelShape } from "../../src/gguf/charModel.ts";
+import { GgmlType } from "../../src/gguf/format.ts";
+import type { LlamaShape } from "../../src/gguf/randomModel.ts";
+import { u32, writeGguf, type GgufSpec } from "../../src/gguf/writer.ts";
 
 /**
  * Models for speculative decoding: a target and drafts of the same vocabulary (the char vocabulary of

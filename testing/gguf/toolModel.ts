@@ -1,7 +1,7 @@
-import { GgmlType, TokenType } from "./format.ts";
-import { nextChar, type CharModelShape, TINY_CHAR_MODEL } from "./charModel.ts";
-import { baseVocabulary, llamaMetadata, SPACE_PIECE } from "./llamaMetadata.ts";
-import { str, u32, writeGguf, type GgufSpec, type GgufTensorSpec } from "./writer.ts";
+import { GgmlType, TokenType } from "../../src/gguf/format.ts";
+import { nextChar, type CharModelShape, TINY_CHAR_MODEL } from "../../src/gguf/charModel.ts";
+import { baseVocabulary, llamaMetadata, SPACE_PIECE } from "../../src/gguf/llamaMetadata.ts";
+import { str, u32, writeGguf, type GgufSpec, type GgufTensorSpec } from "../../src/gguf/writer.ts";
 
 /**
  * Tool-capable variants of the char model (charModel.ts): the same one-hot llama whose greedy text is known

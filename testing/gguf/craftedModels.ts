@@ -1,6 +1,6 @@
-import { CHATML_TEMPLATE, charModelSpec, TINY_CHAR_MODEL, type CharModelShape } from "./charModel.ts";
-import { GgmlType } from "./format.ts";
-import { encodeGgufHeader, f32, i32Array, str, strArray, tensorSpecBytes, u32, u32Array, writeGguf, type GgufSpec, type GgufValue } from "./writer.ts";
+import { CHATML_TEMPLATE, charModelSpec, TINY_CHAR_MODEL, type CharModelShape } from "../../src/gguf/charModel.ts";
+import { GgmlType } from "../../src/gguf/format.ts";
+import { encodeGgufHeader, f32, i32Array, str, strArray, tensorSpecBytes, u32, u32Array, writeGguf, type GgufSpec, type GgufValue } from "../../src/gguf/writer.ts";
 
 /**
  * The project's own crafted model files: the valid tiny char model with one fact changed, one file per class

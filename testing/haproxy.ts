@@ -49,7 +49,7 @@ export async function checkConfig(binary: string, config: string): Promise<{ ok:
 }
 
 /** One server line of `show stat`. */
-export interface ServerStat {
+interface ServerStat {
   backend: string;
   server: string;
   status: string;

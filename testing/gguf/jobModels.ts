@@ -1,7 +1,7 @@
-import { GgmlType } from "./format.ts";
-import { baseVocabulary, llamaMetadata, SPACE_PIECE } from "./llamaMetadata.ts";
-import { randomLlamaSpec, type LlamaShape } from "./randomModel.ts";
-import { str, strArray, u32, writeGguf, type GgufSpec, type GgufTensorSpec, type GgufValue } from "./writer.ts";
+import { GgmlType } from "../../src/gguf/format.ts";
+import { baseVocabulary, llamaMetadata, SPACE_PIECE } from "../../src/gguf/llamaMetadata.ts";
+import { randomLlamaSpec, type LlamaShape } from "../../src/gguf/randomModel.ts";
+import { str, strArray, u32, writeGguf, type GgufSpec, type GgufTensorSpec, type GgufValue } from "../../src/gguf/writer.ts";
 
 /**
  * Generated models for the jobs other than generation: an embedding model and a reranker, both small enough
