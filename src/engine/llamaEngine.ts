@@ -6,7 +6,7 @@ import { isKekahydeError, KekahydeError, toKekahydeError } from "../errors.ts";
 import si from "systeminformation";
 import { SAMPLING_DEFAULTS } from "../domain/defaults.ts";
 import type { ChatMessage, FinishReason, GenerateResult, TokenLogprob, ToolCall, ToolDefinition } from "../domain/generation.ts";
-import { defaultModelName, type FlashAttentionMode, type GpuMode, type ModelInfo } from "../domain/models.ts";
+import { defaultModelName, type FlashAttentionMode, type ModelInfo } from "../domain/models.ts";
 import { toGrammarSchema } from "./jsonSchema.ts";
 import { warmUpGgufParser } from "./loaderWarmUp.ts";
 import { planModel } from "./planning.ts";
@@ -16,24 +16,9 @@ import { ModelJobs } from "./modelJobs.ts";
 import { runSpeculativeLoop, speculates, type DraftOptions } from "./speculation/speculativeLoop.ts";
 import { commonPrefix, type TokenLoopStop } from "./tokenLoop.ts";
 import { droppableCount, dropOldestTurns, fewestDropsThatFit, leastTurnsToDrop } from "./truncation.ts";
-import type { Engine, GenerateOptions, JobOptions, LoadedModel } from "./types.ts";
+import type { Engine, EngineSettings, GenerateOptions, JobOptions, LoadedModel } from "./types.ts";
 
-export interface LlamaEngineOptions {
-  gpu: GpuMode;
-  threads: number;
-  /** Context size for each loaded model; bounded by the model's trained context length. */
-  contextSize: number;
-  /** Flash attention in every context (default "auto", llama.cpp's own: node-llama-cpp's is off). */
-  flashAttention?: FlashAttentionMode;
-  /** Context sequences per model, for parallel generations (default 1). */
-  parallel?: number;
-  /** Folders models may be loaded from; empty: anywhere. */
-  modelsDirs?: readonly string[];
-  /** Bytes of memory available for a new model; defaults to the machine's available memory. */
-  availableMemory?: () => Promise<number>;
-  /** Receives llama.cpp's own log lines (warnings and errors). */
-  onNativeLog?: (level: string, message: string) => void;
-}
+export type LlamaEngineOptions = EngineSettings;
 
 const STOP_REASONS: Record<string, FinishReason> = {
   eogToken: "stop",

@@ -1,12 +1,30 @@
 import type { KekahydeError } from "../errors.ts";
 import type { GenerateResult, GenerationProgress, GenerationRequest } from "../domain/generation.ts";
 import type { DetokenizeRequest, DetokenizeResult, EmbedRequest, EmbedResult, RankRequest, RankResult, TokenizeRequest, TokenizeResult } from "../domain/jobs.ts";
-import type { LoadSettings, ModelInfo, ModelPlan } from "../domain/models.ts";
+import type { FlashAttentionMode, GpuMode, LoadSettings, ModelInfo, ModelPlan } from "../domain/models.ts";
 
 /**
  * The engine's port: what the runtime machine needs from an inference library, and nothing more. The
  * request and model types it speaks are the domain's (src/domain/).
  */
+
+/** How an engine runs models, whether in this process (llamaEngine.ts) or in engine processes (process/). */
+export interface EngineSettings {
+  gpu: GpuMode;
+  threads: number;
+  /** Context size for each loaded model; bounded by the model's trained context length. */
+  contextSize: number;
+  /** Flash attention in every context (default "auto", llama.cpp's own: node-llama-cpp's is off). */
+  flashAttention?: FlashAttentionMode;
+  /** Context sequences per model, for parallel generations (default 1). */
+  parallel?: number;
+  /** Folders models may be loaded from; empty: anywhere. */
+  modelsDirs?: readonly string[];
+  /** Bytes of memory available for a new model; defaults to the machine's available memory. */
+  availableMemory?: () => Promise<number>;
+  /** Receives llama.cpp's own log lines (warnings and errors; engine processes' stderr too). */
+  onNativeLog?: (level: string, message: string) => void;
+}
 
 export interface LoadOptions {
   signal: AbortSignal;

@@ -2,25 +2,18 @@ import { basename } from "node:path";
 import si from "systeminformation";
 import type { GenerateResult } from "../../domain/generation.ts";
 import type { DetokenizeRequest, DetokenizeResult, EmbedRequest, EmbedResult, JobResult, RankRequest, RankResult, TokenizeRequest, TokenizeResult } from "../../domain/jobs.ts";
-import type { FlashAttentionMode, GpuMode, ModelInfo, ModelPlan } from "../../domain/models.ts";
+import type { ModelInfo, ModelPlan } from "../../domain/models.ts";
 import { DEFAULT_MAX_LOAD_SECONDS, DEFAULT_MAX_STALL_SECONDS } from "../../domain/defaults.ts";
 import { KekahydeError } from "../../errors.ts";
 import { planModel } from "../planning.ts";
-import type { Engine, GenerateOptions, JobOptions, LoadedModel, LoadOptions } from "../types.ts";
+import type { Engine, EngineSettings, GenerateOptions, JobOptions, LoadedModel, LoadOptions } from "../types.ts";
 import { EngineProcess, errorFrom, nativeMessage, type EngineExit } from "./engineProcess.ts";
 import type { FromEngine, ToEngine } from "./protocol.ts";
 
 /** Why an engine process ended, as /metrics counts it. */
 export type EngineExitReason = "crash" | "load_timeout" | "first_token_timeout" | "stall" | "stuck" | "cancelled";
 
-export interface ProcessEngineOptions {
-  gpu: GpuMode;
-  threads: number;
-  contextSize: number;
-  flashAttention?: FlashAttentionMode;
-  parallel?: number;
-  /** Folders models may be loaded from; empty: anywhere. */
-  modelsDirs?: readonly string[];
+export interface ProcessEngineOptions extends EngineSettings {
   /**
    * Longest a load may take before its engine process is killed, waiting for a ready engine process
    * included; null: no limit.
@@ -44,10 +37,6 @@ export interface ProcessEngineOptions {
   stopGraceMs?: number;
   /** Keep one engine process started ahead, so that a load does not wait for one to start. */
   spare?: boolean;
-  /** Bytes of memory available for a new model; defaults to the machine's available memory. */
-  availableMemory?: () => Promise<number>;
-  /** llama.cpp's own log lines and engine processes' stderr. */
-  onNativeLog?: (level: string, message: string) => void;
   /** Every engine process that ends without being asked, and why. */
   onEngineExit?: (reason: EngineExitReason, exit: EngineExit) => void;
 }
