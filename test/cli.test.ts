@@ -14,6 +14,7 @@ import { formatList, formatPs, formatShow, processor, until } from "../src/cli/m
 import { ConfigError, DEFAULTS, OPTIONS, parseServeArgs } from "../src/config.ts";
 import { defaultThreadCount } from "../src/engine/threads.ts";
 import { slowModel, tinyModel } from "../testing/fixtures.ts";
+import { waitUntil } from "./helpers/daemon.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const BIN = fileURLToPath(new URL("../bin/kekahyde.js", import.meta.url));
@@ -271,11 +272,7 @@ describe("the kekahyde command", () => {
       const d = await startProcess(["--port", "0", "--model", slow]);
       await d.waitForLog("model_loaded");
       const running = fetch(`${d.url}/run_prompt`, { method: "POST", headers: { "content-type": "application/json" }, body: '{"prompt":"abc","raw":true,"max_tokens":5000}' });
-      for (;;) {
-        const s = (await (await fetch(`${d.url}/status`)).json()) as Record<string, any>;
-        if (s.state === "generating") break;
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await waitUntil(async () => ((await (await fetch(`${d.url}/status`)).json()) as Record<string, any>).state === "generating", 10_000, "generating");
       d.child.kill("SIGINT");
       const res = await running;
       assert.equal(res.status, 503);

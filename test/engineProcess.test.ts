@@ -7,6 +7,7 @@ import { after, describe, it } from "node:test";
 import type { ModelPlan } from "../src/domain/models.ts";
 import { createProcessEngine, type EngineExitReason, type ProcessEngine } from "../src/engine/process/processEngine.ts";
 import { KekahydeError } from "../src/errors.ts";
+import { waitUntil } from "./helpers/daemon.ts";
 import { expectedContinuation } from "../src/gguf/charModel.ts";
 import { CRASH_CLASSES } from "../testing/gguf/craftedModels.ts";
 import { isAlive } from "../testing/daemonProcess.ts";
@@ -112,6 +113,7 @@ describe("the engine process boundary", () => {
       assert.equal(first.text, expectedContinuation("abc", 4));
       // What the runtime does when it releases a job: its actor stops, which aborts the (ended) request.
       request.abort();
+      // What must not happen: a kill after the 200 ms abort grace. Three graces pass first.
       await new Promise((r) => setTimeout(r, 600));
       assert.equal(isAlive(model.info.engine_pid), true, "not killed as a stuck generation");
       const second = await model.generate({ prompt: "K", raw: true, maxTokens: 4, sampling: { temperature: 0 }, signal });
@@ -128,7 +130,8 @@ describe("the engine process boundary", () => {
       const model = await quick.load(await unchecked(await craftedFile("chat-template-loop-2m")), { signal });
       const request = new AbortController();
       const chat = model.generate({ prompt: "hi", raw: false, sampling: {}, signal: request.signal });
-      await new Promise((r) => setTimeout(r, 300)); // rendering the looping template now
+      // Nothing tells when rendering has begun; the abort must find it stuck either way (pacing only).
+      await new Promise((r) => setTimeout(r, 300));
       request.abort();
       await assert.rejects(chat, (e: KekahydeError) => e.code === "ENGINE_TIMEOUT" && /did not stop within 0\.3 s/.test(e.message));
       assert.equal((await model.lost).code, "ENGINE_TIMEOUT");
@@ -167,9 +170,7 @@ describe("a model file replaced after the daemon checked it", () => {
       });
       const took = performance.now() - started;
       assert.ok(took < 10_000, `refused after ${took.toFixed(0)} ms`);
-      await within(5_000, (async () => {
-        while (engine.pids().length > 0) await new Promise((r) => setTimeout(r, 20));
-      })());
+      await waitUntil(() => engine.pids().length === 0, 5_000, "the refused load's engine process to end");
     } finally {
       await engine.dispose();
       await rm(dir, { recursive: true, force: true });

@@ -4,7 +4,7 @@ import { after, before, describe, it } from "node:test";
 import { chartOf, type Chart } from "../src/machines/chart.ts";
 import { runtimeMachine } from "../src/machines/runtimeMachine.ts";
 import { supervisorMachine } from "../src/machines/supervisorMachine.ts";
-import { startTestDaemon, type TestDaemon } from "./helpers/daemon.ts";
+import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
 import { tinyModel } from "../testing/fixtures.ts";
 
 type Sse = { type: string; data: any };
@@ -54,7 +54,8 @@ describe("GET /events", () => {
     await d.post("/load_model", { path });
     const name = (await d.status()).models[0].name as string;
     await d.post("/run_prompt", { prompt: "abc", raw: true, max_tokens: 5 });
-    await new Promise((r) => setTimeout(r, 300));
+    const backToIdle = (e: Sse) => e.type === "transition" && e.data.state === "idle" && e.data.event === "JOB.DONE";
+    await waitUntil(() => events.some(backToIdle) && events.some((e) => e.type === "sample"), 5_000, "the generation's end and a sample in the feed");
     await stop();
 
     assert.equal(events[0].type, "snapshot");
@@ -83,7 +84,7 @@ describe("GET /events", () => {
 
   it("starts a late subscriber with every model's active states and the supervisor's", async () => {
     const { events, stop } = await readEvents(d.url);
-    await new Promise((r) => setTimeout(r, 100));
+    await waitUntil(() => events.length > 0, 5_000, "the first event");
     await stop();
     const status = await d.status();
     const snapshot = events[0];

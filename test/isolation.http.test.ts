@@ -91,7 +91,7 @@ describe("a daemon whose engines run in their own processes", () => {
       const t = performance.now();
       await d.status();
       answers.push(performance.now() - t);
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 50)); // pacing: /status is measured every 50 ms while the engine is stuck
     }
     answers.sort((x, y) => x - y);
     const slowest = answers.at(-1)!;
@@ -278,14 +278,13 @@ describe("engine processes end with the daemon", () => {
     assert.equal((await daemon.post("/load_model", { path: await tinyModel() })).status, 200);
     assert.equal((await daemon.post("/load_model", { path: await crafted("chat-template-loop-2m"), name: "loop" })).status, 200);
     void daemon.post("/run_prompt", { model: "loop", prompt: "hi" }).catch(() => {});
-    await new Promise((r) => setTimeout(r, 1_000)); // the loop's engine is now stuck rendering the template
+    // The loop's engine is then stuck rendering the template: its request has started.
+    await waitUntil(async () => (await daemon.status()).models.find((m: { name: string }) => m.name === "loop")?.state === "generating", 10_000, "the looping chat started");
     const engines = engineProcessesOf(daemon.child.pid!);
     assert.ok(engines.length >= 2, `engine processes ${engines.join(", ")}`);
     daemon.child.kill("SIGKILL");
     await daemon.exited;
-    const deadline = Date.now() + 5_000;
-    while (engines.some(isAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-    assert.deepEqual(engines.filter(isAlive), [], "every engine process ended by itself within 5 s");
+    await waitUntil(() => !engines.some(isAlive), 5_000, `every engine process to end by itself (alive: ${engines.filter(isAlive).join(", ")})`);
   });
 
   it("SIGTERM under load answers every client and exits cleanly, its engine processes with it", async () => {

@@ -4,6 +4,7 @@ import { once } from "node:events";
 import { Writable } from "node:stream";
 import { after, describe, it } from "node:test";
 import { LogDestination, logLinesDropped } from "../src/log.ts";
+import { waitUntil } from "./helpers/daemon.ts";
 import { killStartedDaemons, spawnDaemon as spawnDaemonProcess } from "../testing/daemonProcess.ts";
 
 // Logging never holds the daemon: a log reader that stops reading, or goes away, costs log lines (dropped
@@ -80,14 +81,14 @@ describe("a daemon whose log reader stops reading", { timeout: 60_000 }, () => {
     await logLoudly(url, 200);
     let out = "";
     child.stdout!.on("data", (d) => (out += d));
-    const deadline = Date.now() + 5_000;
     let notice: Record<string, any> | undefined;
-    while (!notice && Date.now() < deadline) {
+    // Each try logs one more line (a 404): the notice is written with the next line once the reader reads.
+    await waitUntil(async () => {
       assert.equal((await fetch(`${url}/no-such-route`)).status, 404);
-      await new Promise((r) => setTimeout(r, 50));
       const line = out.split("\n").find((l) => l.includes('"log_lines_dropped"'));
       if (line) notice = JSON.parse(line);
-    }
+      return notice !== undefined;
+    }, 5_000, "a log_lines_dropped line");
     assert.ok(notice, "a log_lines_dropped line");
     assert.equal(notice.level, "warn");
     assert.ok(notice.lines > 0 && notice.total >= notice.lines, JSON.stringify(notice));

@@ -3,7 +3,7 @@ import { basename } from "node:path";
 import { after, before, describe, it } from "node:test";
 import OpenAI from "openai";
 import { expectedChatReply, expectedContinuation } from "../src/gguf/charModel.ts";
-import { startTestDaemon, type TestDaemon } from "./helpers/daemon.ts";
+import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
 import { tinyModel } from "../testing/fixtures.ts";
 
 // The official openai client against the daemon: real client, real HTTP, real engine.
@@ -152,7 +152,7 @@ describe("OpenAI-compatible API with the official openai client", () => {
       // The SDK may end the iteration or throw an abort error; either way the client is gone.
     }
     const status = async () => (await (await fetch(`${d.url}/status`, { headers: { authorization: "Bearer sk-local" } })).json()) as { state: string; generation: { finish_reason: string } };
-    for (let i = 0; i < 100 && (await status()).state !== "idle"; i++) await new Promise((r) => setTimeout(r, 20));
+    await waitUntil(async () => (await status()).state === "idle", 2_000, "the cancelled generation to end");
     assert.equal(got, 3);
     const final = await status();
     assert.equal(final.state, "idle");

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { ConfigError, DEFAULTS, parseServeArgs } from "../src/config.ts";
-import { startTestDaemon, type TestDaemon } from "./helpers/daemon.ts";
+import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
 import { slowModel, tinyModel } from "../testing/fixtures.ts";
 
 // Operating the daemon: metrics, configuration files, and the client commands against a running daemon.
@@ -144,9 +144,7 @@ describe("client commands against a running daemon", () => {
   it("stop a running generation from another terminal", async () => {
     await kekahyde(["load", await slowModel()], env());
     const running = kekahyde(["run", "abc", "--raw", "--max-tokens", "5000"], env());
-    for (let i = 0; i < 200 && (await (await fetch(`${d.url}/status`, { headers: { authorization: "Bearer k" } })).json() as { state: string }).state !== "generating"; i++) {
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    await waitUntil(async () => ((await (await fetch(`${d.url}/status`, { headers: { authorization: "Bearer k" } })).json()) as { state: string }).state === "generating", 5_000, "generating");
     const stop = await kekahyde(["stop"], env());
     assert.match(stop.stdout, /^stopped/);
     const r = await running;

@@ -6,7 +6,7 @@ import { after, before, describe, it } from "node:test";
 import { expectedContinuation } from "../src/gguf/charModel.ts";
 import { TINY_RANDOM_SHAPE } from "../testing/gguf/draftModels.ts";
 import { writeRandomLlama } from "../src/gguf/randomModel.ts";
-import { startTestDaemon, type TestDaemon } from "./helpers/daemon.ts";
+import { startTestDaemon, waitUntil, type TestDaemon } from "./helpers/daemon.ts";
 import { skipModel, tinyModel } from "../testing/fixtures.ts";
 
 /**
@@ -147,8 +147,7 @@ describe("speculative decoding with --parallel 2: each sequence drafts with its 
   });
 
   it("--draft-model loads the start-up model with its draft; two greedy generations at once both get their exact text", async () => {
-    const deadline = Date.now() + 60_000;
-    while ((await d.status()).state !== "idle" && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await waitUntil(async () => (await d.status()).state === "idle", 60_000, "the start-up model and its draft loaded");
     const status = await d.status();
     assert.equal(status.model.speculative, "draft");
     assert.equal(status.model.parallel, 2);
