@@ -219,24 +219,16 @@ describe("the kekahyde command", () => {
       });
       children.push(child);
       const lines: Array<Record<string, any>> = [];
-      const waiters: Array<() => void> = [];
-      createInterface({ input: child.stdout }).on("line", (line) => {
-        lines.push(JSON.parse(line));
-        waiters.splice(0).forEach((w) => w());
-      });
+      createInterface({ input: child.stdout }).on("line", (line) => lines.push(JSON.parse(line)));
       let stderr = "";
       child.stderr.on("data", (d) => (stderr += d));
       const waitForLog = async (event: string, timeoutMs = 20_000) => {
-        const deadline = Date.now() + timeoutMs;
-        for (;;) {
-          const found = lines.find((l) => l.event === event);
-          if (found) return found;
-          if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no "${event}" log line; stderr: ${stderr}`);
-          await new Promise<void>((r) => {
-            waiters.push(r);
-            setTimeout(r, 100);
-          });
-        }
+        const find = () => lines.find((l) => l.event === event);
+        // Until the line comes or the daemon has exited; either way the error below says what it wrote on stderr.
+        await waitUntil(() => find() !== undefined || child.exitCode !== null, timeoutMs, `a "${event}" log line`).catch(() => {});
+        const found = find();
+        if (found) return found;
+        throw new Error(`no "${event}" log line; stderr: ${stderr}`);
       };
       const listening = await waitForLog("listening");
       return { child, lines, waitForLog, url: listening.url as string };

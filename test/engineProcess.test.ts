@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { copyFile, mkdir, mkdtemp, rename, rm, stat } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rename, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -38,6 +38,18 @@ function within<T>(ms: number, promise: Promise<T>): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`still pending after ${ms} ms`)), ms)));
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+/** The CPU time (clock ticks, utime + stime, all its threads) a process has used, from /proc (Linux); null without /proc. */
+async function cpuTicks(pid: number): Promise<number | null> {
+  try {
+    const line = await readFile(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name (which may contain spaces): utime and stime are the 12th and 13th.
+    const fields = line.slice(line.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return null;
+  }
 }
 
 /** Freezes one of the engine's own processes (SIGSTOP): it lives on, but never answers. */
@@ -113,7 +125,8 @@ describe("the engine process boundary", () => {
       assert.equal(first.text, expectedContinuation("abc", 4));
       // What the runtime does when it releases a job: its actor stops, which aborts the (ended) request.
       request.abort();
-      // What must not happen: a kill after the 200 ms abort grace. Three graces pass first.
+      // What must not happen: a kill after the 200 ms abort grace. Three graces pass first (a fixed pause on
+      // purpose: the engine process must still be alive after 600 ms).
       await new Promise((r) => setTimeout(r, 600));
       assert.equal(isAlive(model.info.engine_pid), true, "not killed as a stuck generation");
       const second = await model.generate({ prompt: "K", raw: true, maxTokens: 4, sampling: { temperature: 0 }, signal });
@@ -129,9 +142,13 @@ describe("the engine process boundary", () => {
     try {
       const model = await quick.load(await unchecked(await craftedFile("chat-template-loop-2m")), { signal });
       const request = new AbortController();
+      const pid = model.info.engine_pid;
+      const idle = await cpuTicks(pid);
       const chat = model.generate({ prompt: "hi", raw: false, sampling: {}, signal: request.signal });
-      // Nothing tells when rendering has begun; the abort must find it stuck either way (pacing only).
-      await new Promise((r) => setTimeout(r, 300));
+      // The abort must find the engine stuck rendering the template: wait until its process has spent 100 ms
+      // of CPU on this generation (no token comes, so that is the template). Without /proc, a fixed 300 ms.
+      if (idle === null) await new Promise((r) => setTimeout(r, 300));
+      else await waitUntil(async () => ((await cpuTicks(pid)) ?? idle) - idle >= 10, 10_000, "the engine process busy rendering the chat template");
       request.abort();
       await assert.rejects(chat, (e: KekahydeError) => e.code === "ENGINE_TIMEOUT" && /did not stop within 0\.3 s/.test(e.message));
       assert.equal((await model.lost).code, "ENGINE_TIMEOUT");
