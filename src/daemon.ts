@@ -9,7 +9,8 @@ import { detectDefaultThreads } from "./engine/threads.ts";
 import type { Engine } from "./engine/types.ts";
 import type { Logger } from "./log.ts";
 import type { LoadResult } from "./machines/runtimeMachine.ts";
-import { supervisorMachine, type SupervisorMachine } from "./machines/supervisorMachine.ts";
+import { createSupervisorLogic } from "./machines/logic.ts";
+import type { SupervisorMachine } from "./machines/supervisorMachine.ts";
 import { RuntimeFeed } from "./machines/feed.ts";
 import { modelView } from "./server/statusView.ts";
 import { statelyInspector } from "./machines/statelyInspector.ts";
@@ -99,14 +100,12 @@ export async function startDaemon(config: ServeConfig, { log, engine: givenEngin
   const toFeed = feed.inspector(() => supervisorRef);
   const stately = config.inspectUrl ? await statelyInspector(config.inspectUrl) : null;
   if (stately) log.info({ event: "inspect", url: config.inspectUrl }, `sending machine events to ${config.inspectUrl}`);
-  const supervisor = createActor(supervisorMachine, {
+  const supervisor = createActor(createSupervisorLogic(engine, createResourceSampler(() => processEngine?.pids() ?? [])), {
     inspect: (e) => {
       toFeed(e);
       stately?.observe(e);
     },
     input: {
-      engine,
-      sampleResources: createResourceSampler(() => processEngine?.pids() ?? []),
       monitorIntervalMs: config.monitorIntervalMs,
       maxQueue: config.maxQueue,
       maxGenerationMs: config.maxGenerationSeconds === null ? null : config.maxGenerationSeconds * 1000,

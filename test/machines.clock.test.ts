@@ -4,9 +4,8 @@ import { createActor, fromCallback, SimulatedClock } from "xstate";
 import type { GenerateResult } from "../src/domain/generation.ts";
 import type { LoadResult } from "../src/machines/runtimeMachine.ts";
 import { sendRequest } from "../src/machines/sendRequest.ts";
-import { supervisorMachine } from "../src/machines/supervisorMachine.ts";
+import { createSupervisorLogic } from "../src/machines/logic.ts";
 import { createTicket } from "../src/machines/ticket.ts";
-import { EMPTY_SAMPLE } from "../src/monitor/resourceSampler.ts";
 import { FakeEngine, settle } from "./helpers/fakeEngine.ts";
 
 /**
@@ -22,8 +21,8 @@ describe("the machines' clock", () => {
   it("stamps loads, uses, keep-alives, jobs and errors with the actor system's time", async () => {
     const engine = new FakeEngine();
     const clock = new SimulatedClock();
-    const machine = supervisorMachine.provide({ actors: { monitor: fromCallback(() => {}) as never } });
-    const actor = createActor(machine, { clock, input: { engine, sampleResources: () => Promise.resolve(EMPTY_SAMPLE), keepAliveMs: KEEP_ALIVE_MS, maxModels: 2 } });
+    const machine = createSupervisorLogic(engine).provide({ actors: { monitor: fromCallback(() => {}) as never } });
+    const actor = createActor(machine, { clock, input: { keepAliveMs: KEEP_ALIVE_MS, maxModels: 2 } });
     actor.start();
     const models = () => actor.getSnapshot().context.models;
     const runtime = () => models().a.ref.getSnapshot().context;

@@ -7,8 +7,7 @@ import { KekahydeError } from "../src/errors.ts";
 import { runtimeMachine, type LoadResult, type StopResult, type UnloadResult } from "../src/machines/runtimeMachine.ts";
 import { supervisorMachine } from "../src/machines/supervisorMachine.ts";
 import { createTicket } from "../src/machines/ticket.ts";
-import { EMPTY_SAMPLE } from "../src/monitor/resourceSampler.ts";
-import { FakeEngine, fakePlan } from "./helpers/fakeEngine.ts";
+import { fakePlan } from "./helpers/fakeEngine.ts";
 
 /**
  * Transitions are pure: computing one with XState's `transition()` answers no request, frees no model and
@@ -52,11 +51,11 @@ function step<M extends AnyStateMachine>(machine: M, snapshot: SnapshotFrom<M>, 
 describe("pure transitions", () => {
   it("runtime: no ticket is settled and nothing freed or started until the actions run", () => {
     const { model, calls } = countingModel();
-    let [s, actions]: [SnapshotFrom<typeof runtimeMachine>, unknown[]] = initialTransition(runtimeMachine, { engine: new FakeEngine(), slots: 1, maxQueue: 0 });
+    let [s, actions]: [SnapshotFrom<typeof runtimeMachine>, unknown[]] = initialTransition(runtimeMachine, { slots: 1, maxQueue: 0 });
 
     const load = createTicket<LoadResult>();
     [s] = step(runtimeMachine, s, { type: "LOAD", plan: fakePlan("/m.gguf"), ticket: load });
-    [s, actions] = step(runtimeMachine, s, { type: "LOAD.DONE", model });
+    [s, actions] = step(runtimeMachine, s, { type: "LOAD.DONE", model: model.info });
     assert.equal(load.settled, false, "LOAD.DONE computed, the load not yet answered");
     run(actions);
     assert.equal(load.settled, true);
@@ -98,7 +97,7 @@ describe("pure transitions", () => {
 
     const late = createTicket<GenerateResult>();
     [s] = step(runtimeMachine, s, { type: "LOAD", plan: fakePlan("/m.gguf"), ticket: createTicket<LoadResult>() });
-    [s] = step(runtimeMachine, s, { type: "LOAD.DONE", model });
+    [s] = step(runtimeMachine, s, { type: "LOAD.DONE", model: model.info });
     [s] = step(runtimeMachine, s, { type: "RUN", id: "late", work: { kind: "generate", request: { prompt: "p", raw: true, sampling: {} } }, ticket: late });
     [s, actions] = step(runtimeMachine, s, { type: "JOB.FAILED", job: "late", error: new KekahydeError("ENGINE_FAILURE", "x") });
     assert.equal(late.settled, false, "an engine failure's answers are actions");
@@ -108,8 +107,7 @@ describe("pure transitions", () => {
   });
 
   it("supervisor: refusals, answers and fan-outs are actions", () => {
-    const engine = new FakeEngine();
-    let [s, actions]: [SnapshotFrom<typeof supervisorMachine>, unknown[]] = initialTransition(supervisorMachine, { engine, sampleResources: () => Promise.resolve(EMPTY_SAMPLE), maxModels: 2, maxMemory: { bytes: 1500 } });
+    let [s, actions]: [SnapshotFrom<typeof supervisorMachine>, unknown[]] = initialTransition(supervisorMachine, { maxModels: 2, maxMemory: { bytes: 1500 } });
     const unknown = createTicket<GenerateResult>();
     [s, actions] = step(supervisorMachine, s, { type: "RUN", id: "r", model: "nope", work: { kind: "generate", request: { prompt: "p", raw: true, sampling: {} } }, ticket: unknown });
     assert.equal(unknown.settled, false, "the 404 is an action");

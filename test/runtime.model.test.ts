@@ -5,6 +5,7 @@ import { createActor } from "xstate";
 import type { GenerateResult } from "../src/domain/generation.ts";
 import type { JobResult } from "../src/domain/jobs.ts";
 import { KekahydeError } from "../src/errors.ts";
+import { createRuntimeLogic } from "../src/machines/logic.ts";
 import { RELOADS_AFTER_LOSS, runtimeMachine, type LoadResult, type StopResult, type UnloadResult } from "../src/machines/runtimeMachine.ts";
 import { stateName } from "../src/machines/selectors.ts";
 import { createTicket } from "../src/machines/ticket.ts";
@@ -44,7 +45,7 @@ const pickCancelled = (op: "cancel" | "cancelNewest", oracle: RuntimeOracle) =>
 /** The real machine (over the fake engine) and the reference model, driven by the same operations. */
 function system(limits = { slots: SLOTS, maxQueue: MAX_QUEUE }) {
   const engine = new FakeEngine();
-  const actor = createActor(runtimeMachine, { inspect: coverage.inspect, input: { engine, slots: limits.slots, maxQueue: limits.maxQueue } });
+  const actor = createActor(createRuntimeLogic(engine), { inspect: coverage.inspect, input: { slots: limits.slots, maxQueue: limits.maxQueue } });
   actor.start();
   const generations: EngineGeneration[] = [];
   const oracle = new RuntimeOracle(limits, generations);

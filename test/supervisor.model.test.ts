@@ -8,6 +8,8 @@ import type { LoadResult, StopResult, UnloadResult } from "../src/machines/runti
 import { sendRequest } from "../src/machines/sendRequest.ts";
 import { stateName } from "../src/machines/selectors.ts";
 import { statusView } from "../src/server/statusView.ts";
+import { ticketOf } from "../src/machines/heldTickets.ts";
+import { createSupervisorLogic } from "../src/machines/logic.ts";
 import { defaultModel, supervisorMachine, type SupervisorInput } from "../src/machines/supervisorMachine.ts";
 import { createTicket } from "../src/machines/ticket.ts";
 import { EMPTY_SAMPLE } from "../src/monitor/resourceSampler.ts";
@@ -102,13 +104,15 @@ const CONFIGS: Array<{ label: string; limits: SupervisorLimits; input: Partial<S
 const noMonitor = fromCallback(() => {});
 const machine = supervisorMachine.provide({ actors: { monitor: noMonitor as never } });
 const coverage = new TransitionCoverage(machine);
+/** The chart bound to one system's fake engine (coverage counts its transitions as the chart's). */
+const logicFor = (engine: FakeEngine) => createSupervisorLogic(engine).provide({ actors: { monitor: noMonitor as never } });
 
 function system({ limits, input }: (typeof CONFIGS)[number]) {
   const engine = new FakeEngine();
   engine.modelBytes = MODEL_BYTES;
   for (const [name, bytes] of Object.entries(BYTES)) engine.bytesByPath.set(`/models/${name}.gguf`, bytes);
   const clock = new SimulatedClock();
-  const actor = createActor(machine, { clock, inspect: coverage.inspect, input: { engine, sampleResources: () => Promise.resolve(EMPTY_SAMPLE), ...input } });
+  const actor = createActor(logicFor(engine), { clock, inspect: coverage.inspect, input });
   actor.start();
   const oracle = new SupervisorOracle(limits);
   const requests = pairedRequests();
@@ -394,7 +398,8 @@ describe("supervisor machine, specific behaviour", () => {
     sut.actor.stop();
     const admission = { ...admitting.context.admission!, plan: fakePlan("/models/a.gguf"), placement: { ok: false, reason: "unheard-of" } as never };
     const placing = machine.resolveState({ value: { serving: "placing" }, context: { ...admitting.context, admission } });
-    const actor = createActor(machine, { snapshot: placing, inspect: coverage.inspect, input: { engine: new FakeEngine(), sampleResources: () => Promise.resolve(EMPTY_SAMPLE) } });
+    const ticket = ticketOf<LoadResult>(admission.request.ticket)!;
+    const actor = createActor(logicFor(new FakeEngine()), { snapshot: placing, inspect: coverage.inspect, input: {} });
     actor.start();
     actor.send({ type: "MONITOR.SAMPLE", sample: EMPTY_SAMPLE });
     await settle();
@@ -402,7 +407,7 @@ describe("supervisor machine, specific behaviour", () => {
     assert.deepEqual(s.value, { serving: "ready" });
     assert.equal(s.context.admission, null);
     assert.equal(s.context.lastError?.code, "INTERNAL");
-    await assert.rejects(admission.request.ticket.promise, (e: { code: string; message: string }) => e.code === "INTERNAL" && /could not decide where \/models\/a\.gguf goes/.test(e.message));
+    await assert.rejects(ticket.promise, (e: { code: string; message: string }) => e.code === "INTERNAL" && /could not decide where \/models\/a\.gguf goes/.test(e.message));
     actor.stop();
   });
 

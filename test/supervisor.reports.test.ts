@@ -7,8 +7,6 @@ import { rulesOf } from "../src/machines/chart.ts";
 import type { ModelPhaseEvent, RuntimePhase } from "../src/machines/runtimeMachine.ts";
 import { classifyReport, REPORT_MEANINGS, type ReportMeaning } from "../src/machines/supervisor/reports.ts";
 import { supervisorMachine, type ModelEntry, type RuntimeRef, type SupervisorContext } from "../src/machines/supervisorMachine.ts";
-import { EMPTY_SAMPLE } from "../src/monitor/resourceSampler.ts";
-import { FakeEngine } from "./helpers/fakeEngine.ts";
 
 /**
  * What a runtime's MODEL.PHASE report means is decided once (src/machines/supervisor/reports.ts), and each of
@@ -24,7 +22,7 @@ const ERRORS: Array<ErrorCode | null> = [null, "ENGINE_CRASHED", "ENGINE_TIMEOUT
 const branches = rulesOf(supervisorMachine).filter((r) => r.state === "serving" && r.event === "MODEL.PHASE");
 const guards = supervisorMachine.implementations.guards as Record<string, (args: { context: SupervisorContext; event: ModelPhaseEvent }, params: undefined) => boolean>;
 
-const base = initialTransition(supervisorMachine, { engine: new FakeEngine(), sampleResources: () => Promise.resolve(EMPTY_SAMPLE) })[0].context;
+const base = initialTransition(supervisorMachine, {})[0].context;
 
 const entryArb = fc.record({
   phase: fc.constantFrom<ModelEntry["phase"]>("new", ...PHASES),

@@ -1,9 +1,12 @@
-import { fromCallback, fromPromise, type EventObject } from "xstate";
+import { fromCallback, fromPromise, type AnyActorRef, type EventObject } from "xstate";
 import { ENGINE_FAILURES, KekahydeError, toKekahydeError } from "../errors.ts";
 import type { GenerateResult, GenerationProgress } from "../domain/generation.ts";
 import type { JobResult, Work } from "../domain/jobs.ts";
-import type { ModelPlan } from "../domain/models.ts";
+import type { ModelInfo, ModelPlan } from "../domain/models.ts";
 import type { Engine, LoadedModel } from "./types.ts";
+
+/** The actor system an actor runs in. */
+type AnyActorSystem = AnyActorRef["system"];
 
 /**
  * The engine as actors: what a machine invokes or spawns to load, run and free a model. Each reports by
@@ -11,7 +14,8 @@ import type { Engine, LoadedModel } from "./types.ts";
  */
 export type EngineEvent =
   | { type: "LOAD.PROGRESS"; progress: number }
-  | { type: "LOAD.DONE"; model: LoadedModel }
+  /** The loaded model's facts; the model itself went to the `keep` the loader was made with. */
+  | { type: "LOAD.DONE"; model: ModelInfo }
   | { type: "LOAD.FAILED"; error: KekahydeError }
   | { type: "JOB.PROGRESS"; job: string; progress: GenerationProgress }
   /** A stopped generation's text so far: its requester is answered before the engine has ended. */
@@ -21,27 +25,31 @@ export type EngineEvent =
   | { type: "ENGINE.LOST"; error: KekahydeError };
 
 export interface LoadModelInput {
-  engine: Engine;
   plan: ModelPlan;
+  /** Who the model is loaded for (the runtime actor's session id): `keep` is told. */
+  owner: string;
 }
 
+/** Where a loader puts the model it loaded, before LOAD.DONE reports its facts: the handle never travels in an event. */
+export type KeepModel = (system: AnyActorSystem, owner: string, model: LoadedModel) => void;
+
 /**
- * Loads a planned model. Stopping this actor (leaving the loading state) aborts the load; a model that
- * finishes loading after that is freed.
+ * A loader of planned models on `engine`. Stopping this actor (leaving the loading state) aborts the load; a
+ * model that finishes loading after that is freed.
  */
-export const loadModelActor = fromCallback<EventObject, LoadModelInput, EngineEvent>(({ input, sendBack }) => {
-  const abort = new AbortController();
-  input.engine
-    .load(input.plan, { signal: abort.signal, onProgress: (progress) => sendBack({ type: "LOAD.PROGRESS", progress }) })
-    .then(
+export const loadModelActor = (engine: Engine, keep: KeepModel) =>
+  fromCallback<EventObject, LoadModelInput, EngineEvent>(({ input, sendBack, system }) => {
+    const abort = new AbortController();
+    engine.load(input.plan, { signal: abort.signal, onProgress: (progress) => sendBack({ type: "LOAD.PROGRESS", progress }) }).then(
       async (model) => {
         if (abort.signal.aborted) return void (await model.dispose().catch(() => {}));
-        sendBack({ type: "LOAD.DONE", model });
+        keep(system, input.owner, model);
+        sendBack({ type: "LOAD.DONE", model: model.info });
       },
       (e) => sendBack({ type: "LOAD.FAILED", error: toKekahydeError(e, "MODEL_INVALID") }),
     );
-  return () => abort.abort();
-});
+    return () => abort.abort();
+  });
 
 export interface JobInput {
   model: LoadedModel;

@@ -1,6 +1,7 @@
 import { DEFAULT_MAX_QUEUE } from "../domain/defaults.ts";
 import { BUSY, LOADING, NO_MODEL, SHUTTING_DOWN, UNLOADING } from "./refusals.ts";
 import { runtimeSetup } from "./runtime/actions.ts";
+import { modelOf } from "./runtime/models.ts";
 
 /**
  * The runtime machine's chart: what one model slot of the daemon is doing. The supervisor
@@ -40,7 +41,6 @@ export const runtimeMachine = runtimeSetup.createMachine({
   context: ({ input }) => ({
     name: input.name ?? "default",
     supervisor: input.supervisor ?? null,
-    engine: input.engine,
     maxQueue: input.maxQueue ?? DEFAULT_MAX_QUEUE,
     maxGenerationMs: input.maxGenerationMs ?? null,
     slots: Math.max(1, input.slots ?? 1),
@@ -74,7 +74,7 @@ export const runtimeMachine = runtimeSetup.createMachine({
       invoke: {
         id: "loader",
         src: "loadModel",
-        input: ({ context }) => ({ engine: context.engine, plan: context.load!.plan }),
+        input: ({ context, self }) => ({ plan: context.load!.plan, owner: self.sessionId }),
       },
       on: {
         ...WAITING_FOR_THE_MODEL,
@@ -89,7 +89,7 @@ export const runtimeMachine = runtimeSetup.createMachine({
     },
     loaded: {
       // The engine may end by itself (its process crashed): then nothing is left to free.
-      invoke: { id: "engineWatch", src: "watchEngine", input: ({ context }) => ({ model: context.model }) },
+      invoke: { id: "engineWatch", src: "watchEngine", input: ({ self }) => ({ model: modelOf(self.system, self.sessionId) }) },
       on: {
         "ENGINE.LOST": [
           // Lost under requests: those fail, the model is loaded again and the waiting ones are served then.
@@ -187,7 +187,7 @@ export const runtimeMachine = runtimeSetup.createMachine({
       invoke: {
         id: "previousDisposer",
         src: "disposeModel",
-        input: ({ context }) => ({ model: context.model }),
+        input: ({ self }) => ({ model: modelOf(self.system, self.sessionId) }),
         onDone: { target: "loading", actions: "forgetModel" },
       },
       on: WAITING_FOR_THE_MODEL,
@@ -197,7 +197,7 @@ export const runtimeMachine = runtimeSetup.createMachine({
       invoke: {
         id: "disposer",
         src: "disposeModel",
-        input: ({ context }) => ({ model: context.model }),
+        input: ({ self }) => ({ model: modelOf(self.system, self.sessionId) }),
         onDone: { target: "empty", actions: ["forgetModel", "answerUnloads", "clearUnloads"] },
       },
       on: {
@@ -213,7 +213,7 @@ export const runtimeMachine = runtimeSetup.createMachine({
       invoke: {
         id: "finalDisposer",
         src: "disposeModel",
-        input: ({ context }) => ({ model: context.model }),
+        input: ({ self }) => ({ model: modelOf(self.system, self.sessionId) }),
         onDone: { target: "stopped", actions: "forgetModel" },
       },
       on: {

@@ -7,7 +7,9 @@ import type { RuntimeContext } from "./runtimeMachine.ts";
  * `--inspect ws://…`: sends the machine's inspection events to a Stately inspector over WebSocket, for people
  * who use Stately's tools. Off by default; only the URL given receives anything. Only the runtime machine's
  * own events go out (its child actors' snapshots carry their input: the model handle and the prompt), and
- * its context and events are reduced to plain, small facts: no engine handles, no tickets, no prompts.
+ * its context and events are reduced to small facts. A context is plain data (no engine, model handle or
+ * ticket: those are provided or kept in registries, see logic.ts), but a job in it carries its prompt, and an
+ * event from a route carries its ticket and prompt: neither leaves the daemon.
  *
  * The transport is ours rather than @statelyai/inspect's WebSocket adapter: that one throws uncaught errors
  * when the inspector goes away and keeps reconnecting after stop(), which a daemon cannot afford.
@@ -91,7 +93,7 @@ function sanitizeContext(context: unknown): Record<string, unknown> {
   if (typeof context !== "object" || context === null || !("queue" in context)) return {};
   const c = context as Partial<RuntimeContext>;
   return {
-    model: c.model?.info.name ?? null,
+    model: c.model?.name ?? null,
     loading: c.load?.plan.path ?? null,
     queue_length: c.queue?.length ?? 0,
     running: c.running?.length ?? 0,

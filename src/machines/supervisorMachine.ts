@@ -42,14 +42,13 @@ const refusePlacement = (reason: RefusalReason) => refuseLoad(refusalParams(reas
 export const supervisorMachine = supervisorSetup.createMachine({
   id: "supervisor",
   context: ({ input }) => ({
-    engine: input.engine,
-    sampleResources: input.sampleResources,
     monitorIntervalMs: input.monitorIntervalMs ?? 1000,
     maxModels: Math.max(1, input.maxModels ?? 1),
     maxMemory: input.maxMemory ?? { fraction: DEFAULT_MEMORY_FRACTION },
     keepAliveMs: input.keepAliveMs ?? DEFAULT_KEEP_ALIVE_MS,
     parallel: Math.max(1, input.parallel ?? 1),
-    maxQueue: input.maxQueue,
+    // Left out rather than undefined when not given: JSON of the context gives the same context back.
+    ...(input.maxQueue !== undefined && { maxQueue: input.maxQueue }),
     maxGenerationMs: input.maxGenerationMs ?? null,
     models: {},
     departing: [],
@@ -66,7 +65,7 @@ export const supervisorMachine = supervisorSetup.createMachine({
   invoke: {
     id: "monitor",
     src: "monitor",
-    input: ({ context }) => ({ sample: context.sampleResources, intervalMs: context.monitorIntervalMs }),
+    input: ({ context }) => ({ intervalMs: context.monitorIntervalMs }),
   },
   on: {
     "MONITOR.SAMPLE": { actions: "storeSample" },
@@ -135,7 +134,7 @@ export const supervisorMachine = supervisorSetup.createMachine({
           invoke: {
             id: "admission",
             src: "admitModel",
-            input: ({ context }) => ({ engine: context.engine, path: context.admission!.request.path, settings: { ...context.admission!.request.settings, parallel: context.parallel } }),
+            input: ({ context }) => ({ path: context.admission!.request.path, settings: { ...context.admission!.request.settings, parallel: context.parallel } }),
             onDone: { target: "placing", actions: { type: "recordPlan", params: ({ event }) => ({ plan: event.output }) } },
             onError: { target: "ready", actions: refuseLoad(invalidFileParams) },
           },

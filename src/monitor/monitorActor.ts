@@ -2,7 +2,6 @@ import { fromCallback, type EventObject } from "xstate";
 import type { ResourceSample, ResourceSampler } from "./resourceSampler.ts";
 
 export interface MonitorInput {
-  sample: ResourceSampler;
   intervalMs: number;
 }
 
@@ -11,22 +10,24 @@ export type MonitorEvent = { type: "MONITOR.SAMPLE"; sample: ResourceSample };
 /**
  * Samples resources on an interval and sends each reading to the machine, so that /status reads the latest
  * sample from a snapshot instead of making system calls per request. A slow sample never overlaps the next.
+ * The sampler is bound here, not passed as input, so that no function sits in a machine's context.
  */
-export const monitorActor = fromCallback<EventObject, MonitorInput, MonitorEvent>(({ input, sendBack }) => {
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  const tick = async () => {
-    try {
-      const sample = await input.sample();
-      if (!stopped) sendBack({ type: "MONITOR.SAMPLE", sample });
-    } catch {
-      // A failed reading is skipped; the previous sample stays in place.
-    }
-    if (!stopped) timer = setTimeout(() => void tick(), input.intervalMs).unref();
-  };
-  void tick();
-  return () => {
-    stopped = true;
-    clearTimeout(timer);
-  };
-});
+export const monitorActor = (sampleResources: ResourceSampler) =>
+  fromCallback<EventObject, MonitorInput, MonitorEvent>(({ input, sendBack }) => {
+    let stopped = false;
+    let timer: NodeJS.Timeout | undefined;
+    const tick = async () => {
+      try {
+        const sample = await sampleResources();
+        if (!stopped) sendBack({ type: "MONITOR.SAMPLE", sample });
+      } catch {
+        // A failed reading is skipped; the previous sample stays in place.
+      }
+      if (!stopped) timer = setTimeout(() => void tick(), input.intervalMs).unref();
+    };
+    void tick();
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+    };
+  });

@@ -91,7 +91,7 @@ const keepAliveSeconds = (ms: number): number => (ms < 0 ? -1 : ms / 1000);
 export function modelView(entry: ModelEntry, processes: readonly ProcessSample[] = []): ModelView {
   const snapshot = entry.ref.getSnapshot();
   const { context } = snapshot;
-  const info = context.model?.info ?? null;
+  const info = context.model ?? null;
   const pid = info?.engine_pid ?? null;
   return {
     name: entry.name,

@@ -7,7 +7,7 @@ import type { AnyStateMachine, InspectionEvent } from "xstate";
 
 interface TransitionDef {
   eventType: string;
-  source: { id: string };
+  source: StateNodeDef;
   target?: Array<{ id: string }>;
   guard?: string | { type: string };
 }
@@ -24,6 +24,15 @@ const describeTransition = (t: TransitionDef): string => {
   return `${t.source.id}: ${t.eventType || "always"}${guard}${target}`;
 };
 
+/**
+ * Where a transition stands in its definition: its state, its event and its rank among that event's branches.
+ * The same for a machine and its `.provide()`d copies (the engine is provided), whose transition objects differ.
+ */
+const keyOf = (t: TransitionDef): string => {
+  const list = [...t.source.transitions.values(), t.source.always ?? []].find((l) => l.includes(t)) ?? [];
+  return `${t.source.id}|${t.eventType}|${list.indexOf(t)}`;
+};
+
 /** Every transition of the definition, described. */
 export function allTransitions(machine: AnyStateMachine): Map<TransitionDef, string> {
   const all = new Map<TransitionDef, string>();
@@ -37,15 +46,15 @@ export function allTransitions(machine: AnyStateMachine): Map<TransitionDef, str
 }
 
 export class TransitionCoverage {
-  readonly taken = new Set<unknown>();
+  readonly taken = new Set<string>();
   /** The `inspect` option for actors of `machine`. */
   readonly inspect = (e: InspectionEvent): void => {
     if (e.type !== "@xstate.microstep") return;
-    for (const t of (e as unknown as { _transitions: unknown[] })._transitions) this.taken.add(t);
+    for (const t of (e as unknown as { _transitions: TransitionDef[] })._transitions) this.taken.add(keyOf(t));
   };
   constructor(private readonly machine: AnyStateMachine) {}
   /** The transitions of the definition never taken. */
   missing(): string[] {
-    return [...allTransitions(this.machine)].filter(([t]) => !this.taken.has(t)).map(([, d]) => d);
+    return [...allTransitions(this.machine)].filter(([t]) => !this.taken.has(keyOf(t))).map(([, d]) => d);
   }
 }

@@ -1,26 +1,35 @@
 import { assertEvent, assign, enqueueActions, setup } from "xstate";
+import type { JobResult } from "../../domain/jobs.ts";
 import { takesSlot } from "../../domain/jobs.ts";
-import { disposeModelActor, jobActor, loadModelActor, watchEngineActor } from "../../engine/engineActors.ts";
+import { disposeModelActor, jobActor, watchEngineActor } from "../../engine/engineActors.ts";
 import { KekahydeError } from "../../errors.ts";
 import { now } from "../clock.ts";
+import { holdListener, holdTicket, listenerOf, rejectTicket, resolveTicket } from "../heldTickets.ts";
 import { SHUTTING_DOWN, type Refusal } from "../refusals.ts";
 import { runtimeGuards } from "./guards.ts";
+import { dropModelHandle, modelOf, noEngineLoader } from "./models.ts";
 import { errorRecord, freshStats, jobOf, retryAfterSeconds, slotsTaken } from "./rules.ts";
-import type { GenerationStats, Job, ModelPhaseEvent, RuntimeContext, RuntimeEvent, RuntimeInput, RuntimePhase } from "./types.ts";
+import type { GenerationStats, Job, LoadResult, ModelPhaseEvent, RuntimeContext, RuntimeEvent, RuntimeInput, RuntimePhase, StopResult, UnloadResult } from "./types.ts";
 
 /**
  * What the runtime's chart (../runtimeMachine.ts) names: its types, its actors (src/engine/engineActors.ts),
  * its guards (./guards.ts) and, here, its actions. Effects (answering a ticket, spawning, sending) run after
  * the transition; `assign` only computes context. Times come from the actor system's clock (../clock.ts).
  */
+const NO_INPUT: RuntimeInput = {};
+
+/** A job's requester gets `error` (its text listener is let go with its ticket). */
+const failJob = (job: Job, error: KekahydeError): void => rejectTicket(job.ticket, error);
+
 export const runtimeSetup = setup({
   types: {
     context: {} as RuntimeContext,
     events: {} as RuntimeEvent,
-    input: {} as RuntimeInput,
+    // Every input field is optional: a typed empty object says which type it is.
+    input: NO_INPUT,
   },
   actors: {
-    loadModel: loadModelActor,
+    loadModel: noEngineLoader,
     runJob: jobActor,
     disposeModel: disposeModelActor,
     watchEngine: watchEngineActor,
@@ -49,7 +58,7 @@ export const runtimeSetup = setup({
     refuseStoppedRequest: ({ context, event }) => {
       assertEvent(event, "STOP");
       const error = new KekahydeError("QUEUE_CLEARED", "Stopped by POST /stop {\"id\"} before it started. Send it again if you still want it.");
-      for (const job of context.queue) if (job.requestId === event.request) job.ticket.reject(error);
+      for (const job of context.queue) if (job.requestId === event.request) failJob(job, error);
     },
     answerNothingToStop: ({ event }) => {
       assertEvent(event, "STOP");
@@ -61,14 +70,14 @@ export const runtimeSetup = setup({
     },
     resolveLoad: ({ context, event }) => {
       assertEvent(event, "LOAD.DONE");
-      context.load?.ticket?.resolve({ model: event.model.info });
+      resolveTicket<LoadResult>(context.load?.ticket, { model: event.model });
     },
     rejectLoad: ({ context, event }) => {
       assertEvent(event, "LOAD.FAILED");
-      context.load?.ticket?.reject(event.error);
+      rejectTicket(context.load?.ticket, event.error);
     },
     answerUnloads: ({ context }) => {
-      for (const ticket of context.unloadTickets) ticket.resolve({ unloaded: true });
+      for (const ticket of context.unloadTickets) resolveTicket<UnloadResult>(ticket, { unloaded: true });
     },
     refuseQueueFull: ({ context, event }) => {
       assertEvent(event, "RUN");
@@ -84,19 +93,22 @@ export const runtimeSetup = setup({
     /** Answers a job: at JOB.DONE, or earlier at JOB.STOPPED (then DONE finds it answered). */
     answerJob: ({ context, event }) => {
       assertEvent(event, ["JOB.DONE", "JOB.STOPPED"]);
-      jobOf(context, event.job)?.ticket.resolve(event.result);
+      const job = jobOf(context, event.job);
+      if (job) resolveTicket<JobResult>(job.ticket, event.result);
     },
     rejectJob: ({ context, event }) => {
       assertEvent(event, "JOB.FAILED");
-      jobOf(context, event.job)?.ticket.reject(event.error);
+      const job = jobOf(context, event.job);
+      if (job) failJob(job, event.error);
     },
     refuseCancelledJob: ({ context, event }) => {
       assertEvent(event, "CANCEL");
-      context.queue.find((j) => j.id === event.job)?.ticket.reject(new KekahydeError("CLIENT_CLOSED", "The client closed the request before it started."));
+      const job = context.queue.find((j) => j.id === event.job);
+      if (job) failJob(job, new KekahydeError("CLIENT_CLOSED", "The client closed the request before it started."));
     },
     refuseQueuedJobs: ({ context }) => {
       const error = new KekahydeError("QUEUE_CLEARED", "Cancelled by POST /stop {\"all\": true} before it started. Send it again if you still want it.");
-      for (const job of context.queue) job.ticket.reject(error);
+      for (const job of context.queue) failJob(job, error);
     },
     /** STOP {"all": true} while the model loads: nothing runs yet, the waiting requests are dropped. */
     answerStopDroppingQueue: ({ context, event }) => {
@@ -106,37 +118,37 @@ export const runtimeSetup = setup({
     /** The load that requests waited for failed: they get its error. */
     failWaitingJobs: ({ context, event }) => {
       assertEvent(event, "LOAD.FAILED");
-      for (const job of context.queue) job.ticket.reject(event.error);
+      for (const job of context.queue) failJob(job, event.error);
     },
     answerStops: ({ context }) => {
-      for (const { ticket, dropped } of context.stopTickets) ticket.resolve({ stopped: true, dropped });
+      for (const { ticket, dropped } of context.stopTickets) resolveTicket<StopResult>(ticket, { stopped: true, dropped });
     },
     /** After an engine failure nothing can run on this model: the failed job gets its error, every other job one that says why. */
     failAllJobs: ({ context, event }) => {
       assertEvent(event, "JOB.FAILED");
       const error = new KekahydeError("ENGINE_FAILURE", `The engine failed: ${event.error.message}`);
-      for (const job of [...context.running, ...context.queue]) job.ticket.reject(job.id === event.job ? event.error : error);
+      for (const job of [...context.running, ...context.queue]) failJob(job, job.id === event.job ? event.error : error);
     },
     failJobsOnEngineLoss: ({ context, event }) => {
       assertEvent(event, "ENGINE.LOST");
-      for (const job of [...context.running, ...context.queue]) job.ticket.reject(event.error);
+      for (const job of [...context.running, ...context.queue]) failJob(job, event.error);
     },
     /** The model is loaded again: only the requests that ran in the lost engine fail, the waiting ones stay. */
     failRunningJobsOnEngineLoss: ({ context, event }) => {
       assertEvent(event, "ENGINE.LOST");
-      for (const job of context.running) job.ticket.reject(event.error);
+      for (const job of context.running) failJob(job, event.error);
     },
     refusePendingWork: ({ context }) => {
       const error = new KekahydeError(SHUTTING_DOWN.code, SHUTTING_DOWN.message);
-      context.load?.ticket?.reject(error);
-      for (const job of [...context.running, ...context.queue]) job.ticket.reject(error);
-      for (const { ticket, dropped } of context.stopTickets) ticket.resolve({ stopped: true, dropped });
-      for (const ticket of context.unloadTickets) ticket.resolve({ unloaded: true });
+      rejectTicket(context.load?.ticket, error);
+      for (const job of [...context.running, ...context.queue]) failJob(job, error);
+      for (const { ticket, dropped } of context.stopTickets) resolveTicket<StopResult>(ticket, { stopped: true, dropped });
+      for (const ticket of context.unloadTickets) resolveTicket<UnloadResult>(ticket, { unloaded: true });
     },
 
     // ── Jobs and their generation actors ────────────────────────────────────────────────────────────────
     /** Moves waiting jobs into free slots, oldest first, each with its own job actor; token jobs need no slot. */
-    startJobs: enqueueActions(({ context, enqueue, system }) => {
+    startJobs: enqueueActions(({ context, enqueue, self, system }) => {
       let free = Math.max(0, context.slots - slotsTaken(context));
       const chosen = context.queue.filter((job) => !takesSlot(job.work.kind) || free-- > 0);
       const starting = chosen.map((job) => ({ ...job, stats: freshStats(now(system)) }));
@@ -144,10 +156,10 @@ export const runtimeSetup = setup({
         enqueue.spawnChild("runJob", {
           id: job.id,
           input: {
-            model: context.model!,
+            model: modelOf(system, self.sessionId)!,
             job: job.id,
             work: job.work,
-            onText: job.onText,
+            onText: listenerOf(job.ticket),
             timeLimitMs: Math.min(job.work.kind === "generate" ? (job.work.request.timeLimitMs ?? Infinity) : Infinity, context.maxGenerationMs ?? Infinity),
           },
         });
@@ -189,7 +201,7 @@ export const runtimeSetup = setup({
     acceptLoad: assign({
       load: ({ event }) => {
         assertEvent(event, "LOAD");
-        return { plan: event.plan, ticket: event.ticket, progress: 0 };
+        return { plan: event.plan, ticket: holdTicket("load", event.ticket), progress: 0 };
       },
       reloads: 0,
     }),
@@ -219,17 +231,23 @@ export const runtimeSetup = setup({
         return errorRecord(event.error, now(system));
       },
     }),
-    forgetModel: assign({ model: null, lastGeneration: null }),
+    /** The model is freed (or its engine lost): its facts leave the context, its handle the registry. */
+    forgetModel: enqueueActions(({ enqueue, self, system }) => {
+      enqueue(() => dropModelHandle(system, self.sessionId));
+      enqueue.assign({ model: null, lastGeneration: null });
+    }),
     acceptUnload: assign({
       unloadTickets: ({ context, event }) => {
         assertEvent(event, "UNLOAD");
-        return [...context.unloadTickets, event.ticket];
+        return [...context.unloadTickets, holdTicket("unload", event.ticket)];
       },
     }),
     clearUnloads: assign({ unloadTickets: [] }),
     enqueueJob: assign(({ context, event, system }) => {
       assertEvent(event, "RUN");
-      const job: Job = { id: event.id, requestId: event.requestId ?? event.id, ticket: event.ticket, work: event.work, onText: event.onText, enqueuedAt: now(system), stats: null };
+      const ticket = holdTicket("job", event.ticket);
+      holdListener(ticket, event.onText);
+      const job: Job = { id: event.id, requestId: event.requestId ?? event.id, ticket, work: event.work, enqueuedAt: now(system), stats: null };
       return { queue: [...context.queue, job] };
     }),
     dropCancelledJob: assign({
@@ -248,7 +266,7 @@ export const runtimeSetup = setup({
     acceptStop: assign({
       stopTickets: ({ context, event }) => {
         assertEvent(event, "STOP");
-        return [...context.stopTickets, { ticket: event.ticket, dropped: event.all ? context.queue.length : 0 }];
+        return [...context.stopTickets, { ticket: holdTicket("stop", event.ticket), dropped: event.all ? context.queue.length : 0 }];
       },
     }),
     clearQueue: assign({ queue: [] }),

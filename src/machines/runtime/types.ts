@@ -2,9 +2,8 @@ import type { AnyActorRef } from "xstate";
 import type { FinishReason } from "../../domain/generation.ts";
 import type { JobResult, Work } from "../../domain/jobs.ts";
 import type { LoadResult, StopResult, UnloadResult } from "../../domain/answers.ts";
-import type { ModelPlan } from "../../domain/models.ts";
+import type { ModelInfo, ModelPlan } from "../../domain/models.ts";
 import type { EngineEvent } from "../../engine/engineActors.ts";
-import type { Engine, LoadedModel } from "../../engine/types.ts";
 import type { ErrorCode } from "../../errors.ts";
 import type { Ticket } from "../ticket.ts";
 
@@ -17,10 +16,10 @@ export interface Job {
   id: string;
   /** The client's id for its request (X-Request-Id), which POST /stop {"id"} names; the job id if it gave none. */
   requestId: string;
-  ticket: Ticket<JobResult>;
+  /** The key of its ticket in the registry of ../heldTickets.ts (its `onText`, if any, is kept there under `id`). */
+  ticket: string;
   /** What it asks of the model: a generation, embeddings, ranking, tokens. */
   work: Work;
-  onText?: (chunk: string) => void;
   enqueuedAt: number;
   stats: GenerationStats | null;
 }
@@ -72,34 +71,35 @@ export interface ModelPhaseEvent {
 export interface RuntimeContext {
   name: string;
   supervisor: AnyActorRef | null;
-  engine: Engine;
   maxQueue: number;
   maxGenerationMs: number | null;
   /** Jobs that may generate at once. */
   slots: number;
-  model: LoadedModel | null;
+  /** The loaded model's facts; its handle is in the registry of ./models.ts, under this runtime's session id. */
+  model: ModelInfo | null;
   /** The plan the model was loaded with, to load it again after its engine is lost mid-request. */
   plan: ModelPlan | null;
   /**
    * The load under way, or waiting for the previous model to be freed (`replacing`). No ticket: the runtime
    * loads the model again by itself after its engine was lost.
    */
-  load: { plan: ModelPlan; ticket: Ticket<LoadResult> | null; progress: number } | null;
+  load: { plan: ModelPlan; ticket: string | null; progress: number } | null;
   /** Reloads after a lost engine since a job last ended well: bounded, so a model that always crashes stays down. */
   reloads: number;
   running: Job[];
   queue: Job[];
   /** Figures of the last job that ended. */
   lastGeneration: GenerationStats | null;
-  stopTickets: Array<{ ticket: Ticket<StopResult>; dropped: number }>;
-  /** UNLOADs answered once the model is freed. */
-  unloadTickets: Array<Ticket<UnloadResult>>;
+  /** STOPs answered once the generations have ended: their tickets' keys (../heldTickets.ts). */
+  stopTickets: Array<{ ticket: string; dropped: number }>;
+  /** UNLOADs answered once the model is freed: their tickets' keys. */
+  unloadTickets: string[];
   /** Why the model last failed (its load, or its engine); cleared by a successful load. */
   lastError: LastError | null;
 }
 
+/** The engine is not input: it is provided (createRuntimeLogic, ../logic.ts), so the context stays data. */
 export interface RuntimeInput {
-  engine: Engine;
   /** The model's name under the supervisor (default "default"). */
   name?: string;
   /** Receives a MODEL.PHASE event on entry to each reported state. */

@@ -1,35 +1,42 @@
 import { assertEvent, assign, enqueueActions, setup } from "xstate";
+import type { JobResult } from "../../domain/jobs.ts";
 import { defaultModelName, type ModelPlan } from "../../domain/models.ts";
 import { KekahydeError } from "../../errors.ts";
 import { monitorActor } from "../../monitor/monitorActor.ts";
+import { EMPTY_SAMPLE } from "../../monitor/resourceSampler.ts";
 import { now } from "../clock.ts";
 import { SHUTTING_DOWN, type Refusal } from "../refusals.ts";
 import { errorRecord } from "../runtime/rules.ts";
 import type { LoadResult, StopResult, UnloadResult } from "../runtime/types.ts";
 import { runtimeMachine } from "../runtimeMachine.ts";
+import { holdListener, holdTicket, rejectTicket, resolveTicket, takeTicket } from "../heldTickets.ts";
 import { createTicket, type Ticket } from "../ticket.ts";
 import { CRASHES_BEFORE_QUARANTINE, placementOf, unknownModel } from "./admission.ts";
 import { admitModel } from "./actors.ts";
 import { supervisorGuards } from "./guards.ts";
 import type { Placement } from "./placement.ts";
 import { departed, entries, entryOf, keepAliveId, loadName, modelNamed, parkedOf, targetOf, without } from "./queries.ts";
-import type { Admission, CrashRecord, FanOut, ModelEntry, SupervisorContext, SupervisorEvent, SupervisorInput } from "./types.ts";
+import type { Admission, CrashRecord, FanOut, ModelEntry, ParkedRun, SupervisorContext, SupervisorEvent, SupervisorInput } from "./types.ts";
 
 /**
  * What the supervisor's chart (../supervisorMachine.ts) names: its types, its actors, its guards (./guards.ts)
  * and, here, its actions. Effects (answering a ticket, spawning, sending, timers) run after the transition;
  * `assign` only computes context. Times come from the actor system's clock (../clock.ts).
  */
+const NO_INPUT: SupervisorInput = {};
+
 export const supervisorSetup = setup({
   types: {
     context: {} as SupervisorContext,
     events: {} as SupervisorEvent,
-    input: {} as SupervisorInput,
+    // Every input field is optional: a typed empty object says which type it is.
+    input: NO_INPUT,
   },
   actors: {
     runtime: runtimeMachine,
     admitModel,
-    monitor: monitorActor,
+    // Placeholders until provided (createSupervisorLogic, ../logic.ts): no engine, no readings.
+    monitor: monitorActor(() => Promise.resolve(EMPTY_SAMPLE)),
   },
   guards: supervisorGuards,
   actions: {
@@ -44,21 +51,22 @@ export const supervisorSetup = setup({
     /** The load that parked generations waited for was refused: they get its error. */
     refuseParkedRuns: ({ context }, params: { error: KekahydeError }) => {
       const name = context.admission && loadName(context.admission.request);
-      for (const run of (name && context.parkedRuns[name]) || []) run.ticket.reject(params.error);
+      for (const run of (name && context.parkedRuns[name]) || []) rejectTicket(run.ticket, params.error);
     },
     refuseAllParkedRuns: ({ context }) => {
       const error = new KekahydeError(SHUTTING_DOWN.code, SHUTTING_DOWN.message);
-      for (const runs of Object.values(context.parkedRuns)) for (const run of runs) run.ticket.reject(error);
+      for (const runs of Object.values(context.parkedRuns)) for (const run of runs) rejectTicket(run.ticket, error);
     },
     refuseParkedJob: ({ context, event }) => {
       assertEvent(event, "CANCEL");
-      for (const runs of Object.values(context.parkedRuns)) runs.find((r) => r.id === event.job)?.ticket.reject(new KekahydeError("CLIENT_CLOSED", "The client closed the request while its model was being loaded."));
+      const error = new KekahydeError("CLIENT_CLOSED", "The client closed the request while its model was being loaded.");
+      for (const runs of Object.values(context.parkedRuns)) rejectTicket(runs.find((r) => r.id === event.job)?.ticket, error);
     },
     /** STOP {"id"} for a request that waits for its model to be admitted: it is dropped, and counted in the answer. */
     refuseParkedRequest: ({ context, event }) => {
       assertEvent(event, "STOP");
       const error = new KekahydeError("QUEUE_CLEARED", "Stopped by POST /stop {\"id\"} while its model was being loaded. Send it again if you still want it.");
-      for (const run of parkedOf(context, event.request!)) run.ticket.reject(error);
+      for (const run of parkedOf(context, event.request!)) rejectTicket(run.ticket, error);
       event.ticket.resolve({ stopped: false, dropped: parkedOf(context, event.request!).length });
     },
     answerNothingStopped: ({ event }) => {
@@ -70,23 +78,23 @@ export const supervisorSetup = setup({
       event.ticket.resolve({ unloaded: false });
     },
     refuseAdmission: ({ context }, params: { error: KekahydeError }) => {
-      context.admission?.request.ticket.reject(params.error);
+      rejectTicket(context.admission?.request.ticket, params.error);
     },
     refusePendingLoads: ({ context }) => {
       const error = new KekahydeError(SHUTTING_DOWN.code, SHUTTING_DOWN.message);
-      context.admission?.request.ticket.reject(error);
-      for (const load of context.waitingLoads) load.ticket.reject(error);
+      rejectTicket(context.admission?.request.ticket, error);
+      for (const load of context.waitingLoads) rejectTicket(load.ticket, error);
     },
     resolveFanOut: ({ context, event }) => {
       assertEvent(event, "FANOUT.ANSWER");
       const f = context.fanOuts[event.fanOut];
-      if (f.kind === "stop") f.ticket.resolve({ stopped: f.stopped, dropped: f.dropped });
-      else f.ticket.resolve({ unloaded: f.unloaded });
+      if (f.kind === "stop") resolveTicket<StopResult>(f.ticket, { stopped: f.stopped, dropped: f.dropped });
+      else resolveTicket<UnloadResult>(f.ticket, { unloaded: f.unloaded });
     },
     rejectFanOut: ({ context, event }) => {
       assertEvent(event, "FANOUT.ANSWER");
       const f = context.fanOuts[event.fanOut];
-      f.ticket.reject(f.error!);
+      rejectTicket(f.ticket, f.error!);
     },
 
     // ── Sending to runtimes ─────────────────────────────────────────────────────────────────────────────
@@ -114,7 +122,7 @@ export const supervisorSetup = setup({
       const id = `fanout-${context.fanOutCount + 1}`;
       const models = entries(context);
       enqueue.assign({
-        fanOuts: { ...context.fanOuts, [id]: { kind: "stop", ticket: event.ticket, waiting: models.length, stopped: false, dropped: 0, error: null } },
+        fanOuts: { ...context.fanOuts, [id]: { kind: "stop", ticket: holdTicket("fanout", event.ticket), waiting: models.length, stopped: false, dropped: 0, error: null } },
         fanOutCount: context.fanOutCount + 1,
       });
       for (const m of models) {
@@ -127,7 +135,7 @@ export const supervisorSetup = setup({
       const id = `fanout-${context.fanOutCount + 1}`;
       const models = entries(context);
       enqueue.assign({
-        fanOuts: { ...context.fanOuts, [id]: { kind: "unload", ticket: event.ticket, waiting: models.length, unloaded: false, error: null } },
+        fanOuts: { ...context.fanOuts, [id]: { kind: "unload", ticket: holdTicket("fanout", event.ticket), waiting: models.length, unloaded: false, error: null } },
         fanOutCount: context.fanOutCount + 1,
       });
       for (const m of models) {
@@ -169,7 +177,6 @@ export const supervisorSetup = setup({
           spawn("runtime", {
             id: `model:${name}:${at}`,
             input: {
-              engine: context.engine,
               name,
               supervisor: self,
               maxQueue: context.maxQueue,
@@ -194,10 +201,10 @@ export const supervisorSetup = setup({
         };
         return { models: { ...context.models, [name]: entry }, uses: context.uses + 1, lastError: null };
       });
-      enqueue.sendTo(({ context: c }) => c.models[name].ref, { type: "LOAD", plan, ticket: request.ticket });
+      enqueue.sendTo(({ context: c }) => c.models[name].ref, { type: "LOAD", plan, ticket: takeTicket<LoadResult>(request.ticket).ticket });
       // Generations that asked for this model wait for it in its runtime's queue, in order.
       for (const run of context.parkedRuns[name] ?? []) {
-        enqueue.sendTo(({ context: c }) => c.models[name].ref, { type: "RUN", id: run.id, requestId: run.requestId, work: run.work, onText: run.onText, ticket: run.ticket });
+        enqueue.sendTo(({ context: c }) => c.models[name].ref, { type: "RUN", id: run.id, requestId: run.requestId, work: run.work, ...takeTicket<JobResult>(run.ticket) });
       }
       enqueue.assign({ parkedRuns: without(context.parkedRuns, [name]) });
     }),
@@ -276,7 +283,9 @@ export const supervisorSetup = setup({
     parkRun: assign({
       parkedRuns: ({ context, event }) => {
         assertEvent(event, "RUN");
-        const { type: _, ...run } = event;
+        const { type: _, ticket, onText, ...request } = event;
+        const run: ParkedRun = { ...request, ticket: holdTicket("run", ticket) };
+        holdListener(run.ticket, onText);
         return { ...context.parkedRuns, [run.model!]: [...(context.parkedRuns[run.model!] ?? []), run] };
       },
     }),
@@ -301,8 +310,8 @@ export const supervisorSetup = setup({
     queueLoad: assign({
       waitingLoads: ({ context, event }) => {
         assertEvent(event, "LOAD");
-        const { type: _, ...load } = event;
-        return [...context.waitingLoads, load];
+        const { type: _, ticket, ...request } = event;
+        return [...context.waitingLoads, { ...request, ticket: holdTicket("load", ticket) }];
       },
     }),
     takeNextLoad: assign(({ context }) => ({ admission: { request: context.waitingLoads[0], plan: null, placement: null }, waitingLoads: context.waitingLoads.slice(1) })),

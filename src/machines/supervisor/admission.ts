@@ -1,7 +1,7 @@
 import { defaultModelName, type ModelPlan } from "../../domain/models.ts";
 import { KekahydeError, toKekahydeError } from "../../errors.ts";
 import { place, type Placement } from "./placement.ts";
-import type { CrashRecord, LoadRequest, SupervisorContext } from "./types.ts";
+import type { CrashRecord, HeldLoad, SupervisorContext } from "./types.ts";
 
 /**
  * The rules of admitting a load, as pure functions of the supervisor's context: where the model goes
@@ -13,7 +13,7 @@ import type { CrashRecord, LoadRequest, SupervisorContext } from "./types.ts";
 export const CRASHES_BEFORE_QUARANTINE = 3;
 
 /** Where the admitted model goes: computed once, when its plan arrives. */
-export function placementOf(context: SupervisorContext, request: LoadRequest, plan: ModelPlan): Placement {
+export function placementOf(context: SupervisorContext, request: HeldLoad, plan: ModelPlan): Placement {
   const name = request.name ?? defaultModelName(request.path);
   const held = [...Object.values(context.models), ...context.departing].reduce((sum, m) => sum + m.bytes, 0);
   const budgetBytes = "bytes" in context.maxMemory ? context.maxMemory.bytes : Math.floor(context.maxMemory.fraction * (plan.freeBytes + held));

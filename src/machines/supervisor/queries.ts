@@ -1,5 +1,5 @@
 import { defaultModelName } from "../../domain/models.ts";
-import type { LoadRequest, ModelEntry, RunRequest, SupervisorContext, SupervisorEvent } from "./types.ts";
+import type { HeldLoad, ModelEntry, ParkedRun, SupervisorContext, SupervisorEvent } from "./types.ts";
 
 /** Pure reads of the supervisor's context that its guards and actions share. */
 
@@ -24,10 +24,10 @@ export const departed = (m: ModelEntry): ModelEntry => ({ ...m, phase: "unloadin
 export const modelNamed = (event: SupervisorEvent): string | undefined => ("model" in event ? event.model : undefined);
 
 /** The parked generations of request `request` (the client's id, or the job id it gave none). */
-export const parkedOf = (context: SupervisorContext, request: string): RunRequest[] => Object.values(context.parkedRuns).flat().filter((r) => (r.requestId ?? r.id) === request);
+export const parkedOf = (context: SupervisorContext, request: string): ParkedRun[] => Object.values(context.parkedRuns).flat().filter((r) => (r.requestId ?? r.id) === request);
 
 /** The name a load will have. */
-export const loadName = (load: LoadRequest): string => load.name ?? defaultModelName(load.path);
+export const loadName = (load: Pick<HeldLoad, "name" | "path">): string => load.name ?? defaultModelName(load.path);
 /** Whether a load of this name is being admitted or waits to be. */
 export const loadPending = (context: SupervisorContext, name: string): boolean =>
   (context.admission !== null && loadName(context.admission.request) === name) || context.waitingLoads.some((l) => loadName(l) === name);

@@ -1,10 +1,9 @@
 import type { ActorRefFrom } from "xstate";
 import type { JobResult, Work } from "../../domain/jobs.ts";
 import type { LoadSettings, MemoryBudget, ModelPlan } from "../../domain/models.ts";
-import type { Engine } from "../../engine/types.ts";
 import type { KekahydeError } from "../../errors.ts";
 import type { MonitorEvent } from "../../monitor/monitorActor.ts";
-import type { ResourceSample, ResourceSampler } from "../../monitor/resourceSampler.ts";
+import type { ResourceSample } from "../../monitor/resourceSampler.ts";
 import type { Placement } from "./placement.ts";
 import type { RuntimeMachine } from "../runtimeMachine.ts";
 import type { LastError, LoadResult, ModelPhaseEvent, RuntimePhase, StopResult, UnloadResult } from "../runtime/types.ts";
@@ -49,7 +48,7 @@ export interface CrashRecord {
   error: LastError;
 }
 
-export interface LoadRequest {
+interface LoadRequest {
   path: string;
   name?: string;
   settings: LoadSettings;
@@ -57,20 +56,23 @@ export interface LoadRequest {
   ticket: Ticket<LoadResult>;
 }
 
+/** A load request as the context keeps it: the key of its ticket (../heldTickets.ts) instead of the ticket. */
+export type HeldLoad = Omit<LoadRequest, "ticket"> & { ticket: string };
+
 /** The load being admitted: its request, then the plan the engine made of the file, then where it goes. */
 export interface Admission {
-  request: LoadRequest;
+  request: HeldLoad;
   plan: ModelPlan | null;
   placement: Placement | null;
 }
 
 /** A STOP or UNLOAD sent to every model, answered once each model has answered its part. */
 export type FanOut =
-  | { kind: "stop"; ticket: Ticket<StopResult>; waiting: number; stopped: boolean; dropped: number; error: KekahydeError | null }
-  | { kind: "unload"; ticket: Ticket<UnloadResult>; waiting: number; unloaded: boolean; error: KekahydeError | null };
+  | { kind: "stop"; ticket: string; waiting: number; stopped: boolean; dropped: number; error: KekahydeError | null }
+  | { kind: "unload"; ticket: string; waiting: number; unloaded: boolean; error: KekahydeError | null };
 
 /** A generation request as the supervisor gets it. */
-export interface RunRequest {
+interface RunRequest {
   id: string;
   /** The client's id for the request (X-Request-Id), which POST /stop {"id"} names; the job id if it gave none. */
   requestId?: string;
@@ -85,6 +87,9 @@ export interface RunRequest {
   keepAliveMs?: number;
   ticket: Ticket<JobResult>;
 }
+
+/** A generation parked while its model is admitted, as the context keeps it: its ticket's key (its `onText` is kept with the ticket). */
+export type ParkedRun = Omit<RunRequest, "ticket" | "onText"> & { ticket: string };
 
 export type SupervisorEvent =
   | ({ type: "LOAD" } & LoadRequest)
@@ -102,8 +107,6 @@ export type SupervisorEvent =
 export type SupervisorRequestEvent = Extract<SupervisorEvent, { ticket: unknown }>;
 
 export interface SupervisorContext {
-  engine: Engine;
-  sampleResources: ResourceSampler;
   monitorIntervalMs: number;
   maxModels: number;
   maxMemory: MemoryBudget;
@@ -116,9 +119,10 @@ export interface SupervisorContext {
   departing: ModelEntry[];
   admission: Admission | null;
   /** Loads that wait for the one being admitted, in order. */
-  waitingLoads: LoadRequest[];
+  waitingLoads: HeldLoad[];
   /** Generations for a model that is being admitted on their behalf, by its name: sent to it once it loads. */
-  parkedRuns: Record<string, RunRequest[]>;
+  parkedRuns: Record<string, ParkedRun[]>;
+  /** STOPs and UNLOADs fanned out to every model, by id; their tickets are kept under FanOut.ticket. */
   fanOuts: Record<string, FanOut>;
   fanOutCount: number;
   /** Uses so far: the source of `useOrder`. */
@@ -130,9 +134,8 @@ export interface SupervisorContext {
   resources: ResourceSample;
 }
 
+/** The engine and the resource sampler are not input: they are provided (createSupervisorLogic, ../logic.ts). */
 export interface SupervisorInput {
-  engine: Engine;
-  sampleResources: ResourceSampler;
   monitorIntervalMs?: number;
   /** Models loaded at once (default 1: a new model replaces the loaded one). */
   maxModels?: number;
